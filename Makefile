@@ -1,0 +1,41 @@
+# Mailyard — the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= examples/mailyard.yaml
+
+.PHONY: run test unit lint typecheck proto bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,fast]'
+	touch $@
+
+## run: the whole pipeline in one process against the local RabbitMQ
+run: $(VENV)/.installed
+	$(PY) -m mailyard check-broker --config $(CONFIG)
+	$(PY) -m mailyard all --config $(CONFIG)
+
+## test: lint, type check, then every test (needs RabbitMQ; see README)
+test: $(VENV)/.installed lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## unit: the tests that need no broker
+unit: $(VENV)/.installed
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check services tests scripts
+	$(VENV)/bin/ruff format --check services tests scripts
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+## proto: regenerate the committed Python code from proto/
+proto: $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=services --pyi_out=services \
+		proto/mailyard/v1/*.proto
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

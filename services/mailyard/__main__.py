@@ -1,0 +1,5 @@
+import sys
+
+from mailyard.cli import main
+
+sys.exit(main())

@@ -1,0 +1,162 @@
+"""One service's connection to RabbitMQ: connect, declare, publish with confirms.
+
+Every publish is persistent, ``mandatory`` and waits for the broker's confirm;
+a nack, a return (unroutable) or a timeout raises :class:`PublishError`. The
+connection is aio-pika's robust connection: after a broker restart it
+reconnects, re-declares the topology and resumes consumers by itself.
+Deliveries that were in flight on the old channel cannot be acked any more;
+the broker redelivers them (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from yarl import URL
+
+from mailyard.broker import metrics
+from mailyard.broker.topology import Topology
+from mailyard.config import BrokerConfig
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(Exception):
+    """The broker did not take responsibility for a message."""
+
+
+class BrokerUnavailable(PublishError):
+    """There is no connection to the broker right now."""
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    parsed = URL(url)
+    return str(parsed.with_password("***")) if parsed.password else url
+
+
+class BrokerClient:
+    def __init__(self, config: BrokerConfig, topology: Topology, *, service: str) -> None:
+        self.config = config
+        self.topology = topology
+        self.service = service
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise BrokerUnavailable("not connected to the broker yet")
+        return self._connection
+
+    @property
+    def connected(self) -> bool:
+        connection = self._connection
+        return (
+            connection is not None
+            and not connection.is_closed
+            and connection.connected.is_set()
+            and self._publish_channel is not None
+            and not self._publish_channel.is_closed
+        )
+
+    async def connect(self, *, attempts: int | None = None) -> None:
+        """Connect, retrying every ``reconnect_interval``; then declare the topology.
+
+        ``attempts=None`` retries forever (a service waiting for its broker);
+        each failure is one log line saying what to check.
+        """
+        interval = self.config.reconnect_interval.total_seconds()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self._connection = await aio_pika.connect_robust(
+                    self.config.url,
+                    reconnect_interval=interval,
+                    client_properties={"connection_name": f"mailyard-{self.service}"},
+                    timeout=max(interval, 5.0),
+                )
+                break
+            except Exception as exc:
+                if attempts is not None and attempt >= attempts:
+                    raise BrokerUnavailable(self._unreachable(exc)) from exc
+                log.warning(self._unreachable(exc), extra={"attempt": attempt})
+                await asyncio.sleep(interval)
+        self._connection.close_callbacks.add(self._on_close)
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
+        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        await self.topology.declare(channel)
+        self._exchanges = {
+            "": channel.default_exchange,
+            self.topology.events: await channel.get_exchange(self.topology.events),
+        }
+        self._publish_channel = channel
+        metrics.CONNECTED.labels(self.service).set(1)
+        log.info("connected to broker", extra={"broker": redact(self.config.url)})
+
+    def _unreachable(self, exc: BaseException) -> str:
+        return (
+            f"RabbitMQ is not reachable at {redact(self.config.url)} "
+            f"({type(exc).__name__}: {exc or 'no detail'}); "
+            "start it (rabbitmq-server -detached) or set broker.url / MAILYARD_BROKER__URL"
+        )
+
+    def _on_close(self, *_: object) -> None:
+        metrics.CONNECTED.labels(self.service).set(0)
+        if self._connection is not None and not self._connection.is_closed:
+            log.warning("lost the broker connection; reconnecting")
+
+    def _on_reconnect(self, *_: object) -> None:
+        metrics.CONNECTED.labels(self.service).set(1)
+        metrics.RECONNECTS.labels(self.service).inc()
+        log.info("reconnected to broker")
+
+    async def channel(self, *, prefetch: int) -> AbstractChannel:
+        """A new channel for consuming, with its own prefetch window."""
+        channel = await self.connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    async def publish(
+        self,
+        routing_key: str,
+        message: aio_pika.Message,
+        *,
+        exchange: str = "",
+        mandatory: bool = True,
+    ) -> None:
+        """Publish and wait for the broker's confirm, or raise PublishError."""
+        channel = self._publish_channel
+        if channel is None or channel.is_closed or not self.connected:
+            metrics.PUBLISH_FAILURES.labels(self.service, "unavailable").inc()
+            raise BrokerUnavailable("no connection to the broker")
+        timeout = self.config.publish_timeout.total_seconds()
+        target = self._exchanges[exchange]
+        try:
+            async with asyncio.timeout(timeout):
+                await target.publish(message, routing_key=routing_key, mandatory=mandatory)
+        except TimeoutError as exc:
+            metrics.PUBLISH_FAILURES.labels(self.service, "timeout").inc()
+            raise PublishError(f"no confirm for {routing_key!r} within {timeout:g}s") from exc
+        except Exception as exc:
+            metrics.PUBLISH_FAILURES.labels(self.service, "rejected").inc()
+            raise PublishError(f"publish to {routing_key!r} failed: {exc!r}") from exc
+        metrics.PUBLISHED.labels(self.service, exchange or "default").inc()
+
+    async def delete_topology(self) -> None:
+        """Remove every queue and exchange of this prefix (tests and `mailyard purge`)."""
+        channel = await self.connection.channel()
+        for name in self.topology.queues:
+            await channel.queue_delete(name)
+        await channel.exchange_delete(self.topology.events)
+        await channel.close()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+        metrics.CONNECTED.labels(self.service).set(0)

@@ -1,0 +1,201 @@
+"""Consuming a work queue: decode, hand to the service, ack only on success.
+
+The handler returns only after everything it produced is confirmed by the
+broker; then the input is acked. What can go wrong, and what happens:
+
+- the body is not what the queue carries → parked at once with the reason;
+- the handler raises → requeued after a pause; on the last delivery the
+  broker allows, parked with the error as reason instead;
+- the process dies → the broker redelivers (and after ``delivery_limit``
+  deliveries dead-letters the message to the parking queue itself);
+- the connection drops mid-handling → the ack fails, the broker redelivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from google.protobuf.message import Message
+
+from mailyard import wire
+from mailyard.broker import metrics
+from mailyard.broker.client import BrokerClient, PublishError
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+PARK_REASON = "x-mailyard-park-reason"
+PARKED_FROM = "x-mailyard-parked-from"
+PARKED_BY = "x-mailyard-parked-by"
+PARKED_AT = "x-mailyard-parked-at"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[M]):
+    """A decoded message and what the broker says about its history."""
+
+    payload: M
+    redelivered: bool
+    delivery_count: int
+
+
+Handler = Callable[[Delivery[M]], Awaitable[None]]
+
+
+class Consumer(Generic[M]):
+    def __init__(
+        self,
+        client: BrokerClient,
+        queue: str,
+        schema: type[M],
+        handler: Handler[M],
+        *,
+        prefetch: int,
+        retry_pause: float = 1.0,
+    ) -> None:
+        self.client = client
+        self.queue_name = queue
+        self.role = queue.removeprefix(client.topology.prefix + ".")
+        self.schema = schema
+        self.handler = handler
+        self.prefetch = prefetch
+        self.retry_pause = retry_pause
+        self._channel: AbstractChannel | None = None
+        self._queue: aio_pika.abc.AbstractQueue | None = None
+        self._tag: str | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._channel = await self.client.channel(prefetch=self.prefetch)
+        self._queue = await self._channel.get_queue(self.queue_name)
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking messages, let in-flight ones finish (up to ``grace`` s)."""
+        if self._queue is not None and self._tag is not None:
+            try:
+                await self._queue.cancel(self._tag)
+            except Exception as exc:  # a dead channel has nothing left to cancel
+                log.debug("cancel on %s failed: %r", self.queue_name, exc)
+            self._tag = None
+        if self._in_flight:
+            _, pending = await asyncio.wait(self._in_flight, timeout=grace)
+            if pending:
+                log.warning(
+                    "stopping with unfinished work; the broker will redeliver it",
+                    extra={"queue": self.queue_name, "unfinished": len(pending)},
+                )
+                for task in pending:
+                    task.cancel()
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # aio-pika runs each delivery in its own task
+        self._in_flight.add(task)
+        started = time.perf_counter()
+        try:
+            await self._process(message)
+        finally:
+            self._in_flight.discard(task)
+            metrics.HANDLE_SECONDS.labels(self.client.service, self.role).observe(
+                time.perf_counter() - started
+            )
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        try:
+            payload = wire.decode(message.body, message.type, self.schema)
+        except wire.UndecodableMessage as exc:
+            await self._park(message, f"undecodable: {exc}", "undecodable")
+            return
+        count = _delivery_count(message)
+        try:
+            await self.handler(Delivery(payload, bool(message.redelivered), count))
+        except Exception as exc:
+            is_last_chance = count + 1 >= self.client.config.delivery_limit
+            log.warning(
+                "handler failed",
+                exc_info=not isinstance(exc, PublishError),
+                extra={
+                    "queue": self.queue_name,
+                    "message_id": message.message_id,
+                    "delivery_count": count,
+                    "error": repr(exc),
+                },
+            )
+            if is_last_chance:
+                await self._park(message, f"handler kept failing: {exc!r}", "handler_error")
+            else:
+                await asyncio.sleep(self.retry_pause)
+                await self._settle(message, requeue=True)
+            return
+        await self._settle(message, requeue=None)
+
+    async def _settle(self, message: AbstractIncomingMessage, *, requeue: bool | None) -> None:
+        """Ack (requeue=None) or nack; a dead channel means the broker redelivers."""
+        try:
+            if requeue is None:
+                await message.ack()
+            else:
+                await message.nack(requeue=requeue)
+        except Exception as exc:
+            log.info(
+                "could not settle a delivery; the broker will redeliver it",
+                extra={"queue": self.queue_name, "error": repr(exc)},
+            )
+            outcome = "lost_channel"
+        else:
+            outcome = "acked" if requeue is None else "requeued"
+        metrics.CONSUMED.labels(self.client.service, self.role, outcome).inc()
+
+    async def _park(self, message: AbstractIncomingMessage, reason: str, label: str) -> None:
+        headers = dict(message.headers or {})
+        headers.update(
+            {
+                PARK_REASON: reason[:1000],
+                PARKED_FROM: self.queue_name,
+                PARKED_BY: self.client.service,
+                PARKED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        )
+        parked = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            type=message.type,
+            message_id=message.message_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            await self.client.publish(self.client.topology.parking, parked)
+        except PublishError as exc:
+            log.warning("could not park a message; requeueing it", extra={"error": str(exc)})
+            await asyncio.sleep(self.retry_pause)
+            await self._settle(message, requeue=True)
+            return
+        log.error(
+            "parked a message",
+            extra={"queue": self.queue_name, "reason": reason, "message_id": message.message_id},
+        )
+        metrics.PARKED.labels(self.client.service, self.role, label).inc()
+        await self._settle(message, requeue=None)
+
+
+def _delivery_count(message: AbstractIncomingMessage) -> int:
+    """How many times the broker delivered this message before (quorum queues count)."""
+    value = (message.headers or {}).get("x-delivery-count", 0)
+    return value if isinstance(value, int) else 0

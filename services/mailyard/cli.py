@@ -1,0 +1,101 @@
+"""``mailyard`` — run a service, or all of them, or check the broker.
+
+mailyard ingress|queue|delivery|bounce [--config FILE]   one service
+mailyard all [--config FILE]                             all four in one process
+mailyard check-broker [--config FILE]                    can we reach RabbitMQ?
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mailyard import logs
+from mailyard.broker import BrokerClient, BrokerUnavailable, Topology
+from mailyard.config import ConfigError, Settings, load_settings
+from mailyard.runtime import Service, serve
+
+SERVICE_NAMES = ("ingress", "queue", "delivery", "bounce")
+
+
+def topology_for(settings: Settings) -> Topology:
+    return Topology(
+        prefix=settings.broker.prefix,
+        retry_delays=tuple(settings.queue.retry_delays),
+        delivery_limit=settings.broker.delivery_limit,
+    )
+
+
+def build_services(names: Sequence[str], settings: Settings) -> list[Service]:
+    # Imported here so that running one service loads only its own code.
+    topology = topology_for(settings)
+    services: list[Service] = []
+    for name in names:
+        if name == "ingress":
+            from mailyard.ingress.service import IngressService
+
+            services.append(IngressService(settings, topology))
+        elif name == "queue":
+            from mailyard.queue.service import QueueService
+
+            services.append(QueueService(settings, topology))
+        elif name == "delivery":
+            from mailyard.delivery.service import DeliveryService
+
+            services.append(DeliveryService(settings, topology))
+        elif name == "bounce":
+            from mailyard.bounce.service import BounceService
+
+            services.append(BounceService(settings, topology))
+    return services
+
+
+async def check_broker(settings: Settings) -> int:
+    client = BrokerClient(settings.broker, topology_for(settings), service="check")
+    try:
+        await client.connect(attempts=1)
+    except BrokerUnavailable as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    await client.close()
+    print(f"RabbitMQ reachable; topology {settings.broker.prefix}.* declared")
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mailyard", description="Mailyard mail transfer agent")
+    parser.add_argument(
+        "command",
+        choices=[*SERVICE_NAMES, "all", "check-broker"],
+        help="the service to run, 'all' for every service in one process, or 'check-broker'",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("MAILYARD_CONFIG"),
+        help="YAML configuration file (default: $MAILYARD_CONFIG); "
+        "MAILYARD_* environment variables override it",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"mailyard: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log.level)
+    if args.command == "check-broker":
+        return asyncio.run(check_broker(settings))
+    names = SERVICE_NAMES if args.command == "all" else (args.command,)
+    return asyncio.run(serve(build_services(names, settings), settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""Configuration: one YAML file, every key overridable from the environment.
+
+``MAILYARD_BROKER__URL=amqp://…`` overrides ``broker.url`` (prefix ``MAILYARD_``,
+``__`` between levels), so the same settings come from a ConfigMap (the file)
+and Secrets (the environment) in Kubernetes. Everything is validated at
+start-up; a bad value stops the process with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mailyard.durations import parse_duration
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+_HOSTNAME_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def normalize_domain(value: str) -> str:
+    """Lower-case a domain name and check that it is a plain DNS name."""
+    domain = value.strip().lower()
+    labels = domain.split(".")
+    if len(domain) > 253 or len(labels) < 1 or not all(map(_HOSTNAME_LABEL.fullmatch, labels)):
+        raise ValueError(f"{value!r} is not a valid domain name")
+    return domain
+
+
+DomainName = Annotated[str, BeforeValidator(lambda v: normalize_domain(str(v)))]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerConfig(Section):
+    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    prefix: str = Field("mailyard", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
+    # A message delivered this many times without an ack (crashes, handler
+    # errors) is dead-lettered to the parking queue by the broker itself.
+    delivery_limit: int = Field(20, ge=2, le=1000)
+    # How long a publish may wait for the broker's confirm before it counts
+    # as failed (ingress then answers 451).
+    publish_timeout: Duration = timedelta(seconds=15)
+    reconnect_interval: Duration = timedelta(seconds=2)
+
+    @field_validator("url")
+    @classmethod
+    def _amqp_url(cls, url: str) -> str:
+        if not url.startswith(("amqp://", "amqps://")):
+            raise ValueError("must start with amqp:// or amqps://")
+        return url
+
+
+class Listener(Section):
+    host: str = "0.0.0.0"
+    port: Port
+
+
+class IngressConfig(Section):
+    listen: list[Listener] = Field(default_factory=lambda: [Listener(port=2525)], min_length=1)
+    # Clients in these networks may send to any domain; all others only to
+    # local_domains.
+    relay_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [
+            ipaddress.ip_network("127.0.0.0/8"),
+            ipaddress.ip_network("::1/128"),
+        ]
+    )
+    # Domains we are the final destination for (where bounces come back).
+    local_domains: list[DomainName] = Field(default_factory=list)
+    max_message_size: int = Field(26_214_400, ge=1024)
+    max_recipients: int = Field(1000, ge=1)
+    max_connections: int = Field(1000, ge=1)
+    # A message that already carries more Received: headers is looping.
+    max_hops: int = Field(50, ge=1)
+    idle_timeout: Duration = timedelta(minutes=5)
+
+
+class QueueConfig(Section):
+    retry_delays: list[Duration] = Field(
+        default_factory=lambda: [
+            parse_duration(d) for d in ("5m", "10m", "20m", "40m", "1h", "2h", "4h")
+        ],
+        min_length=1,
+    )
+    max_lifetime: Duration = timedelta(days=5)
+    # Postfix's smtp_destination_recipient_limit: recipients per SMTP
+    # transaction, hence per delivery job.
+    max_recipients_per_job: int = Field(50, ge=1)
+    prefetch: int = Field(64, ge=1)
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _positive_delays(cls, delays: list[timedelta]) -> list[timedelta]:
+        for delay in delays:
+            if delay.total_seconds() < 0.001:
+                raise ValueError("every retry delay must be at least 1ms")
+        return delays
+
+
+class DeliveryConfig(Section):
+    # "host" or "host:port" ("[v6]:port"); empty means the system resolver.
+    nameservers: list[str] = Field(default_factory=list)
+    port: Port = 25
+    # Jobs worked on at once by one delivery process.
+    concurrency: int = Field(100, ge=1)
+    max_connections_per_destination: int = Field(20, ge=1)
+    connect_timeout: Duration = timedelta(seconds=30)
+    command_timeout: Duration = timedelta(minutes=5)
+    # Hard deadline for one job (DNS + every MX tried); well under RabbitMQ's
+    # consumer_timeout (30 min by default), so a job is never held too long.
+    attempt_timeout: Duration = timedelta(minutes=10)
+    dns_timeout: Duration = timedelta(seconds=10)
+    # opportunistic: STARTTLS when offered, no certificate check (RFC 3207
+    # as Postfix's "may"); none: never.
+    tls: Literal["opportunistic", "none"] = "opportunistic"
+    ipv6: bool = True
+    connection_reuse: bool = True
+    idle_connection_timeout: Duration = timedelta(seconds=30)
+    max_messages_per_connection: int = Field(100, ge=1)
+
+    @field_validator("nameservers")
+    @classmethod
+    def _nameservers(cls, servers: list[str]) -> list[str]:
+        for server in servers:
+            parse_host_port(server, default_port=53)
+        return servers
+
+    @model_validator(mode="after")
+    def _deadline_fits(self) -> DeliveryConfig:
+        if self.attempt_timeout >= timedelta(minutes=25):
+            raise ValueError(
+                "attempt_timeout must stay under 25m: RabbitMQ's consumer_timeout "
+                "(30m by default) would otherwise close the channel mid-attempt"
+            )
+        return self
+
+
+class BounceConfig(Section):
+    prefetch: int = Field(32, ge=1)
+    # Original headers quoted in a DSN are cut at this size.
+    max_quoted_headers: int = Field(65536, ge=1024)
+
+
+class MetricsConfig(Section):
+    host: str = "0.0.0.0"
+    port: Port = 9102
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(BaseSettings):
+    """All of Mailyard's configuration (see examples/mailyard.yaml)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAILYARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    hostname: str = Field(default_factory=socket.getfqdn, min_length=1)
+    # On SIGTERM: stop intake, then give in-flight work this long to finish.
+    shutdown_grace: Duration = timedelta(seconds=25)
+    broker: BrokerConfig = BrokerConfig()
+    ingress: IngressConfig = IngressConfig()
+    queue: QueueConfig = QueueConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    bounce: BounceConfig = BounceConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, which arrives as init values.
+        return env_settings, init_settings
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names every bad key."""
+
+
+def parse_host_port(value: str, *, default_port: int) -> tuple[str, int]:
+    """``"127.0.0.1:5353"`` → ``("127.0.0.1", 5353)``; ``"[::1]:53"`` and bare hosts too."""
+    text = value.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":") if rest else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r}: {host!r} is not an IP address") from None
+    port = int(port_text) if port_text.isdigit() else default_port
+    if (port_text and not port_text.isdigit()) or not 1 <= port <= 65535:
+        raise ValueError(f"{value!r}: bad port")
+    return host, port
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the YAML file (if any), apply the environment, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys at the top")
+        data = loaded or {}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, source=str(path) if path else None)) from exc
+
+
+def describe_errors(exc: ValidationError, *, source: str | None) -> str:
+    lines = [f"invalid configuration{f' in {source}' if source else ''}:"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif "input" in error and not isinstance(error["input"], dict | list):
+            message += f" (got {error['input']!r})"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)

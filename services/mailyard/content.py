@@ -1,0 +1,17 @@
+"""Looking inside stored message content without parsing all of it."""
+
+from __future__ import annotations
+
+
+def header_block(content: bytes, limit: int = 65536) -> bytes:
+    """The header section (up to and including its last CRLF), cut at ``limit`` bytes.
+
+    A DSN quotes these (RFC 3462 text/rfc822-headers); a cut never splits a
+    header line in two.
+    """
+    end = content.find(b"\r\n\r\n")
+    headers = content if end < 0 else content[: end + 2]
+    if len(headers) <= limit:
+        return headers
+    cut = headers.rfind(b"\r\n", 0, limit)
+    return headers[: cut + 2] if cut >= 0 else b""

@@ -1,0 +1,144 @@
+"""One delivery attempt for one job: route, then try hosts until one answers.
+
+RFC 5321 §5.1: MX hosts in preference order, each of their addresses in
+turn; a host we cannot use (no connection, bad greeting, broken TLS) sends
+us to the next one. The first host that accepts MAIL FROM decides every
+recipient's fate for this attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+from mailyard.delivery import metrics
+from mailyard.delivery.outcome import recipient_result
+from mailyard.delivery.pool import SessionPool
+from mailyard.delivery.resolver import MxResolver, RouteError
+from mailyard.delivery.smtp import (
+    HostUnusable,
+    SessionLost,
+    SmtpSession,
+    open_session,
+    send_transaction,
+)
+from mailyard.reply import Reply
+from mailyard.v1 import message_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+NO_HOST_ANSWERED = Reply(451, "4.4.1", "no mail host answered")
+
+
+class Deliverer:
+    def __init__(
+        self,
+        resolver: MxResolver,
+        pool: SessionPool,
+        *,
+        port: int,
+        helo_name: str,
+        tls_context: ssl.SSLContext | None,
+        connect_timeout: float,
+        command_timeout: float,
+    ) -> None:
+        self.resolver = resolver
+        self.pool = pool
+        self.port = port
+        self.helo_name = helo_name
+        self.tls_context = tls_context
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+
+    async def attempt(self, job: pb.DeliveryJob) -> list[pb.RecipientResult]:
+        recipients = list(job.recipients)
+        try:
+            hosts = await self.resolver.route(job.domain)
+        except RouteError as exc:
+            metrics.ROUTE_FAILURES.labels(exc.kind).inc()
+            return [recipient_result(r, exc.reply) for r in recipients]
+
+        last_problem = NO_HOST_ANSWERED
+        for host in hosts:
+            for address in host.addresses:
+                try:
+                    session, replies = await self._transact(host.name, address, job)
+                except HostUnusable as exc:
+                    metrics.HOST_FAILURES.inc()
+                    log.info(
+                        "host unusable, trying the next",
+                        extra={"queue_id": job.queue_id, "host": host.name, "reason": str(exc)},
+                    )
+                    last_problem = exc.reply
+                    continue
+                remote = session.mx
+                return [recipient_result(r, replies[r], remote) for r in recipients]
+        # Every host failed before MAIL FROM. Even 5xx greetings are retried:
+        # a host refusing everyone is more often broken than meaning it.
+        reply = last_problem
+        if reply.is_permanent:
+            reply = Reply(451, reply.status.replace("5.", "4.", 1), reply.text)
+        return [recipient_result(r, reply) for r in recipients]
+
+    async def _transact(
+        self, mx: str, address: str, job: pb.DeliveryJob
+    ) -> tuple[SmtpSession, dict[str, Reply]]:
+        reused = self.pool.take(address, self.port)
+        if reused is not None:
+            replies = await self._send(reused, job)
+            if replies is not None:
+                return reused, replies
+            # It died while idle (the server timed it out): open a fresh one.
+        session = await self._open(mx, address)
+        replies = await self._send(session, job)
+        if replies is None:
+            raise HostUnusable(
+                Reply(451, "4.4.2", f"{mx}[{address}] hung up before answering MAIL FROM")
+            )
+        return session, replies
+
+    async def _send(self, session: SmtpSession, job: pb.DeliveryJob) -> dict[str, Reply] | None:
+        """Replies per recipient; None if the session was dead before MAIL FROM."""
+        try:
+            replies = await send_transaction(
+                session, job.mail_from, list(job.recipients), job.content
+            )
+        except SessionLost:
+            return None
+        except BaseException:
+            # Cancelled mid-transaction (the attempt deadline): the session's
+            # state is unknown, so it must not go back to the pool.
+            session.client.close()
+            raise
+        metrics.TRANSACTIONS.labels(_yes(session.tls)).inc()
+        await self.pool.give_back(session)
+        return replies
+
+    async def _open(self, mx: str, address: str) -> SmtpSession:
+        try:
+            session = await self._connect(mx, address, self.tls_context)
+        except HostUnusable as exc:
+            if not exc.tls_failed:
+                raise
+            # Opportunistic TLS: a broken handshake is no reason not to deliver.
+            log.info("TLS failed, retrying in clear", extra={"host": mx, "reason": str(exc)})
+            session = await self._connect(mx, address, None)
+        metrics.SESSIONS_OPENED.labels(_yes(session.tls)).inc()
+        return session
+
+    async def _connect(
+        self, mx: str, address: str, tls_context: ssl.SSLContext | None
+    ) -> SmtpSession:
+        return await open_session(
+            mx=mx,
+            address=address,
+            port=self.port,
+            helo_name=self.helo_name,
+            tls_context=tls_context,
+            connect_timeout=self.connect_timeout,
+            command_timeout=self.command_timeout,
+        )
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"

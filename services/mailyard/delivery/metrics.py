@@ -1,0 +1,65 @@
+"""Delivery metrics. Labels are bounded: outcomes, reply classes, failure kinds."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+JOBS = Counter("mailyard_delivery_jobs_total", "Delivery attempts made (one job, one domain)")
+RECIPIENTS = Counter(
+    "mailyard_delivery_recipients_total",
+    "Per-recipient outcomes of delivery attempts",
+    ["outcome", "status_class"],  # delivered|deferred|failed, 2xx|4xx|5xx
+)
+ATTEMPT_SECONDS = Histogram(
+    "mailyard_delivery_attempt_seconds",
+    "Duration of one delivery attempt, DNS to last reply",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600),
+)
+LATENCY_SECONDS = Histogram(
+    "mailyard_delivery_latency_seconds",
+    "From acceptance by ingress to the remote server's 250, per recipient",
+    buckets=(
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+        10,
+        30,
+        60,
+        300,
+        900,
+        3600,
+        14400,
+        86400,
+    ),
+)
+ROUTE_FAILURES = Counter(
+    "mailyard_delivery_route_failures_total",
+    "DNS failures finding a destination, by kind",
+    ["kind"],  # nxdomain, null_mx, no_address, servfail, timeout
+)
+HOST_FAILURES = Counter(
+    "mailyard_delivery_host_failures_total",
+    "Hosts skipped before MAIL FROM (refused, timeout, bad greeting, TLS)",
+)
+SESSIONS_OPENED = Counter(
+    "mailyard_delivery_sessions_opened_total", "SMTP sessions opened", ["tls"]
+)
+SESSIONS_REUSED = Counter(
+    "mailyard_delivery_sessions_reused_total", "Transactions on a reused SMTP session"
+)
+IDLE_SESSIONS = Gauge("mailyard_delivery_idle_sessions", "SMTP sessions kept open for reuse")
+TRANSACTIONS = Counter(
+    "mailyard_delivery_transactions_total", "SMTP transactions, by encryption", ["tls"]
+)
+IN_FLIGHT = Gauge("mailyard_delivery_in_flight", "Jobs being delivered now")
+POSSIBLE_DUPLICATES = Counter(
+    "mailyard_delivery_possible_duplicates_total",
+    "Redelivered jobs (an earlier attempt may have reached the remote 250 before a crash)",
+)
+DEADLINE_EXCEEDED = Counter(
+    "mailyard_delivery_deadline_exceeded_total", "Attempts cut off at delivery.attempt_timeout"
+)

@@ -1,0 +1,86 @@
+"""Reusing SMTP sessions across jobs, like Postfix's scache.
+
+A session that finished a transaction cleanly waits here, keyed by the
+address and port it is connected to, for the next job to the same host:
+no TCP, greeting, EHLO or TLS handshake the second time. Sessions are
+dropped after ``max_idle`` seconds unused or ``max_transactions`` messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+
+from mailyard.delivery import metrics
+from mailyard.delivery.smtp import SmtpSession, close_session
+
+
+class SessionPool:
+    def __init__(
+        self, *, enabled: bool, max_idle: float, max_transactions: int, max_idle_per_host: int
+    ) -> None:
+        self.enabled = enabled
+        self.max_idle = max_idle
+        self.max_transactions = max_transactions
+        self.max_idle_per_host = max_idle_per_host
+        self._idle: defaultdict[tuple[str, int], list[SmtpSession]] = defaultdict(list)
+        self._reaper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.enabled:
+            self._reaper = asyncio.create_task(self._reap_forever(), name="smtp-session-reaper")
+
+    def take(self, address: str, port: int) -> SmtpSession | None:
+        idle = self._idle.get((address, port))
+        now = time.monotonic()
+        while idle:
+            session = idle.pop()
+            if session.alive and now - session.last_used < self.max_idle:
+                metrics.SESSIONS_REUSED.inc()
+                return session
+            session.client.close()
+        return None
+
+    async def give_back(self, session: SmtpSession) -> None:
+        idle = self._idle[(session.address, session.port)]
+        if (
+            self.enabled
+            and session.alive
+            and session.transactions < self.max_transactions
+            and len(idle) < self.max_idle_per_host
+        ):
+            session.last_used = time.monotonic()
+            idle.append(session)
+        else:
+            await close_session(session)
+        metrics.IDLE_SESSIONS.set(self.idle_count)
+
+    @property
+    def idle_count(self) -> int:
+        return sum(len(sessions) for sessions in self._idle.values())
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.max_idle / 2, 0.5))
+            await self.reap()
+
+    async def reap(self) -> None:
+        now = time.monotonic()
+        for key, sessions in list(self._idle.items()):
+            keep = [s for s in sessions if s.alive and now - s.last_used < self.max_idle]
+            stale = [s for s in sessions if s not in keep]
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+            for session in stale:
+                await close_session(session)
+        metrics.IDLE_SESSIONS.set(self.idle_count)
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        sessions = [s for group in self._idle.values() for s in group]
+        self._idle.clear()
+        await asyncio.gather(*(close_session(s) for s in sessions), return_exceptions=True)

@@ -1,0 +1,133 @@
+"""Finding where a domain's mail goes: MX, then addresses (dnspython).
+
+DNS answers become routes or :class:`RouteError` with the SMTP-style reply
+that explains it: NXDOMAIN and null MX are permanent, SERVFAIL and timeouts
+temporary. dnspython's exceptions stop here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+from mailyard.config import parse_host_port
+from mailyard.delivery.mx import MxRecord, exchangers_in_order, is_null_mx
+from mailyard.reply import Reply
+
+
+@dataclass(frozen=True, slots=True)
+class MailHost:
+    name: str
+    addresses: tuple[str, ...]
+
+
+class RouteError(Exception):
+    """No host to deliver to; ``reply`` says why and whether to try again."""
+
+    def __init__(self, reply: Reply, kind: str) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+        self.kind = kind  # bounded label: nxdomain, null_mx, no_address, servfail, timeout
+
+
+class _Temporary(Exception):
+    pass
+
+
+class MxResolver:
+    def __init__(
+        self,
+        nameservers: list[str],
+        *,
+        timeout: float,
+        ipv6: bool,
+        rng: random.Random | None = None,
+    ) -> None:
+        if nameservers:
+            self._resolver = dns.asyncresolver.Resolver(configure=False)
+            self._resolver.nameservers = [
+                dns.nameserver.Do53Nameserver(*parse_host_port(server, default_port=53))
+                for server in nameservers
+            ]
+        else:
+            self._resolver = dns.asyncresolver.Resolver()
+        self._resolver.lifetime = timeout
+        self._resolver.timeout = min(timeout, 3.0)
+        self._ipv6 = ipv6
+        self._rng = rng or random.Random()  # noqa: S311 (load spreading, not secrets)
+
+    async def route(self, domain: str) -> list[MailHost]:
+        """Hosts to try, in order, each with its addresses."""
+        try:
+            answer = await self._resolver.resolve(domain, "MX", raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            raise RouteError(
+                Reply(550, "5.1.2", f"Host or domain name not found: {domain} does not exist"),
+                "nxdomain",
+            ) from None
+        except dns.exception.Timeout:
+            raise RouteError(
+                Reply(451, "4.4.3", f"DNS lookup of MX for {domain} timed out"), "timeout"
+            ) from None
+        except (dns.resolver.NoNameservers, dns.exception.DNSException) as exc:
+            raise RouteError(
+                Reply(451, "4.4.3", f"DNS lookup of MX for {domain} failed: {exc}"), "servfail"
+            ) from None
+
+        records = [
+            MxRecord(rdata.preference, rdata.exchange.to_text(omit_final_dot=True).lower())
+            for rdata in (answer.rrset or [])
+        ]
+        if is_null_mx(records):
+            raise RouteError(
+                Reply(556, "5.1.10", f"Domain {domain} does not accept mail (null MX, RFC 7505)"),
+                "null_mx",
+            )
+        # No MX at all: the domain itself is the implicit MX (RFC 5321 §5.1).
+        names = exchangers_in_order(records, self._rng) if records else [domain]
+
+        hosts: list[MailHost] = []
+        temporary: list[str] = []
+        for name in names:
+            try:
+                addresses = await self._addresses(name)
+            except _Temporary as exc:
+                temporary.append(str(exc))
+                continue
+            if addresses:
+                hosts.append(MailHost(name, addresses))
+        if hosts:
+            return hosts
+        if temporary:
+            raise RouteError(
+                Reply(
+                    451, "4.4.3", f"DNS lookup of mail hosts for {domain} failed: {temporary[0]}"
+                ),
+                "servfail",
+            )
+        what = "MX hosts have" if records else "domain has no MX and"
+        raise RouteError(
+            Reply(550, "5.4.4", f"Unable to route: {domain}'s {what} no address records"),
+            "no_address",
+        )
+
+    async def _addresses(self, name: str) -> tuple[str, ...]:
+        kinds = ["A", "AAAA"] if self._ipv6 else ["A"]
+        results = await asyncio.gather(*(self._lookup(name, kind) for kind in kinds))
+        return tuple(address for found in results for address in found)
+
+    async def _lookup(self, name: str, kind: str) -> list[str]:
+        try:
+            answer = await self._resolver.resolve(name, kind, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            return []
+        except dns.exception.DNSException as exc:
+            raise _Temporary(f"{kind} {name}: {type(exc).__name__}") from None
+        return [rdata.address for rdata in (answer.rrset or [])]

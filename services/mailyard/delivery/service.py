@@ -1,0 +1,163 @@
+"""The delivery service: take a job, attempt it, report every recipient's fate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+from mailyard import wire
+from mailyard.broker import BrokerClient, Consumer, Delivery, EventKind, Topology
+from mailyard.config import Settings
+from mailyard.delivery import metrics
+from mailyard.delivery.attempt import Deliverer
+from mailyard.delivery.limits import DestinationLimiter
+from mailyard.delivery.outcome import Outcome, outcome_of_result, recipient_result
+from mailyard.delivery.pool import SessionPool
+from mailyard.delivery.resolver import MxResolver
+from mailyard.delivery.smtp import opportunistic_tls_context
+from mailyard.events import event_for, publish_event
+from mailyard.reply import Reply
+from mailyard.v1 import message_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryService:
+    name = "delivery"
+
+    def __init__(self, settings: Settings, topology: Topology) -> None:
+        self.settings = settings
+        self.config = config = settings.delivery
+        self.broker = BrokerClient(settings.broker, topology, service=self.name)
+        self.pool = SessionPool(
+            enabled=config.connection_reuse,
+            max_idle=config.idle_connection_timeout.total_seconds(),
+            max_transactions=config.max_messages_per_connection,
+            max_idle_per_host=config.max_connections_per_destination,
+        )
+        self.deliverer = Deliverer(
+            MxResolver(
+                config.nameservers, timeout=config.dns_timeout.total_seconds(), ipv6=config.ipv6
+            ),
+            self.pool,
+            port=config.port,
+            helo_name=settings.hostname,
+            tls_context=opportunistic_tls_context() if config.tls == "opportunistic" else None,
+            connect_timeout=config.connect_timeout.total_seconds(),
+            command_timeout=config.command_timeout.total_seconds(),
+        )
+        self.limiter = DestinationLimiter(config.max_connections_per_destination)
+        self._consumer: Consumer[pb.DeliveryJob] | None = None
+
+    async def start(self) -> None:
+        await self.broker.connect()
+        self.pool.start()
+        self._consumer = Consumer(
+            self.broker,
+            self.broker.topology.delivery,
+            pb.DeliveryJob,
+            self.on_job,
+            prefetch=self.config.concurrency,
+        )
+        await self._consumer.start()
+
+    def ready(self) -> bool:
+        return self.broker.connected and self._consumer is not None
+
+    async def stop(self, grace: float) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop(grace)
+        await self.pool.close()
+        await self.broker.close()
+
+    async def on_job(self, delivery: Delivery[pb.DeliveryJob]) -> None:
+        job = delivery.payload
+        if delivery.redelivered:
+            metrics.POSSIBLE_DUPLICATES.inc()
+        deadline = self.config.attempt_timeout.total_seconds()
+        started = time.perf_counter()
+        metrics.IN_FLIGHT.inc()
+        try:
+            async with asyncio.timeout(deadline):
+                async with self.limiter.slot(job.domain):
+                    results = await self.deliverer.attempt(job)
+        except TimeoutError:
+            metrics.DEADLINE_EXCEEDED.inc()
+            cut_off = Reply(451, "4.4.1", f"delivery attempt cut off after {deadline:g}s")
+            results = [recipient_result(r, cut_off) for r in job.recipients]
+        finally:
+            metrics.IN_FLIGHT.dec()
+        metrics.JOBS.inc()
+        metrics.ATTEMPT_SECONDS.observe(time.perf_counter() - started)
+        await self.report(job, results)
+
+    async def report(self, job: pb.DeliveryJob, results: list[pb.RecipientResult]) -> None:
+        """Publish what happened; returns once the broker has confirmed all of it."""
+        now = datetime.now(UTC)
+        by_outcome: dict[Outcome, list[pb.RecipientResult]] = {o: [] for o in Outcome}
+        for result in results:
+            by_outcome[outcome_of_result(result)].append(result)
+        attempted = pb.DeliveryJob()
+        attempted.CopyFrom(job)
+        attempted.attempts = job.attempts + 1
+
+        publishes = []
+        kinds = {
+            Outcome.DELIVERED: EventKind.DELIVERED,
+            Outcome.FAILED: EventKind.FAILED,
+            Outcome.DEFERRED: EventKind.DEFERRED,
+        }
+        quote_limit = self.settings.bounce.max_quoted_headers
+        for outcome, kind in kinds.items():
+            if by_outcome[outcome]:
+                event = event_for(
+                    kind, attempted, by_outcome[outcome], now=now, quote_limit=quote_limit
+                )
+                publishes.append(publish_event(self.broker, kind, event))
+        if by_outcome[Outcome.DEFERRED]:
+            retry = pb.DeliveryJob()
+            retry.CopyFrom(attempted)
+            del retry.recipients[:]
+            retry.recipients.extend(r.recipient for r in by_outcome[Outcome.DEFERRED])
+            del retry.last_results[:]
+            retry.last_results.extend(by_outcome[Outcome.DEFERRED])
+            publishes.append(
+                self.broker.publish(
+                    self.broker.topology.deferred,
+                    wire.encode(
+                        retry,
+                        message_id=f"{retry.queue_id}/{retry.attempts}",
+                        trace_id=retry.message_id,
+                        queue_id=retry.queue_id,
+                    ),
+                )
+            )
+        await asyncio.gather(*publishes)
+        self._account(job, by_outcome, now)
+
+    def _account(
+        self,
+        job: pb.DeliveryJob,
+        by_outcome: dict[Outcome, list[pb.RecipientResult]],
+        now: datetime,
+    ) -> None:
+        age = (now - wire.to_datetime(job.received_at)).total_seconds()
+        for outcome, results in by_outcome.items():
+            for result in results:
+                metrics.RECIPIENTS.labels(outcome.value, f"{result.reply.code // 100}xx").inc()
+                if outcome is Outcome.DELIVERED:
+                    metrics.LATENCY_SECONDS.observe(age)
+                log.info(
+                    outcome.value,
+                    extra={
+                        "message_id": job.message_id,
+                        "queue_id": job.queue_id,
+                        "to": result.recipient,
+                        "relay": result.remote_mta or "none",
+                        "delay": round(age, 3),
+                        "attempt": job.attempts + 1,
+                        "reply": f"{result.reply.code} {result.reply.status} {result.reply.text}",
+                    },
+                )

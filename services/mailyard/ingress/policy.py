@@ -1,0 +1,112 @@
+"""What ingress answers at MAIL, RCPT and end of DATA — pure decisions, no I/O.
+
+Relay control is the one rule that must never fail open: a client outside
+``ingress.relay_networks`` may only send to ``ingress.local_domains``, and
+only to plain local parts there. Old routing tricks that could make some
+MTA forward mail (``user%other@local``, ``other!user@local``,
+``"user@other"@local``) are refused like any other relay attempt. Source
+routes (``<@hop:user@domain>``) are dropped by the SMTP parser before we see
+the address (RFC 5321 §4.1.1.3 allows ignoring them), so only the final
+mailbox is judged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mailyard.addresses import AddressError, parse_address
+from mailyard.reply import Reply
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+NULL_SENDER = "<>"  # what aiosmtpd hands us for MAIL FROM:<>
+
+SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
+TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many Received: headers; the message is looping")
+BARE_NEWLINE = Reply(
+    550, "5.6.0", "Message contains a bare CR or LF; lines must end with CRLF (RFC 5322 §2.3)"
+)
+BROKER_DOWN = Reply(451, "4.3.0", "Mail system temporarily unavailable, try again later")
+
+# Characters that some MTAs treat as routing inside a local part.
+_ROUTING_CHARACTERS = frozenset("%!@")
+_BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
+
+
+def relay_denied(address: str) -> Reply:
+    return Reply(554, "5.7.1", f"<{address}>: Relay access denied")
+
+
+@dataclass(frozen=True)
+class IngressPolicy:
+    relay_networks: tuple[IPNetwork, ...]
+    local_domains: frozenset[str]
+    max_recipients: int
+    max_hops: int
+
+    @classmethod
+    def build(
+        cls,
+        relay_networks: Iterable[IPNetwork],
+        local_domains: Iterable[str],
+        *,
+        max_recipients: int,
+        max_hops: int,
+    ) -> IngressPolicy:
+        return cls(tuple(relay_networks), frozenset(local_domains), max_recipients, max_hops)
+
+    def may_relay(self, client: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.relay_networks)
+
+    def sender(self, address: str) -> Reply:
+        if address == NULL_SENDER:
+            return SENDER_OK
+        try:
+            parsed = parse_address(address)
+        except AddressError as exc:
+            return Reply(501, "5.1.7", f"Bad sender address syntax: {exc}")
+        if parsed.is_domain_literal:
+            return Reply(501, "5.1.7", "Bad sender address syntax: address literals are refused")
+        return SENDER_OK
+
+    def recipient(self, address: str, *, may_relay: bool, accepted_so_far: int) -> Reply:
+        if accepted_so_far >= self.max_recipients:
+            return TOO_MANY_RECIPIENTS
+        try:
+            parsed = parse_address(address)
+        except AddressError as exc:
+            return Reply(501, "5.1.3", f"Bad recipient address syntax: {exc}")
+        is_local = parsed.domain in self.local_domains
+        if not may_relay:
+            if not is_local or _ROUTING_CHARACTERS.intersection(parsed.local):
+                return relay_denied(address)
+            return RECIPIENT_OK
+        if parsed.is_domain_literal:
+            return Reply(550, "5.1.2", f"<{address}>: address literals are not accepted")
+        return RECIPIENT_OK
+
+    def content(self, content: bytes, *, may_relay: bool) -> Reply | None:
+        """Checks at end of DATA; None means accept."""
+        header_end = content.find(b"\r\n\r\n")
+        headers = content if header_end < 0 else content[: header_end + 2]
+        if len(_RECEIVED.findall(headers)) > self.max_hops:
+            return TOO_MANY_HOPS
+        # SMTP smuggling and header-splitting need a bare CR or LF somewhere;
+        # trusted relay clients (often old application code) are exempt, as in
+        # Postfix's smtpd_forbid_bare_newline_exclusions = $mynetworks.
+        if not may_relay and _BARE_CR_OR_LF.search(content):
+            return BARE_NEWLINE
+        return None

@@ -1,0 +1,121 @@
+"""SMTP listeners: aiosmtpd's protocol, with enhanced status codes and a session cap.
+
+We subclass aiosmtpd's ``SMTP`` for two small things it has no hook for:
+
+- its own fixed replies ("552 Error: Too much mail data", "503 Error: need
+  MAIL command", …) carry no RFC 3463 enhanced status code, although we
+  advertise ENHANCEDSTATUSCODES; ``push`` adds the right one;
+- counting open sessions, so that past ``max_connections`` a new client gets
+  ``421 4.7.0`` at once instead of an unbounded number of sessions.
+
+Everything else — parsing, state, DATA reading with its size and line limits —
+stays aiosmtpd's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP
+
+from mailyard.ingress import metrics
+
+log = logging.getLogger(__name__)
+
+_HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
+
+# Enhanced codes for aiosmtpd's own replies: by exact text, then by code.
+_BY_TEXT = {"250 OK": "2.0.0", "221 Bye": "2.0.0"}
+_BY_CODE = {
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "552": "5.3.4",
+    "553": "5.1.3",
+    "554": "5.7.0",
+    "555": "5.5.4",
+    "421": "4.7.0",
+    "454": "4.7.0",
+}
+
+TOO_MANY_SESSIONS = b"421 4.7.0 Too many connections, try again later\r\n"
+
+
+def with_enhanced_code(line: str) -> str:
+    """Add the enhanced status code aiosmtpd left out; leave every other line alone."""
+    if line in _BY_TEXT:
+        return f"{line[:3]} {_BY_TEXT[line]}{line[3:]}"
+    if _HAS_ENHANCED.match(line) or len(line) < 4 or line[3] != " ":
+        return line
+    status = _BY_CODE.get(line[:3])
+    return f"{line[:3]} {status}{line[3:]}" if status else line
+
+
+class MailyardSMTP(SMTP):
+    def __init__(self, *args: Any, sessions: SessionCounter, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sessions = sessions
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):
+            status = with_enhanced_code(status)
+        await super().push(status)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._sessions.opened(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._sessions.closed(self)
+        super().connection_lost(error)
+
+
+class SessionCounter:
+    """Open sessions, so we can cap them and, on shutdown, wait for them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._sessions: set[MailyardSMTP] = set()
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+    @property
+    def open(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def full(self) -> bool:
+        return self.open >= self.limit
+
+    def opened(self, session: MailyardSMTP) -> None:
+        self._sessions.add(session)
+        self.drained.clear()
+        metrics.CONNECTIONS.inc()
+        metrics.ACTIVE_SESSIONS.set(self.open)
+
+    def closed(self, session: MailyardSMTP) -> None:
+        self._sessions.discard(session)
+        metrics.ACTIVE_SESSIONS.set(self.open)
+        if not self._sessions:
+            self.drained.set()
+
+    def close_all(self) -> None:
+        for session in list(self._sessions):
+            if session.transport is not None:
+                session.transport.close()
+
+
+class RefuseSession(asyncio.Protocol):
+    """For a client over the session cap: one 421 line, then hang up."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(TOO_MANY_SESSIONS)
+        transport.close()
+        metrics.REJECTED.labels("connect", "too_many_sessions").inc()

@@ -1,0 +1,89 @@
+"""Ingress as a running service: listeners, broker connection, drain on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mailyard import wire
+from mailyard.broker import BrokerClient, Topology
+from mailyard.config import Settings
+from mailyard.ingress.handler import IngressHandler
+from mailyard.ingress.policy import IngressPolicy
+from mailyard.ingress.server import MailyardSMTP, RefuseSession, SessionCounter
+from mailyard.ingress.sizecheck import check_broker_accepts
+from mailyard.v1 import message_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+class IngressService:
+    name = "ingress"
+
+    def __init__(self, settings: Settings, topology: Topology) -> None:
+        self.settings = settings
+        self.config = settings.ingress
+        self.broker = BrokerClient(settings.broker, topology, service=self.name)
+        self.policy = IngressPolicy.build(
+            self.config.relay_networks,
+            self.config.local_domains,
+            max_recipients=self.config.max_recipients,
+            max_hops=self.config.max_hops,
+        )
+        self.handler = IngressHandler(
+            self.policy, self._store, hostname=settings.hostname, broker_ready=self._broker_ready
+        )
+        self.sessions = SessionCounter(self.config.max_connections)
+        self._servers: list[asyncio.Server] = []
+
+    def _broker_ready(self) -> bool:
+        return self.broker.connected
+
+    async def _store(self, message: pb.AcceptedMessage) -> None:
+        await self.broker.publish(
+            self.broker.topology.inbound,
+            wire.encode(message, message_id=message.message_id, trace_id=message.message_id),
+        )
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        if self.sessions.full:
+            return RefuseSession()
+        return MailyardSMTP(
+            self.handler,
+            sessions=self.sessions,
+            hostname=self.settings.hostname,
+            ident="ESMTP Mailyard",
+            data_size_limit=self.config.max_message_size,
+            timeout=self.config.idle_timeout.total_seconds(),
+        )
+
+    async def start(self) -> None:
+        await self.broker.connect()
+        await check_broker_accepts(self.broker, self.config.max_message_size)
+        loop = asyncio.get_running_loop()
+        for listener in self.config.listen:
+            server = await loop.create_server(
+                self._protocol, listener.host, listener.port, reuse_address=True
+            )
+            self._servers.append(server)
+            log.info("listening", extra={"host": listener.host, "port": listener.port})
+
+    def ready(self) -> bool:
+        return bool(self._servers) and self.broker.connected
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, let open sessions finish (up to ``grace`` s), disconnect."""
+        for server in self._servers:
+            server.close()
+        try:
+            await asyncio.wait_for(self.sessions.drained.wait(), timeout=grace)
+        except TimeoutError:
+            log.warning(
+                "closing sessions still open after the grace period; "
+                "their clients were not given 250 and will retry",
+                extra={"sessions": self.sessions.open},
+            )
+        self.sessions.close_all()
+        for server in self._servers:
+            await server.wait_closed()
+        await self.broker.close()

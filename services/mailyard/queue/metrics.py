@@ -1,0 +1,25 @@
+"""Queue service metrics."""
+
+from prometheus_client import Counter
+
+MESSAGES = Counter("mailyard_queue_messages_total", "Accepted messages split into jobs")
+JOBS = Counter(
+    "mailyard_queue_jobs_total",
+    "Delivery jobs created, by destination kind",
+    ["destination"],  # remote | local
+)
+RECIPIENTS = Counter("mailyard_queue_recipients_total", "Recipients routed", ["destination"])
+DUPLICATE_RECIPIENTS = Counter(
+    "mailyard_queue_duplicate_recipients_total", "Repeated envelope recipients dropped"
+)
+RETRIES = Counter(
+    "mailyard_queue_retries_total",
+    "Deferred jobs put on the retry ladder, by delay",
+    ["delay"],  # bounded by queue.retry_delays
+)
+EXPIRED = Counter(
+    "mailyard_queue_expired_total", "Jobs given up because the message lifetime passed"
+)
+EXPIRED_RECIPIENTS = Counter(
+    "mailyard_queue_expired_recipients_total", "Recipients given up at expiry"
+)

@@ -1,0 +1,33 @@
+"""The retry ladder and the message lifetime: what to do after a deferral.
+
+After the n-th failed attempt a job waits ``retry_delays[n-1]`` (the last
+delay repeats). Once the message is older than its lifetime, the next
+deferral expires it instead, as Postfix's ``maximal_queue_lifetime`` does:
+so the last attempt can come up to one delay after the lifetime, never
+before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True)
+class Retry:
+    delay: timedelta
+
+
+@dataclass(frozen=True)
+class Expire:
+    pass
+
+
+def after_deferral(
+    *, attempts: int, expires_at: datetime, now: datetime, retry_delays: Sequence[timedelta]
+) -> Retry | Expire:
+    if now >= expires_at:
+        return Expire()
+    step = min(max(attempts, 1), len(retry_delays)) - 1
+    return Retry(retry_delays[step])

@@ -1,0 +1,159 @@
+"""The queue service: split accepted mail into jobs; schedule or expire deferrals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from mailyard import wire
+from mailyard.broker import BrokerClient, Consumer, Delivery, EventKind, Topology
+from mailyard.config import Settings
+from mailyard.durations import format_duration
+from mailyard.events import event_for, publish_event
+from mailyard.queue import metrics
+from mailyard.queue.schedule import Expire, after_deferral
+from mailyard.queue.split import split_message
+from mailyard.v1 import message_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+class QueueService:
+    name = "queue"
+
+    def __init__(self, settings: Settings, topology: Topology) -> None:
+        self.settings = settings
+        self.config = settings.queue
+        self.local_domains = frozenset(settings.ingress.local_domains)
+        self.broker = BrokerClient(settings.broker, topology, service=self.name)
+        self._consumers: list[Consumer[pb.AcceptedMessage] | Consumer[pb.DeliveryJob]] = []
+
+    async def start(self) -> None:
+        await self.broker.connect()
+        topology = self.broker.topology
+        self._consumers = [
+            Consumer(
+                self.broker,
+                topology.inbound,
+                pb.AcceptedMessage,
+                self.on_accepted,
+                prefetch=self.config.prefetch,
+            ),
+            Consumer(
+                self.broker,
+                topology.deferred,
+                pb.DeliveryJob,
+                self.on_deferred,
+                prefetch=self.config.prefetch,
+            ),
+        ]
+        for consumer in self._consumers:
+            await consumer.start()
+
+    def ready(self) -> bool:
+        return self.broker.connected and bool(self._consumers)
+
+    async def stop(self, grace: float) -> None:
+        for consumer in self._consumers:
+            await consumer.stop(grace)
+        await self.broker.close()
+
+    async def on_accepted(self, delivery: Delivery[pb.AcceptedMessage]) -> None:
+        message = delivery.payload
+        split = split_message(
+            message,
+            local_domains=self.local_domains,
+            max_recipients_per_job=self.config.max_recipients_per_job,
+            lifetime=self.config.max_lifetime,
+        )
+        topology = self.broker.topology
+        publishes = [self._publish_job(topology.delivery, job) for job in split.remote] + [
+            self._publish_job(topology.local, job) for job in split.local
+        ]
+        # All or nothing: the input is acked only when every job is confirmed.
+        # If one fails, the message comes back and is split again with the
+        # same queue ids (jobs already stored are then duplicated; rare, and
+        # within what at-least-once allows).
+        await asyncio.gather(*publishes)
+
+        routed = sum(len(job.recipients) for job in split.remote + split.local)
+        metrics.MESSAGES.inc()
+        metrics.JOBS.labels("remote").inc(len(split.remote))
+        metrics.JOBS.labels("local").inc(len(split.local))
+        metrics.RECIPIENTS.labels("remote").inc(sum(len(j.recipients) for j in split.remote))
+        metrics.RECIPIENTS.labels("local").inc(sum(len(j.recipients) for j in split.local))
+        metrics.DUPLICATE_RECIPIENTS.inc(len(message.recipients) - routed)
+        log.info(
+            "queued",
+            extra={
+                "message_id": message.message_id,
+                "jobs": len(split.remote) + len(split.local),
+                "domains": sorted({job.domain for job in split.remote + split.local})[:20],
+            },
+        )
+
+    async def _publish_job(self, queue: str, job: pb.DeliveryJob) -> None:
+        await self.broker.publish(
+            queue,
+            wire.encode(
+                job,
+                message_id=f"{job.queue_id}/{job.attempts}",
+                trace_id=job.message_id,
+                queue_id=job.queue_id,
+            ),
+        )
+
+    async def on_deferred(self, delivery: Delivery[pb.DeliveryJob]) -> None:
+        job = delivery.payload
+        now = datetime.now(UTC)
+        step = after_deferral(
+            attempts=job.attempts,
+            expires_at=wire.to_datetime(job.expires_at),
+            now=now,
+            retry_delays=self.config.retry_delays,
+        )
+        if isinstance(step, Expire):
+            results = list(job.last_results) or [
+                pb.RecipientResult(
+                    recipient=r,
+                    reply=pb.SmtpReply(code=451, status="4.4.7", text="delivery time expired"),
+                )
+                for r in job.recipients
+            ]
+            await publish_event(
+                self.broker,
+                EventKind.EXPIRED,
+                event_for(
+                    EventKind.EXPIRED,
+                    job,
+                    results,
+                    now=now,
+                    quote_limit=self.settings.bounce.max_quoted_headers,
+                ),
+            )
+            metrics.EXPIRED.inc()
+            metrics.EXPIRED_RECIPIENTS.inc(len(job.recipients))
+            log.warning(
+                "expired",
+                extra={
+                    "message_id": job.message_id,
+                    "queue_id": job.queue_id,
+                    "domain": job.domain,
+                    "attempts": job.attempts,
+                    "recipients": len(job.recipients),
+                },
+            )
+            return
+        await self._publish_job(self.broker.topology.retry_queue(step.delay), job)
+        metrics.RETRIES.labels(format_duration(step.delay)).inc()
+        log.info(
+            "retry scheduled",
+            extra={
+                "message_id": job.message_id,
+                "queue_id": job.queue_id,
+                "domain": job.domain,
+                "attempts": job.attempts,
+                "delay": format_duration(step.delay),
+            },
+        )

@@ -1,0 +1,62 @@
+"""Splitting an accepted message into delivery jobs, one per destination.
+
+Like Postfix's qmgr: recipients are grouped by domain (one SMTP transaction
+per destination), in chunks of at most ``max_recipients_per_job``. Mail for a
+local domain is never relayed: it becomes a job for the bounce service.
+Exact duplicate recipients are delivered once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from mailyard import ids, wire
+from mailyard.addresses import domain_of
+from mailyard.v1 import message_pb2 as pb
+
+
+@dataclass
+class Split:
+    remote: list[pb.DeliveryJob] = field(default_factory=list)
+    local: list[pb.DeliveryJob] = field(default_factory=list)
+
+
+def split_message(
+    message: pb.AcceptedMessage,
+    *,
+    local_domains: Collection[str],
+    max_recipients_per_job: int,
+    lifetime: timedelta,
+) -> Split:
+    by_domain: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for recipient in message.recipients:
+        local, _, _ = recipient.rpartition("@")
+        domain = domain_of(recipient)
+        address = f"{local}@{domain}"
+        if address not in seen:
+            seen.add(address)
+            by_domain.setdefault(domain, []).append(address)
+
+    expires_at = wire.timestamp(wire.to_datetime(message.received_at) + lifetime)
+    split = Split()
+    index = 0
+    for domain, recipients in by_domain.items():
+        for start in range(0, len(recipients), max_recipients_per_job):
+            index += 1
+            job = pb.DeliveryJob(
+                message_id=message.message_id,
+                queue_id=ids.queue_id(message.message_id, index),
+                domain=domain,
+                mail_from=message.mail_from,
+                recipients=recipients[start : start + max_recipients_per_job],
+                content=message.content,
+                received_at=message.received_at,
+                expires_at=expires_at,
+                attempts=0,
+                origin=message.origin,
+            )
+            (split.local if domain in local_domains else split.remote).append(job)
+    return split

@@ -1,0 +1,88 @@
+"""Running services in one process: start, report readiness, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from typing import Protocol
+
+from mailyard.config import Settings
+from mailyard.httpd import HealthServer
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Connect and begin work; may wait (retrying) until the broker is there."""
+
+    def ready(self) -> bool:
+        """True while the service can do its job (connected to the broker)."""
+
+    async def stop(self, grace: float) -> None:
+        """Stop intake, let in-flight work finish within ``grace`` seconds, disconnect."""
+
+
+async def serve(services: Sequence[Service], settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or a service fails to start (exit 1)."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+
+    health = HealthServer(
+        settings.metrics.host,
+        settings.metrics.port,
+        lambda: {service.name: service.ready() for service in services},
+    )
+    health.start()
+    log.info(
+        "starting",
+        extra={"services": [s.name for s in services], "metrics_port": health.port},
+    )
+
+    exit_code = 0
+    starting: dict[asyncio.Future[object], Service] = {
+        asyncio.create_task(s.start(), name=f"start-{s.name}"): s for s in services
+    }
+    stop_wait: asyncio.Future[object] = asyncio.create_task(stopping.wait())
+    pending = set(starting)
+    while pending and not stopping.is_set():
+        done, pending = await asyncio.wait(
+            pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED
+        )
+        pending.discard(stop_wait)
+        for task in done - {stop_wait}:
+            error = task.exception()
+            if error is not None:
+                log.error(
+                    "could not start",
+                    extra={"service": starting[task].name, "error": str(error)},
+                    exc_info=error,
+                )
+                exit_code = 1
+                stopping.set()
+            else:
+                log.info("started", extra={"service": starting[task].name})
+    if not stopping.is_set():
+        await stopping.wait()
+
+    log.info("stopping: no new work; finishing what is in flight")
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    stop_wait.cancel()
+    grace = settings.shutdown_grace.total_seconds()
+    for service in services:  # in order: ingress first, so intake stops first
+        try:
+            await service.stop(grace)
+        except Exception:
+            log.exception("error while stopping", extra={"service": service.name})
+            exit_code = exit_code or 1
+    health.stop()
+    log.info("stopped", extra={"exit_code": exit_code})
+    return exit_code

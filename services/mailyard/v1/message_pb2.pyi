@@ -1,0 +1,135 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Origin(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ORIGIN_UNSPECIFIED: _ClassVar[Origin]
+    ORIGIN_SMTP: _ClassVar[Origin]
+    ORIGIN_DSN: _ClassVar[Origin]
+
+class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_KIND_UNSPECIFIED: _ClassVar[EventKind]
+    EVENT_KIND_DELIVERED: _ClassVar[EventKind]
+    EVENT_KIND_DEFERRED: _ClassVar[EventKind]
+    EVENT_KIND_FAILED: _ClassVar[EventKind]
+    EVENT_KIND_EXPIRED: _ClassVar[EventKind]
+ORIGIN_UNSPECIFIED: Origin
+ORIGIN_SMTP: Origin
+ORIGIN_DSN: Origin
+EVENT_KIND_UNSPECIFIED: EventKind
+EVENT_KIND_DELIVERED: EventKind
+EVENT_KIND_DEFERRED: EventKind
+EVENT_KIND_FAILED: EventKind
+EVENT_KIND_EXPIRED: EventKind
+
+class AcceptedMessage(_message.Message):
+    __slots__ = ("message_id", "mail_from", "recipients", "content", "received_at", "client", "origin")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    MAIL_FROM_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    mail_from: str
+    recipients: _containers.RepeatedScalarFieldContainer[str]
+    content: bytes
+    received_at: _timestamp_pb2.Timestamp
+    client: Client
+    origin: Origin
+    def __init__(self, message_id: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client: _Optional[_Union[Client, _Mapping]] = ..., origin: _Optional[_Union[Origin, str]] = ...) -> None: ...
+
+class Client(_message.Message):
+    __slots__ = ("address", "helo", "tls", "login")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HELO_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    LOGIN_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    helo: str
+    tls: bool
+    login: str
+    def __init__(self, address: _Optional[str] = ..., helo: _Optional[str] = ..., tls: _Optional[bool] = ..., login: _Optional[str] = ...) -> None: ...
+
+class DeliveryJob(_message.Message):
+    __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    MAIL_FROM_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    queue_id: str
+    domain: str
+    mail_from: str
+    recipients: _containers.RepeatedScalarFieldContainer[str]
+    content: bytes
+    received_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    attempts: int
+    last_results: _containers.RepeatedCompositeFieldContainer[RecipientResult]
+    origin: Origin
+    def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ...) -> None: ...
+
+class RecipientResult(_message.Message):
+    __slots__ = ("recipient", "reply", "remote_mta")
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_MTA_FIELD_NUMBER: _ClassVar[int]
+    recipient: str
+    reply: SmtpReply
+    remote_mta: str
+    def __init__(self, recipient: _Optional[str] = ..., reply: _Optional[_Union[SmtpReply, _Mapping]] = ..., remote_mta: _Optional[str] = ...) -> None: ...
+
+class SmtpReply(_message.Message):
+    __slots__ = ("code", "status", "text")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    status: str
+    text: str
+    def __init__(self, code: _Optional[int] = ..., status: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class DeliveryEvent(_message.Message):
+    __slots__ = ("kind", "message_id", "queue_id", "domain", "mail_from", "results", "received_at", "occurred_at", "attempts", "original_headers", "origin")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    MAIL_FROM_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    kind: EventKind
+    message_id: str
+    queue_id: str
+    domain: str
+    mail_from: str
+    results: _containers.RepeatedCompositeFieldContainer[RecipientResult]
+    received_at: _timestamp_pb2.Timestamp
+    occurred_at: _timestamp_pb2.Timestamp
+    attempts: int
+    original_headers: bytes
+    origin: Origin
+    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., original_headers: _Optional[bytes] = ..., origin: _Optional[_Union[Origin, str]] = ...) -> None: ...

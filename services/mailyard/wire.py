@@ -1,0 +1,108 @@
+"""Protobuf messages in and out of AMQP messages.
+
+Each AMQP message carries the protobuf type's full name in ``type``
+(``mailyard.v1.DeliveryJob``: the package names the schema version),
+``content_type=application/x-protobuf``, a stable ``message_id``, and the
+trace ids in headers so one email can be followed across services (and in
+the RabbitMQ management UI) without decoding bodies.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import aio_pika
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mailyard.v1 import message_pb2 as pb
+
+CONTENT_TYPE = "application/x-protobuf"
+TRACE_MESSAGE_ID = "x-mailyard-message-id"
+TRACE_QUEUE_ID = "x-mailyard-queue-id"
+
+M = TypeVar("M", bound=Message)
+
+
+class UndecodableMessage(Exception):
+    """A message on a queue that is not what that queue carries."""
+
+
+def type_name(message: Message | type[Message]) -> str:
+    return message.DESCRIPTOR.full_name
+
+
+def encode(
+    message: Message,
+    *,
+    message_id: str,
+    trace_id: str,
+    queue_id: str = "",
+    expiration: float | None = None,
+) -> aio_pika.Message:
+    headers: dict[str, str] = {TRACE_MESSAGE_ID: trace_id}
+    if queue_id:
+        headers[TRACE_QUEUE_ID] = queue_id
+    return aio_pika.Message(
+        message.SerializeToString(),
+        content_type=CONTENT_TYPE,
+        type=type_name(message),
+        message_id=message_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers=headers,  # type: ignore[arg-type]
+        expiration=expiration,
+    )
+
+
+def decode(body: bytes, declared_type: str | None, expected: type[M]) -> M:
+    """Parse ``body`` as ``expected`` and check it is complete, or raise UndecodableMessage."""
+    if declared_type != type_name(expected):
+        raise UndecodableMessage(
+            f"type property is {declared_type!r}, this queue carries {type_name(expected)!r}"
+        )
+    message = expected()
+    try:
+        message.ParseFromString(body)
+    except DecodeError as exc:
+        raise UndecodableMessage(f"not a valid {type_name(expected)}: {exc}") from exc
+    problem = _missing_fields(message)
+    if problem:
+        raise UndecodableMessage(f"incomplete {type_name(expected)}: {problem}")
+    return message
+
+
+def _missing_fields(message: Message) -> str | None:
+    """What a decoded message lacks to be usable (protobuf parses almost anything)."""
+    if isinstance(message, pb.AcceptedMessage):
+        if not message.message_id:
+            return "no message_id"
+        if not message.recipients:
+            return "no recipients"
+        if not message.content:
+            return "no content"
+    elif isinstance(message, pb.DeliveryJob):
+        if not message.queue_id or not message.message_id:
+            return "no queue_id or message_id"
+        if not message.domain:
+            return "no domain"
+        if not message.recipients:
+            return "no recipients"
+        if not message.HasField("expires_at"):
+            return "no expires_at"
+    elif isinstance(message, pb.DeliveryEvent):
+        if message.kind == pb.EVENT_KIND_UNSPECIFIED:
+            return "no kind"
+        if not message.results:
+            return "no results"
+    return None
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def to_datetime(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)

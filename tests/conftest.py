@@ -1,0 +1,35 @@
+"""Shared fixtures. Integration tests need a real RabbitMQ (see README)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
+
+from tests.support.broker import BROKER_URL, reachable  # noqa: E402
+from tests.support.dns_server import TEST_ZONE, TestDnsServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def broker() -> str:
+    problem = reachable()
+    if problem is not None:
+        pytest.exit(
+            f"RabbitMQ is not reachable at {BROKER_URL} ({problem}): start it with "
+            "`rabbitmq-server -detached` (Debian package rabbitmq-server) or set "
+            "MAILYARD_TEST_BROKER_URL; `.ci/run` does both.",
+            returncode=3,
+        )
+    return BROKER_URL
+
+
+@pytest.fixture(scope="session")
+def dns_server() -> Iterator[TestDnsServer]:
+    server = TestDnsServer(TEST_ZONE).start()
+    server.fail("servfail.test.")
+    yield server
+    server.stop()

@@ -1,0 +1,189 @@
+"""A whole Mailyard pipeline for one test: its own prefix, sinks, processes."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.broker import BROKER_URL, delete_prefix
+from tests.support.dns_server import TestDnsServer
+from tests.support.processes import MailyardProcess, free_port
+from tests.support.smtp_sink import Sink
+
+# Loopback addresses of the test zone's mail hosts (tests/support/dns_server.py).
+ALPHA = "127.0.0.2"
+BETA_PRIMARY = "127.0.0.3"
+BETA_SECONDARY = "127.0.0.4"
+GAMMA = "127.0.0.5"
+SENDER = "127.0.0.6"
+BOUNCES = "127.0.0.7"
+ALL_HOSTS = [ALPHA, BETA_PRIMARY, BETA_SECONDARY, GAMMA, SENDER, BOUNCES]
+SERVICES = ("ingress", "queue", "delivery", "bounce")
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def port_free_on_all(hosts: list[str]) -> int:
+    """A port that is free on every one of ``hosts``."""
+    import socket
+
+    for _ in range(50):
+        port = free_port(hosts[0])
+        try:
+            for host in hosts[1:]:
+                with socket.socket() as sock:
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no port free on all sink addresses")
+
+
+@dataclass
+class Pipeline:
+    prefix: str
+    config_path: Path
+    ingress_port: int
+    sink: Sink
+    dns: TestDnsServer
+    processes: dict[str, MailyardProcess] = field(default_factory=dict)
+
+    def process(self, service: str) -> MailyardProcess:
+        """The process running ``service`` (the single 'all' process if not split)."""
+        return self.processes.get(service) or self.processes["all"]
+
+    def smtp(self) -> smtplib.SMTP:
+        client = smtplib.SMTP("127.0.0.1", self.ingress_port, timeout=30)
+        client.ehlo("client.test")
+        return client
+
+    def send(self, mail_from: str, recipients: list[str], content: bytes) -> tuple[int, bytes]:
+        """Send one message; the reply to DATA (or the first refusal)."""
+        with self.smtp() as client:
+            code, text = client.mail(mail_from)
+            if code != 250:
+                return code, text
+            for recipient in recipients:
+                code, text = client.rcpt(recipient)
+                if code != 250:
+                    return code, text
+            return client.data(content)
+
+
+def message(subject: str, body: str = "Hello.\r\n", sender: str = "app@sender.test") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: someone@alpha.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@sender.test>\r\n\r\n{body}"
+    ).encode()
+
+
+def strip_trace(content: bytes) -> bytes:
+    """The content minus the Received: header Mailyard prepended."""
+    assert content.startswith(b"Received: from "), content[:200]
+    end = content.index(b"\r\n", content.index(b"(Mailyard)"))
+    # The header's last line is the date, one line after "(Mailyard) ... id ...;".
+    while content[end + 2 : end + 3] == b"\t":
+        end = content.index(b"\r\n", end + 2)
+    return content[end + 2 :]
+
+
+def build_config(
+    path: Path, *, prefix: str, ingress_port: int, dns: TestDnsServer, sink_port: int,
+    overrides: dict[str, Any],
+) -> Path:
+    config = {
+        "hostname": "mx.mailyard.test",
+        "broker": {
+            "url": BROKER_URL,
+            "prefix": prefix,
+            "reconnect_interval": "1s",
+            "publish_timeout": "5s",
+        },
+        "ingress": {
+            "listen": [{"host": "127.0.0.1", "port": ingress_port}],
+            "relay_networks": ["127.0.0.0/8"],
+            "local_domains": ["bounces.test"],
+        },
+        "delivery": {
+            "nameservers": [dns.address],
+            "port": sink_port,
+            "connect_timeout": "3s",
+            "command_timeout": "15s",
+            "dns_timeout": "3s",
+            "ipv6": False,
+        },
+        "queue": {"retry_delays": ["1s"], "max_lifetime": "1h"},
+        "shutdown_grace": "10s",
+    }
+    path.write_text(yaml.safe_dump(deep_merge(config, overrides)))
+    return path
+
+
+def start_pipeline(
+    tmp_path: Path,
+    dns: TestDnsServer,
+    *,
+    overrides: dict[str, Any] | None = None,
+    hosts: list[str] | None = None,
+    split: bool = False,
+    sink_tls: Any = None,
+) -> Pipeline:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    sink_hosts = hosts or ALL_HOSTS
+    sink_port = port_free_on_all(ALL_HOSTS)
+    sink = Sink(sink_hosts, sink_port, tls_context=sink_tls).start()
+    config = build_config(
+        tmp_path / "mailyard.yaml",
+        prefix=prefix,
+        ingress_port=free_port(),
+        dns=dns,
+        sink_port=sink_port,
+        overrides=overrides or {},
+    )
+    ingress_port = yaml.safe_load(config.read_text())["ingress"]["listen"][0]["port"]
+    pipeline = Pipeline(prefix, config, ingress_port, sink, dns)
+    for name in SERVICES if split else ("all",):
+        pipeline.processes[name] = MailyardProcess(name, config, tmp_path).start()
+    for process in pipeline.processes.values():
+        process.wait_ready()
+    return pipeline
+
+
+def stop_pipeline(pipeline: Pipeline, retry_delays: list[str]) -> dict[str, int]:
+    codes = {}
+    for name, process in pipeline.processes.items():
+        try:
+            codes[name] = process.terminate()
+        finally:
+            process.close()
+    pipeline.sink.stop()
+    from mailyard.broker.topology import Topology
+    from mailyard.durations import parse_duration
+
+    topology = Topology(pipeline.prefix, tuple(parse_duration(d) for d in retry_delays), 2)
+    delete_prefix(pipeline.prefix, list(topology.queues), [topology.events])
+    return codes
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

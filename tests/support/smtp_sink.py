@@ -1,0 +1,151 @@
+"""Real SMTP servers on loopback that tests control (aiosmtpd).
+
+One ``Sink`` listens on several loopback addresses at one port (delivery
+connects to ``delivery.port`` on whatever address DNS gives it), records
+every message it accepts, and answers RCPT and DATA as the test scripts it.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncio
+
+from aiosmtpd.smtp import SMTP
+
+
+@dataclass(frozen=True)
+class Received:
+    host: str  # the loopback address the message arrived on
+    mail_from: str
+    recipients: tuple[str, ...]
+    content: bytes
+    tls: bool
+    at: float
+
+
+@dataclass
+class Script:
+    """Scripted answers. Each rule maps a recipient to the replies it gets, in turn."""
+
+    rcpt: dict[str, list[str]] = field(default_factory=dict)
+    rcpt_always: dict[str, str] = field(default_factory=dict)
+    data_reply: str | None = None
+    data_delay: float = 0.0
+
+
+class _Handler:
+    def __init__(self, sink: Sink, host: str) -> None:
+        self.sink = sink
+        self.host = host
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.sink._rcpt_reply(address)
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        script = self.sink.script
+        if script.data_delay:
+            await asyncio.sleep(script.data_delay)
+        if script.data_reply is not None:
+            return script.data_reply
+        self.sink._record(
+            Received(
+                host=self.host,
+                mail_from=envelope.mail_from,
+                recipients=tuple(envelope.rcpt_tos),
+                content=envelope.original_content,
+                tls=session.ssl is not None,
+                at=time.monotonic(),
+            )
+        )
+        return "250 2.0.0 OK queued"
+
+
+class Sink:
+    def __init__(self, hosts: list[str], port: int, tls_context: ssl.SSLContext | None = None):
+        self.hosts = hosts
+        self.port = port
+        self.script = Script()
+        self.messages: list[Received] = []
+        self.rcpt_attempts: defaultdict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+        self.tls_context = tls_context
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._servers: list[asyncio.Server] = []
+
+    def start(self) -> Sink:
+        self._thread.start()
+        for host in self.hosts:
+            future = asyncio.run_coroutine_threadsafe(self._listen(host), self._loop)
+            self._servers.append(future.result(10))
+        return self
+
+    async def _listen(self, host: str) -> asyncio.Server:
+        handler = _Handler(self, host)
+        return await self._loop.create_server(
+            lambda: SMTP(
+                handler,
+                hostname=f"sink-{host}",
+                tls_context=self.tls_context,
+                data_size_limit=64 * 1024 * 1024,
+            ),
+            host,
+            self.port,
+            reuse_address=True,
+        )
+
+    def stop(self) -> None:
+        async def close() -> None:
+            for server in self._servers:
+                server.close()
+            await asyncio.sleep(0)
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def _rcpt_reply(self, address: str) -> str | None:
+        with self._lock:
+            self.rcpt_attempts[address] += 1
+            queued = self.script.rcpt.get(address)
+            if queued:
+                return queued.pop(0)
+            return self.script.rcpt_always.get(address)
+
+    def _record(self, message: Received) -> None:
+        with self._lock:
+            self.messages.append(message)
+
+    def received(self, predicate: Callable[[Received], bool] = lambda _: True) -> list[Received]:
+        with self._lock:
+            return [m for m in self.messages if predicate(m)]
+
+    def deliveries(self) -> dict[str, int]:
+        """How many copies each recipient got."""
+        counts: dict[str, int] = defaultdict(int)
+        for message in self.received():
+            for recipient in message.recipients:
+                counts[recipient] += 1
+        return dict(counts)
+
+    def wait_for(
+        self, predicate: Callable[[list[Received]], bool], timeout: float, what: str
+    ) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            messages = self.received()
+            if predicate(messages):
+                return messages
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; have {len(self.received())} messages")
