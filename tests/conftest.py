@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 
-from tests.support.broker import BROKER_URL, reachable  # noqa: E402
-from tests.support.dns_server import TEST_ZONE, TestDnsServer  # noqa: E402
+from tests.support.broker import BROKER_URL, reachable
+from tests.support.dns_server import TEST_ZONE, TestDnsServer
 
 
 @pytest.fixture(scope="session")

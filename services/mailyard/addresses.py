@@ -50,3 +50,13 @@ def parse_address(text: str) -> Address:
 def domain_of(address: str) -> str:
     """The lower-cased domain of an address already accepted by ingress."""
     return address.rpartition("@")[2].lower()
+
+
+def is_clean_mailbox(text: str) -> bool:
+    """No control characters (CR, LF, NUL, …) and no angle brackets.
+
+    Addresses on the broker came through ingress's parser, but a service
+    never trusts a queue: a CR/LF in an address would inject SMTP commands
+    or headers downstream.
+    """
+    return bool(text) and not any(ord(c) < 0x20 or c in "\x7f<>" for c in text)

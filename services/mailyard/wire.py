@@ -16,6 +16,7 @@ import aio_pika
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from mailyard.addresses import is_clean_mailbox
 from mailyard.v1 import message_pb2 as pb
 
 CONTENT_TYPE = "application/x-protobuf"
@@ -74,6 +75,9 @@ def decode(body: bytes, declared_type: str | None, expected: type[M]) -> M:
 
 def _missing_fields(message: Message) -> str | None:
     """What a decoded message lacks to be usable (protobuf parses almost anything)."""
+    problem = _unsafe_addresses(message)
+    if problem:
+        return problem
     if isinstance(message, pb.AcceptedMessage):
         if not message.message_id:
             return "no message_id"
@@ -95,6 +99,19 @@ def _missing_fields(message: Message) -> str | None:
             return "no kind"
         if not message.results:
             return "no results"
+    return None
+
+
+def _unsafe_addresses(message: Message) -> str | None:
+    addresses: list[str] = []
+    if isinstance(message, pb.AcceptedMessage | pb.DeliveryJob):
+        addresses = list(message.recipients)
+    elif isinstance(message, pb.DeliveryEvent):
+        addresses = [result.recipient for result in message.results]
+    sender = getattr(message, "mail_from", "")
+    for address in [sender, *addresses] if sender else addresses:
+        if not is_clean_mailbox(address):
+            return f"unsafe address {address[:100]!r}"
     return None
 
 

@@ -61,7 +61,9 @@ def publish_raw(queue: str, body: bytes, **properties: object) -> None:
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
             await channel.default_exchange.publish(
-                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties),  # type: ignore[arg-type]
+                aio_pika.Message(
+                    body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties
+                ),  # type: ignore[arg-type]
                 routing_key=queue,
                 mandatory=True,
             )

@@ -71,7 +71,9 @@ class TestDnsServer:
         question = query.question[0]
         qname, qtype = question.name, question.rdtype
         with self._lock:
-            self.queries[(qname.to_text(omit_final_dot=True).lower(), dns.rdatatype.to_text(qtype))] += 1
+            self.queries[
+                (qname.to_text(omit_final_dot=True).lower(), dns.rdatatype.to_text(qtype))
+            ] += 1
         if any(qname.is_subdomain(name) for name in self.silent):
             return None
         if any(qname.is_subdomain(name) for name in self.servfail):
@@ -83,7 +85,9 @@ class TestDnsServer:
         self._resolve(response, qname, qtype, depth=0)
         return response.to_wire()
 
-    def _resolve(self, response: dns.message.Message, qname: dns.name.Name, qtype: int, depth: int) -> None:
+    def _resolve(
+        self, response: dns.message.Message, qname: dns.name.Name, qtype: int, depth: int
+    ) -> None:
         node = self.zone.get_node(qname)
         if node is None:
             if not qname.is_subdomain(self.origin) or depth > 8:

@@ -102,7 +102,12 @@ def strip_trace(content: bytes) -> bytes:
 
 
 def build_config(
-    path: Path, *, prefix: str, ingress_port: int, dns: TestDnsServer, sink_port: int,
+    path: Path,
+    *,
+    prefix: str,
+    ingress_port: int,
+    dns: TestDnsServer,
+    sink_port: int,
     overrides: dict[str, Any],
 ) -> Path:
     config = {

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -39,8 +40,11 @@ class MailyardProcess:
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
 
     def start(self) -> MailyardProcess:
+        if self._log is not None:
+            self._log.close()
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mailyard", self.command, "--config", str(self.config)],
@@ -76,7 +80,9 @@ class MailyardProcess:
             if self.is_ready():
                 return self
             time.sleep(0.1)
-        raise AssertionError(f"mailyard {self.command} not ready after {timeout}s: {self.logs()[-3000:]}")
+        raise AssertionError(
+            f"mailyard {self.command} not ready after {timeout}s: {self.logs()[-3000:]}"
+        )
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
@@ -84,7 +90,9 @@ class MailyardProcess:
         total = 0.0
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
                     total += sample.value
         return total
 
@@ -107,7 +115,9 @@ class MailyardProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"mailyard {self.command} ignored SIGTERM for {timeout}s") from None
+            raise AssertionError(
+                f"mailyard {self.command} ignored SIGTERM for {timeout}s"
+            ) from None
 
     def kill(self) -> None:
         assert self.process is not None
@@ -121,5 +131,5 @@ class MailyardProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        if hasattr(self, "_log"):
+        if self._log is not None:
             self._log.close()

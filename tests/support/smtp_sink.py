@@ -7,14 +7,13 @@ every message it accepts, and answers RCPT and DATA as the test scripts it.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import asyncio
 
 from aiosmtpd.smtp import SMTP
 
@@ -148,4 +147,6 @@ class Sink:
             if predicate(messages):
                 return messages
             time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; have {len(self.received())} messages")
+        raise AssertionError(
+            f"timed out after {timeout}s waiting for {what}; have {len(self.received())} messages"
+        )

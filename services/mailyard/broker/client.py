@@ -46,6 +46,7 @@ class BrokerClient:
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
+        self._closing = False
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -108,7 +109,7 @@ class BrokerClient:
 
     def _on_close(self, *_: object) -> None:
         metrics.CONNECTED.labels(self.service).set(0)
-        if self._connection is not None and not self._connection.is_closed:
+        if not self._closing:
             log.warning("lost the broker connection; reconnecting")
 
     def _on_reconnect(self, *_: object) -> None:
@@ -157,6 +158,7 @@ class BrokerClient:
         await channel.close()
 
     async def close(self) -> None:
+        self._closing = True
         if self._connection is not None:
             await self._connection.close()
         metrics.CONNECTED.labels(self.service).set(0)

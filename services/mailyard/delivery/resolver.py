@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
+import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
@@ -82,8 +83,7 @@ class MxResolver:
             ) from None
 
         records = [
-            MxRecord(rdata.preference, rdata.exchange.to_text(omit_final_dot=True).lower())
-            for rdata in (answer.rrset or [])
+            MxRecord(rdata.preference, _host_name(rdata.exchange)) for rdata in (answer.rrset or [])
         ]
         if is_null_mx(records):
             raise RouteError(
@@ -131,3 +131,8 @@ class MxResolver:
         except dns.exception.DNSException as exc:
             raise _Temporary(f"{kind} {name}: {type(exc).__name__}") from None
         return [rdata.address for rdata in (answer.rrset or [])]
+
+
+def _host_name(name: dns.name.Name) -> str:
+    """Lower case, no final dot; the root (a null MX's exchange) is ``""``."""
+    return "" if name == dns.name.root else name.to_text(omit_final_dot=True).lower()

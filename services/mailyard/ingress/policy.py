@@ -30,7 +30,7 @@ RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many Received: headers; the message is looping")
 BARE_NEWLINE = Reply(
-    550, "5.6.0", "Message contains a bare CR or LF; lines must end with CRLF (RFC 5322 §2.3)"
+    550, "5.6.0", "Message contains a bare CR or LF; lines must end with CRLF (RFC 5322 section 2.3)"
 )
 BROKER_DOWN = Reply(451, "4.3.0", "Mail system temporarily unavailable, try again later")
 
