@@ -74,6 +74,7 @@ def test_1000_messages_from_20_clients_arrive_exactly_once(pipeline: Pipeline) -
             assert strip_trace(received.content) == sent[recipient]
     # Nothing was deferred or failed on the way.
     process = pipeline.process("delivery")
+    process.wait_metric("mailyard_delivery_recipients_total", 3 * count, 10, outcome="delivered")
     assert process.metric("mailyard_delivery_recipients_total", outcome="delivered") == 3 * count
     assert process.metric("mailyard_delivery_recipients_total", outcome="deferred") == 0
 

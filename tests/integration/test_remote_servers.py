@@ -1,0 +1,142 @@
+"""Delivery against remote servers that misbehave: Postfix's smtp-sink, TLS."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import tempfile
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.support.pipeline import ALL_HOSTS, ALPHA, SENDER, Pipeline, message, wait_until
+from tests.support.postfix_sink import SMTP_SINK, PostfixSink
+
+needs_smtp_sink = pytest.mark.skipif(
+    SMTP_SINK is None, reason="Postfix's smtp-sink is not installed (apt-get install postfix)"
+)
+
+
+@pytest.fixture
+def postfix_alpha(pipeline_factory):
+    """A pipeline whose alpha.test MX is smtp-sink (with the given options)."""
+    sinks: list[PostfixSink] = []
+    # smtp-sink writes its dumps as 'nobody', who cannot enter pytest's tmp_path.
+    dump_root = Path(tempfile.mkdtemp(prefix="mailyard-smtp-sink-"))
+    dump_root.chmod(0o777)
+
+    def start(*options: str, **pipeline_options) -> tuple[Pipeline, PostfixSink]:
+        pipeline = pipeline_factory(hosts=[h for h in ALL_HOSTS if h != ALPHA], **pipeline_options)
+        dumps = dump_root / str(len(sinks))
+        sink = PostfixSink(ALPHA, pipeline.sink.port, dumps, *options).start()
+        sinks.append(sink)
+        return pipeline, sink
+
+    yield start
+    for sink in sinks:
+        sink.stop()
+    shutil.rmtree(dump_root, ignore_errors=True)
+
+
+@needs_smtp_sink
+def test_delivers_to_postfix_smtp_sink(postfix_alpha) -> None:
+    pipeline, sink = postfix_alpha()
+    for index in range(20):
+        code, _ = pipeline.send(
+            "app@sender.test",
+            [f"p{index}@alpha.test", f"q{index}@alpha.test"],
+            message(f"m{index}"),
+        )
+        assert code == 250
+    wait_until(lambda: len(sink.messages()) == 20, 30, "20 messages at smtp-sink")
+    got = sorted(r for m in sink.messages() for r in m.recipients)
+    assert got == sorted(f"<{p}{i}@alpha.test>" for i in range(20) for p in "pq")
+    assert {m.mail_from for m in sink.messages()} == {"<app@sender.test>"}
+
+
+@needs_smtp_sink
+@pytest.mark.parametrize(
+    ("options", "what"),
+    [
+        (("-r", "rcpt"), "450 at RCPT"),
+        (("-r", "."), "450 after the message"),
+        (("-Q", "."), "421 after the message"),
+        (("-q", "data"), "hang-up after DATA"),
+        (("-q", "connect"), "hang-up at connect"),
+    ],
+)
+def test_temporary_trouble_is_deferred_then_expires_into_a_dsn(
+    postfix_alpha, options, what
+) -> None:
+    pipeline, _ = postfix_alpha(
+        *options, overrides={"queue": {"retry_delays": ["1s"], "max_lifetime": "3s"}}
+    )
+    code, _ = pipeline.send("app@sender.test", ["t@alpha.test"], message(what))
+    assert code == 250
+    queue = pipeline.process("queue")
+    queue.wait_metric("mailyard_queue_retries_total", 2, timeout=30)
+    pipeline.sink.wait_for(lambda m: any(x.host == SENDER for x in m), 30, "the expiry DSN")
+    dsn = pipeline.sink.received(lambda m: m.host == SENDER)[0].content
+    assert b"Status: 4.4.7" in dsn, dsn
+    assert b"Final-Recipient: rfc822; t@alpha.test" in dsn
+    # (smtp-sink dumps a message even when it then refuses it, so its dumps
+    # say nothing here; our own count does.)
+    delivery = pipeline.process("delivery")
+    # One delivered recipient: the DSN to app@sender.test, nothing at alpha.
+    delivery.wait_metric("mailyard_delivery_recipients_total", 1, 10, outcome="delivered")
+    assert delivery.metric("mailyard_delivery_recipients_total", outcome="delivered") == 1
+    assert delivery.metric("mailyard_delivery_recipients_total", outcome="deferred") >= 2
+
+
+@needs_smtp_sink
+@pytest.mark.parametrize(
+    ("options", "status"),
+    [
+        (("-f", "rcpt"), b"Status: 5.3.0"),
+        (("-f", "."), b"Status: 5.3.0"),
+        (("-f", "mail"), b"Status: 5.3.0"),
+    ],
+)
+def test_permanent_refusals_become_dsns(postfix_alpha, options, status) -> None:
+    pipeline, _ = postfix_alpha(*options)
+    code, _ = pipeline.send("app@sender.test", ["f@alpha.test"], message("refused"))
+    assert code == 250
+    pipeline.sink.wait_for(lambda m: any(x.host == SENDER for x in m), 30, "a DSN")
+    dsn = pipeline.sink.received(lambda m: m.host == SENDER)[0].content
+    assert status in dsn
+    assert b"Remote-MTA: dns; mx.alpha.test" in dsn
+    assert b"Diagnostic-Code: smtp; 500 5.3.0 Error: command failed" in dsn
+
+
+@pytest.fixture(scope="module")
+def certificate_authority() -> trustme.CA:
+    return trustme.CA()
+
+
+def test_starttls_is_used_when_offered(pipeline_factory, certificate_authority) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate_authority.issue_cert("mx.alpha.test").configure_cert(server_context)
+    pipeline = pipeline_factory(sink_tls=server_context)
+    code, _ = pipeline.send("app@sender.test", ["tls@alpha.test"], message("encrypted"))
+    assert code == 250
+    [received] = pipeline.sink.wait_for(lambda m: len(m) == 1, 20, "the message")
+    assert received.tls
+    delivery = pipeline.process("delivery")
+    delivery.wait_metric("mailyard_delivery_transactions_total", 1, 10, tls="yes")
+    assert delivery.metric("mailyard_delivery_transactions_total", tls="yes") == 1
+    assert delivery.metric("mailyard_delivery_transactions_total", tls="no") == 0
+
+
+def test_broken_tls_falls_back_to_clear_text(pipeline_factory) -> None:
+    # The server offers STARTTLS but its context cannot complete a handshake
+    # (no certificate). Opportunistic TLS must then deliver in clear.
+    broken = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    pipeline = pipeline_factory(sink_tls=broken)
+    code, _ = pipeline.send("app@sender.test", ["clear@alpha.test"], message("fallback"))
+    assert code == 250
+    [received] = pipeline.sink.wait_for(lambda m: len(m) == 1, 20, "the message")
+    assert not received.tls
+    delivery = pipeline.process("delivery")
+    delivery.wait_metric("mailyard_delivery_transactions_total", 1, 10, tls="no")
+    assert delivery.metric("mailyard_delivery_transactions_total", tls="yes") == 0
