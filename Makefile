@@ -26,8 +26,8 @@ unit: $(VENV)/.installed
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check services tests scripts
-	$(VENV)/bin/ruff format --check services tests scripts
+	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/ruff format --check services tests
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy

@@ -31,5 +31,6 @@ def broker() -> str:
 def dns_server() -> Iterator[TestDnsServer]:
     server = TestDnsServer(TEST_ZONE).start()
     server.fail("servfail.test.")
+    server.ignore("timeout.test.")
     yield server
     server.stop()

@@ -36,5 +36,8 @@ def configure(level: str) -> None:
     root.setLevel(level.upper())
     # The libraries log every SMTP command and AMQP frame at INFO: far too
     # chatty for a mail server under load, and it would log addresses twice.
-    for noisy in ("mail.log", "aiormq", "aio_pika", "aiosmtplib"):
+    for noisy in ("mail.log", "aio_pika", "aiosmtplib"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # aiormq logs each failed connect as an error; the broker client says the
+    # same thing once, with what to do about it.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)

@@ -133,6 +133,23 @@ def test_servfail_is_retried_and_expires_into_a_dsn(pipeline_factory, dns_server
     assert pipeline.process("queue").metric("mailyard_queue_expired_total") == 1
 
 
+def test_dns_timeout_is_temporary(pipeline_factory, dns_server) -> None:
+    pipeline = pipeline_factory(
+        overrides={
+            "queue": {"retry_delays": ["1s"], "max_lifetime": "1h"},
+            "delivery": {"dns_timeout": "1s"},
+        }
+    )
+    code, _ = pipeline.send("app@sender.test", ["someone@timeout.test"], message("timeout"))
+    assert code == 250
+    queue = pipeline.process("queue")
+    queue.wait_metric("mailyard_queue_retries_total", 2, timeout=30)
+    delivery = pipeline.process("delivery")
+    assert delivery.metric("mailyard_delivery_route_failures_total", kind="timeout") >= 2
+    assert delivery.metric("mailyard_delivery_recipients_total", outcome="failed") == 0
+    assert dsns(pipeline) == []
+
+
 def test_a_dsn_that_fails_is_not_answered_with_another(pipeline: Pipeline) -> None:
     # The sender's own server refuses the DSN: that failure has the null
     # sender, so it ends there instead of looping.

@@ -60,6 +60,10 @@ class TestDnsServer:
         """Answer SERVFAIL for ``name`` and everything below it."""
         self.servfail.add(dns.name.from_text(name))
 
+    def ignore(self, name: str) -> None:
+        """Never answer queries for ``name`` and below: the client times out."""
+        self.silent.add(dns.name.from_text(name))
+
     def query_count(self, name: str, rdtype: str) -> int:
         with self._lock:
             return self.queries[(name.rstrip(".").lower(), rdtype)]
@@ -173,5 +177,5 @@ mx.bounces  A     127.0.0.7
 nullmx      MX    0 .
 ; an alias whose MX is alpha's
 alias       CNAME alpha
-; nxdomain.test and servfail.test: not in the zone / failed by the server
+; nxdomain.test: not in the zone; servfail.test, timeout.test: see conftest.py
 """
