@@ -9,6 +9,7 @@ start-up; a bad value stops the process with a message naming the key.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 from datetime import timedelta
@@ -26,7 +27,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from mailyard.durations import parse_duration
 
@@ -202,7 +210,23 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment wins over the file, which arrives as init values.
-        return env_settings, init_settings
+        return _Environment(settings_cls), init_settings
+
+
+class _Environment(EnvSettingsSource):
+    """Environment variables; a list of plain values may also be comma-separated.
+
+    ``MAILYARD_QUEUE__RETRY_DELAYS=5m,10m`` is what people write; JSON
+    (``'["5m","10m"]'``) works too, and is the only way for lists of objects.
+    """
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            if isinstance(value, str) and not value.lstrip().startswith(("[", "{")):
+                return [item.strip() for item in value.split(",") if item.strip()]
+            raise
 
 
 class ConfigError(Exception):
@@ -212,21 +236,25 @@ class ConfigError(Exception):
 def parse_host_port(value: str, *, default_port: int) -> tuple[str, int]:
     """``"127.0.0.1:5353"`` → ``("127.0.0.1", 5353)``; ``"[::1]:53"`` and bare hosts too."""
     text = value.strip()
+    port_text: str | None = None
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":") if rest else ""
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{value!r}: bad port")
+        port_text = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, port_text = text.split(":")
     else:
-        host, port_text = text, ""
+        host = text
     try:
         ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"{value!r}: {host!r} is not an IP address") from None
-    port = int(port_text) if port_text.isdigit() else default_port
-    if (port_text and not port_text.isdigit()) or not 1 <= port <= 65535:
+    if port_text is None:
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise ValueError(f"{value!r}: bad port")
-    return host, port
+    return host, int(port_text)
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -246,6 +274,13 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, source=str(path) if path else None)) from exc
+    except SettingsError as exc:
+        names = sorted(name for name in os.environ if name.startswith("MAILYARD_"))
+        raise ConfigError(
+            f"invalid configuration in the environment ({', '.join(names)}): {exc}; "
+            "lists and mappings there are JSON, e.g. "
+            "MAILYARD_INGRESS__LISTEN='[{\"port\": 25}]'"
+        ) from exc
 
 
 def describe_errors(exc: ValidationError, *, source: str | None) -> str:

@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_LONGEST = 100 * 365 * 86400  # seconds; also rejects inf and nan
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
@@ -40,6 +41,8 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError(f"{value!r} is not a duration")
     if seconds < 0:
         raise ValueError(f"{value!r} is negative")
+    if not seconds <= _LONGEST:
+        raise ValueError(f"{value!r} is longer than 100 years")
     return timedelta(seconds=seconds)
 
 

@@ -19,6 +19,8 @@ class Reply:
             raise ValueError(f"SMTP reply code out of range: {self.code}")
         if self.status and not _ENHANCED.match(self.status):
             raise ValueError(f"not an enhanced status code: {self.status!r}")
+        if self.status and self.status[0] != str(self.code)[0]:
+            raise ValueError(f"status {self.status} does not match reply code {self.code}")
 
     @property
     def is_positive(self) -> bool:
@@ -40,11 +42,9 @@ class Reply:
     def render(self) -> str:
         """The reply line as sent on the wire (without CRLF)."""
         lines = self.text.splitlines() or [""]
-        prefix = f"{self.code} {self.status} " if self.status else f"{self.code} "
-        if len(lines) == 1:
-            return prefix + lines[0]
-        head = [f"{self.code}-{self.status} {line}" for line in lines[:-1]]
-        return "\r\n".join([*head, prefix + lines[-1]])
+        status = f"{self.status} " if self.status else ""
+        head = [f"{self.code}-{status}{line}" for line in lines[:-1]]
+        return "\r\n".join([*head, f"{self.code} {status}{lines[-1]}"])
 
     def __str__(self) -> str:
         return (

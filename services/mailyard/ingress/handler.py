@@ -80,6 +80,7 @@ class IngressHandler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
+        address = self.policy.mailbox(address)
         reply = self.policy.recipient(
             address,
             may_relay=self.policy.may_relay(session.peer[0]),

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mailyard.addresses import AddressError, parse_address
+from mailyard.content import header_block
 from mailyard.reply import Reply
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -30,7 +31,9 @@ RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many Received: headers; the message is looping")
 BARE_NEWLINE = Reply(
-    550, "5.6.0", "Message contains a bare CR or LF; lines must end with CRLF (RFC 5322 section 2.3)"
+    550,
+    "5.6.0",
+    "Message contains a bare CR or LF; lines must end with CRLF (RFC 5322 section 2.3)",
 )
 BROKER_DOWN = Reply(451, "4.3.0", "Mail system temporarily unavailable, try again later")
 
@@ -71,6 +74,12 @@ class IngressPolicy:
             address = address.ipv4_mapped
         return any(address in network for network in self.relay_networks)
 
+    def mailbox(self, address: str) -> str:
+        """RFC 5321 §4.5.1: a bare ``<Postmaster>`` is the postmaster of our first local domain."""
+        if address.lower() == "postmaster" and self.local_domains:
+            return f"postmaster@{min(self.local_domains)}"
+        return address
+
     def sender(self, address: str) -> Reply:
         if address == NULL_SENDER:
             return SENDER_OK
@@ -100,9 +109,7 @@ class IngressPolicy:
 
     def content(self, content: bytes, *, may_relay: bool) -> Reply | None:
         """Checks at end of DATA; None means accept."""
-        header_end = content.find(b"\r\n\r\n")
-        headers = content if header_end < 0 else content[: header_end + 2]
-        if len(_RECEIVED.findall(headers)) > self.max_hops:
+        if len(_RECEIVED.findall(header_block(content, limit=None))) > self.max_hops:
             return TOO_MANY_HOPS
         # SMTP smuggling and header-splitting need a bare CR or LF somewhere;
         # trusted relay clients (often old application code) are exempt, as in

@@ -1,0 +1,311 @@
+"""load_settings: YAML file, environment overrides, errors that name the key."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from datetime import timedelta
+
+import pytest
+
+from mailyard.config import ConfigError, load_settings, normalize_domain, parse_host_port
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    """No MAILYARD_* variable from the machine running the tests leaks in."""
+    for name in list(os.environ):
+        if name.upper().startswith("MAILYARD_"):
+            monkeypatch.delenv(name)
+    # Keep socket.getfqdn() (a DNS lookup) out of unit tests.
+    monkeypatch.setenv("MAILYARD_HOSTNAME", "env.example")
+
+
+@pytest.fixture
+def write(tmp_path):
+    def write(text: str):
+        path = tmp_path / "mailyard.yaml"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+FULL = """\
+hostname: mx.example.com
+broker:
+  url: amqp://user:secret@rabbit:5672/vhost
+  prefix: fromfile
+ingress:
+  listen: [{port: 2525}, {host: 127.0.0.1, port: 587}]
+  relay_networks: [10.0.0.0/8, "2001:db8::/32"]
+  local_domains: [Bounces.Example.COM]
+  max_message_size: 10485760
+delivery:
+  nameservers: ["127.0.0.1:5353", "[::1]:53"]
+  port: 2526
+  attempt_timeout: 20m
+queue:
+  retry_delays: [90s, 5m, 1h30m]
+  max_lifetime: 2d
+metrics:
+  port: 9200
+"""
+
+
+def test_file_values_are_loaded_and_typed(write, monkeypatch):
+    monkeypatch.delenv("MAILYARD_HOSTNAME")
+    settings = load_settings(write(FULL))
+    assert settings.hostname == "mx.example.com"
+    assert settings.broker.url == "amqp://user:secret@rabbit:5672/vhost"
+    assert settings.broker.prefix == "fromfile"
+    assert [(x.host, x.port) for x in settings.ingress.listen] == [
+        ("0.0.0.0", 2525),
+        ("127.0.0.1", 587),
+    ]
+    assert settings.ingress.relay_networks == [
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("2001:db8::/32"),
+    ]
+    assert settings.ingress.local_domains == ["bounces.example.com"]
+    assert settings.ingress.max_message_size == 10485760
+    assert settings.delivery.nameservers == ["127.0.0.1:5353", "[::1]:53"]
+    assert settings.delivery.port == 2526
+    assert settings.delivery.attempt_timeout == timedelta(minutes=20)
+    assert settings.queue.retry_delays == [
+        timedelta(seconds=90),
+        timedelta(minutes=5),
+        timedelta(minutes=90),
+    ]
+    assert settings.queue.max_lifetime == timedelta(days=2)
+    assert settings.metrics.port == 9200
+
+
+def test_defaults_without_a_file():
+    settings = load_settings(None)
+    assert settings.hostname == "env.example"
+    assert settings.broker.prefix == "mailyard"
+    assert settings.broker.url == "amqp://guest:guest@127.0.0.1:5672/"
+    assert [x.port for x in settings.ingress.listen] == [2525]
+    assert settings.queue.retry_delays == [
+        timedelta(minutes=m) for m in (5, 10, 20, 40, 60, 120, 240)
+    ]
+    assert settings.queue.max_lifetime == timedelta(days=5)
+    assert settings.delivery.port == 25
+    assert settings.delivery.nameservers == []
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_empty_file_means_defaults(write, text):
+    assert load_settings(write(text)).broker.prefix == "mailyard"
+
+
+def test_environment_wins_over_the_file(write, monkeypatch):
+    monkeypatch.setenv("MAILYARD_BROKER__PREFIX", "fromenv")
+    monkeypatch.setenv("MAILYARD_HOSTNAME", "env.example")
+    monkeypatch.setenv("MAILYARD_DELIVERY__PORT", "2999")
+    settings = load_settings(write(FULL))
+    assert settings.broker.prefix == "fromenv"
+    assert settings.hostname == "env.example"
+    assert settings.delivery.port == 2999
+    # Keys of the same section that the environment does not set come from the file.
+    assert settings.broker.url == "amqp://user:secret@rabbit:5672/vhost"
+    assert settings.delivery.attempt_timeout == timedelta(minutes=20)
+    assert settings.delivery.nameservers == ["127.0.0.1:5353", "[::1]:53"]
+
+
+def test_environment_sets_lists_as_json(monkeypatch):
+    monkeypatch.setenv("MAILYARD_QUEUE__RETRY_DELAYS", '["1m", "2m"]')
+    monkeypatch.setenv("MAILYARD_INGRESS__LOCAL_DOMAINS", '["B.Example"]')
+    settings = load_settings(None)
+    assert settings.queue.retry_delays == [timedelta(minutes=1), timedelta(minutes=2)]
+    assert settings.ingress.local_domains == ["b.example"]
+
+
+def test_environment_values_are_validated_and_named(monkeypatch):
+    monkeypatch.setenv("MAILYARD_INGRESS__MAX_MESSAGE_SIZE", "5")
+    with pytest.raises(ConfigError) as info:
+        load_settings(None)
+    assert "ingress.max_message_size" in str(info.value)
+    assert "(got '5')" in str(info.value)
+
+
+def test_environment_lists_may_be_comma_separated(monkeypatch):
+    monkeypatch.setenv("MAILYARD_QUEUE__RETRY_DELAYS", "5m, 10m")
+    assert load_settings(None).queue.retry_delays == [timedelta(minutes=5), timedelta(minutes=10)]
+
+
+def test_environment_json_that_does_not_parse_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("MAILYARD_INGRESS__LISTEN", '[{"port": 25')
+    with pytest.raises(ConfigError, match="MAILYARD_INGRESS__LISTEN"):
+        load_settings(None)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "detail"),
+    [
+        ("ingress:\n  max_message_size: 10\n", "ingress.max_message_size", "(got 10)"),
+        ("ingress:\n  max_message_size: lots\n", "ingress.max_message_size", "(got 'lots')"),
+        ("ingress:\n  listen: [{port: 0}]\n", "ingress.listen.0.port", "(got 0)"),
+        ("ingress:\n  listen: [{port: 25}, {port: 70000}]\n", "ingress.listen.1.port", "70000"),
+        ("ingress:\n  listen: []\n", "ingress.listen", "at least 1"),
+        ("ingress:\n  bogus: 1\n", "ingress.bogus", "unknown key"),
+        ("bogus: 1\n", "bogus", "unknown key"),
+        ("ingress:\n  local_domains: [bad_domain]\n", "ingress.local_domains.0", "bad_domain"),
+        ("ingress:\n  relay_networks: [not-a-network]\n", "ingress.relay_networks.0", ""),
+        ("broker:\n  url: http://rabbit/\n", "broker.url", "amqp://"),
+        ("broker:\n  prefix: 'bad prefix'\n", "broker.prefix", ""),
+        ("queue:\n  retry_delays: []\n", "queue.retry_delays", "at least 1"),
+        ("queue:\n  retry_delays: [5m, 0s]\n", "queue.retry_delays", "at least 1ms"),
+        ("queue:\n  retry_delays: [5m, 5x]\n", "queue.retry_delays.1", "'5x'"),
+        ("queue:\n  max_lifetime: -1s\n", "queue.max_lifetime", "is not a duration"),
+        ("queue:\n  max_lifetime: -5\n", "queue.max_lifetime", "negative"),
+        ("delivery:\n  nameservers: ['dns.example:53']\n", "delivery.nameservers", "dns.example"),
+        ("delivery:\n  tls: always\n", "delivery.tls", "always"),
+        ("log:\n  level: loud\n", "log.level", "loud"),
+    ],
+)
+def test_config_error_names_the_key(write, text, key, detail):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(text))
+    message = str(info.value)
+    assert message.startswith(f"invalid configuration in {write(text)}:")
+    assert f"\n  {key}: " in message
+    assert detail in message
+
+
+def test_every_bad_key_is_listed(write):
+    text = "ingress:\n  max_message_size: 10\n  bogus: 1\nmetrics:\n  port: 0\n"
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(text))
+    lines = str(info.value).splitlines()[1:]
+    assert sorted(line.split(":")[0].strip() for line in lines) == [
+        "ingress.bogus",
+        "ingress.max_message_size",
+        "metrics.port",
+    ]
+
+
+def test_out_of_range_duration_is_a_config_error(write):
+    with pytest.raises(ConfigError, match=r"queue\.max_lifetime"):
+        load_settings(write("queue:\n  max_lifetime: 9999999999d\n"))
+
+
+@pytest.mark.parametrize("timeout", ["25m", "30m", "1h"])
+def test_attempt_timeout_of_25m_or_more_is_refused(write, timeout):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(f"delivery:\n  attempt_timeout: {timeout}\n"))
+    assert "\n  delivery: attempt_timeout must stay under 25m" in str(info.value)
+
+
+def test_attempt_timeout_just_under_25m_is_accepted(write):
+    settings = load_settings(write("delivery:\n  attempt_timeout: 24m59s\n"))
+    assert settings.delivery.attempt_timeout == timedelta(minutes=24, seconds=59)
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == f"cannot read config file {path}: No such file or directory"
+
+
+def test_invalid_yaml(write):
+    path = write("ingress:\n  listen: [{port: 25}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value).startswith(f"config file {path} is not valid YAML: ")
+    assert "line 3" in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
+def test_top_level_must_be_a_mapping(write, text):
+    path = write(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == f"config file {path} must hold a mapping of keys at the top"
+
+
+def test_settings_are_frozen(write):
+    settings = load_settings(write("broker:\n  prefix: p\n"))
+    with pytest.raises(ValueError, match="frozen"):
+        settings.broker.prefix = "other"
+
+
+# --- parse_host_port -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+        ("[::1]:53", ("::1", 53)),
+        ("[2001:db8::1]:5300", ("2001:db8::1", 5300)),
+        ("10.0.0.1", ("10.0.0.1", 53)),
+        ("::1", ("::1", 53)),
+        ("[::1]", ("::1", 53)),
+        (" 10.0.0.1:54 ", ("10.0.0.1", 54)),
+        ("127.0.0.1:65535", ("127.0.0.1", 65535)),
+        ("127.0.0.1:1", ("127.0.0.1", 1)),
+    ],
+)
+def test_parse_host_port(value, expected):
+    assert parse_host_port(value, default_port=53) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("dns.example", "is not an IP address"),
+        ("dns.example:53", "is not an IP address"),
+        ("", "is not an IP address"),
+        ("300.0.0.1:53", "is not an IP address"),
+        ("[::1]:x", "bad port"),
+        ("127.0.0.1:abc", "bad port"),
+        ("127.0.0.1:-1", "bad port"),
+        ("127.0.0.1:0", "bad port"),
+        ("127.0.0.1:65536", "bad port"),
+        ("[dns.example]:53", "is not an IP address"),
+    ],
+)
+def test_parse_host_port_rejects(value, message):
+    with pytest.raises(ValueError, match=message):
+        parse_host_port(value, default_port=53)
+
+
+@pytest.mark.parametrize("value", ["[::1]53", "[::1]5353", "127.0.0.1:", "[::1]:"])
+def test_parse_host_port_rejects_malformed_port_part(value):
+    with pytest.raises(ValueError, match="bad port"):
+        parse_host_port(value, default_port=53)
+
+
+# --- normalize_domain --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("Example.COM", "example.com"), ("localhost", "localhost"), ("a-b.c1.test", "a-b.c1.test")],
+)
+def test_normalize_domain(value, expected):
+    assert normalize_domain(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "example.com.",
+        ".example.com",
+        "a..b",
+        "-a.test",
+        "a-.test",
+        "a_b.test",
+        "a b.test",
+        "b\u00fccher.test",
+        "a" * 64 + ".test",
+        ".".join(["a" * 63] * 4) + ".test",
+    ],
+)
+def test_normalize_domain_rejects(value):
+    with pytest.raises(ValueError, match="is not a valid domain name"):
+        normalize_domain(value)

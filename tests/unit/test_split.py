@@ -1,0 +1,142 @@
+"""split_message: one delivery job per destination domain and chunk."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mailyard import wire
+from mailyard.queue.split import split_message
+from mailyard.v1 import message_pb2 as pb
+
+RECEIVED = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
+CONTENT = b"Received: x\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+def accepted(recipients: list[str], *, message_id: str = "01MSG") -> pb.AcceptedMessage:
+    return pb.AcceptedMessage(
+        message_id=message_id,
+        mail_from="Sender@Example.com",
+        recipients=recipients,
+        content=CONTENT,
+        received_at=wire.timestamp(RECEIVED),
+        client=pb.Client(address="192.0.2.1", helo="client.example"),
+        origin=pb.ORIGIN_SMTP,
+    )
+
+
+def split(recipients, *, local=(), per_job=50, lifetime=timedelta(days=5), message_id="01MSG"):
+    return split_message(
+        accepted(recipients, message_id=message_id),
+        local_domains=frozenset(local),
+        max_recipients_per_job=per_job,
+        lifetime=lifetime,
+    )
+
+
+def summary(jobs: list[pb.DeliveryJob]) -> list[tuple[str, str, list[str]]]:
+    return [(job.queue_id, job.domain, list(job.recipients)) for job in jobs]
+
+
+def test_groups_by_lower_cased_domain_keeping_local_part_case():
+    result = split(["Alice@Example.COM", "bob@example.com", "Carol@Other.NET", "dave@EXAMPLE.com"])
+    assert summary(result.remote) == [
+        ("01MSG.1", "example.com", ["Alice@example.com", "bob@example.com", "dave@example.com"]),
+        ("01MSG.2", "other.net", ["Carol@other.net"]),
+    ]
+    assert result.local == []
+
+
+def test_exact_duplicates_are_delivered_once():
+    result = split(["a@example.com", "a@EXAMPLE.COM", "a@example.com", "b@example.com"])
+    assert summary(result.remote) == [
+        ("01MSG.1", "example.com", ["a@example.com", "b@example.com"])
+    ]
+
+
+def test_local_parts_differing_in_case_are_different_recipients():
+    result = split(["User@example.com", "user@example.com"])
+    assert list(result.remote[0].recipients) == ["User@example.com", "user@example.com"]
+
+
+def test_quoted_local_part_with_at_sign_is_routed_by_the_last_at():
+    result = split(['"a@evil.test"@Example.com'])
+    assert summary(result.remote) == [("01MSG.1", "example.com", ['"a@evil.test"@example.com'])]
+
+
+def test_chunks_of_max_recipients_per_job_in_order():
+    recipients = [f"r{i}@example.com" for i in range(7)] + ["x@other.net"]
+    result = split(recipients, per_job=3)
+    assert summary(result.remote) == [
+        ("01MSG.1", "example.com", ["r0@example.com", "r1@example.com", "r2@example.com"]),
+        ("01MSG.2", "example.com", ["r3@example.com", "r4@example.com", "r5@example.com"]),
+        ("01MSG.3", "example.com", ["r6@example.com"]),
+        ("01MSG.4", "other.net", ["x@other.net"]),
+    ]
+
+
+def test_local_domains_go_to_local_jobs():
+    result = split(
+        ["a@example.com", "Bounce+x@Bounces.Test", "b@bounces.test", "c@sub.bounces.test"],
+        local={"bounces.test"},
+    )
+    assert summary(result.local) == [
+        ("01MSG.2", "bounces.test", ["Bounce+x@bounces.test", "b@bounces.test"]),
+    ]
+    assert summary(result.remote) == [
+        ("01MSG.1", "example.com", ["a@example.com"]),
+        ("01MSG.3", "sub.bounces.test", ["c@sub.bounces.test"]),
+    ]
+
+
+def test_queue_ids_are_unique_and_deterministic():
+    recipients = [f"r{i}@d{i % 4}.example" for i in range(30)]
+    first = split(recipients, local={"d2.example"}, per_job=2)
+    second = split(recipients, local={"d2.example"}, per_job=2)
+    ids = [job.queue_id for job in first.remote + first.local]
+    assert len(ids) == len(set(ids)) == 16
+    assert sorted(ids, key=lambda q: int(q.rpartition(".")[2])) == [
+        f"01MSG.{n}" for n in range(1, 17)
+    ]
+    assert summary(first.remote) == summary(second.remote)
+    assert summary(first.local) == summary(second.local)
+
+
+def test_queue_ids_follow_the_message_id():
+    result = split(["a@example.com"], message_id="01OTHER")
+    assert result.remote[0].queue_id == "01OTHER.1"
+    assert result.remote[0].message_id == "01OTHER"
+
+
+@pytest.mark.parametrize("lifetime", [timedelta(days=5), timedelta(hours=1), timedelta(0)])
+def test_job_fields(lifetime):
+    message = accepted(["a@example.com", "b@other.net"])
+    result = split_message(
+        message, local_domains=frozenset(), max_recipients_per_job=50, lifetime=lifetime
+    )
+    for job in result.remote:
+        assert job.message_id == "01MSG"
+        assert job.mail_from == "Sender@Example.com"
+        assert job.content == CONTENT
+        assert job.received_at == message.received_at
+        assert wire.to_datetime(job.expires_at) == RECEIVED + lifetime
+        assert job.attempts == 0
+        assert list(job.last_results) == []
+        assert job.origin == pb.ORIGIN_SMTP
+
+
+def test_null_sender_stays_empty():
+    message = accepted(["a@example.com"])
+    message.mail_from = ""
+    job = split_message(
+        message, local_domains=(), max_recipients_per_job=5, lifetime=timedelta(days=1)
+    ).remote[0]
+    assert job.mail_from == ""
+
+
+def test_jobs_are_valid_on_the_wire():
+    result = split([f"r{i}@example.com" for i in range(3)], per_job=2)
+    for job in result.remote:
+        decoded = wire.decode(job.SerializeToString(), "mailyard.v1.DeliveryJob", pb.DeliveryJob)
+        assert decoded == job

@@ -1,0 +1,226 @@
+"""wire: protobuf bodies in AMQP messages, and the checks on the way in."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import aio_pika
+import pytest
+from google.protobuf.message import Message
+
+from mailyard import wire
+from mailyard.v1 import message_pb2 as pb
+
+WHEN = datetime(2024, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+def accepted_message() -> pb.AcceptedMessage:
+    return pb.AcceptedMessage(
+        message_id="01MSG",
+        mail_from="sender@example.com",
+        recipients=["a@example.net", "b@example.org"],
+        content=b"Subject: hi\r\n\r\nbody\r\n",
+        received_at=wire.timestamp(WHEN),
+        client=pb.Client(address="192.0.2.1", helo="client.example", tls=True, login="app"),
+        origin=pb.ORIGIN_SMTP,
+    )
+
+
+def reply() -> pb.SmtpReply:
+    return pb.SmtpReply(code=451, status="4.7.1", text="Greylisted")
+
+
+def result() -> pb.RecipientResult:
+    return pb.RecipientResult(recipient="a@example.net", reply=reply(), remote_mta="mx.example.net")
+
+
+def delivery_job() -> pb.DeliveryJob:
+    return pb.DeliveryJob(
+        message_id="01MSG",
+        queue_id="01MSG.1",
+        domain="example.net",
+        mail_from="",
+        recipients=["a@example.net"],
+        content=b"Subject: hi\r\n\r\nbody\r\n",
+        received_at=wire.timestamp(WHEN),
+        expires_at=wire.timestamp(WHEN),
+        attempts=2,
+        last_results=[result()],
+        origin=pb.ORIGIN_DSN,
+    )
+
+
+def delivery_event() -> pb.DeliveryEvent:
+    return pb.DeliveryEvent(
+        kind=pb.EVENT_KIND_FAILED,
+        message_id="01MSG",
+        queue_id="01MSG.1",
+        domain="example.net",
+        mail_from="sender@example.com",
+        results=[result()],
+        received_at=wire.timestamp(WHEN),
+        occurred_at=wire.timestamp(WHEN),
+        attempts=4,
+        original_headers=b"Subject: hi\r\n",
+        origin=pb.ORIGIN_SMTP,
+    )
+
+
+def client() -> pb.Client:
+    return pb.Client(address="2001:db8::1", helo="h", tls=False, login="")
+
+
+SAMPLES = {
+    "mailyard.v1.AcceptedMessage": accepted_message,
+    "mailyard.v1.Client": client,
+    "mailyard.v1.DeliveryJob": delivery_job,
+    "mailyard.v1.RecipientResult": result,
+    "mailyard.v1.SmtpReply": reply,
+    "mailyard.v1.DeliveryEvent": delivery_event,
+}
+
+
+def test_samples_cover_every_message_type():
+    assert set(SAMPLES) == {d.full_name for d in pb.DESCRIPTOR.message_types_by_name.values()}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_encode_decode_round_trip(name):
+    original: Message = SAMPLES[name]()
+    amqp = wire.encode(original, message_id="id-1", trace_id="01MSG", queue_id="01MSG.1")
+    assert amqp.type == name
+    decoded = wire.decode(amqp.body, amqp.type, type(original))
+    assert decoded == original
+    assert type(decoded) is type(original)
+
+
+def test_encode_properties():
+    amqp = wire.encode(delivery_job(), message_id="01MSG.1/2", trace_id="01MSG", queue_id="01MSG.1")
+    assert amqp.content_type == "application/x-protobuf"
+    assert amqp.type == "mailyard.v1.DeliveryJob"
+    assert amqp.message_id == "01MSG.1/2"
+    assert amqp.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert amqp.headers == {"x-mailyard-message-id": "01MSG", "x-mailyard-queue-id": "01MSG.1"}
+    assert amqp.expiration is None
+    assert amqp.body == delivery_job().SerializeToString()
+
+
+def test_encode_without_queue_id_and_with_expiration():
+    amqp = wire.encode(accepted_message(), message_id="m", trace_id="01MSG", expiration=5)
+    assert amqp.headers == {"x-mailyard-message-id": "01MSG"}
+    assert amqp.expiration == 5
+
+
+def test_type_name():
+    assert wire.type_name(pb.DeliveryJob) == "mailyard.v1.DeliveryJob"
+    assert wire.type_name(delivery_event()) == "mailyard.v1.DeliveryEvent"
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [None, "", "mailyard.v1.DeliveryEvent", "DeliveryJob", "mailyard.v2.DeliveryJob"],
+)
+def test_decode_rejects_wrong_type_property(declared):
+    body = delivery_job().SerializeToString()
+    with pytest.raises(wire.UndecodableMessage) as info:
+        wire.decode(body, declared, pb.DeliveryJob)
+    assert str(info.value) == (
+        f"type property is {declared!r}, this queue carries 'mailyard.v1.DeliveryJob'"
+    )
+
+
+@pytest.mark.parametrize("body", [b"\xff\xff\xff", b"garbage!", b"\x0a\x05ab"])
+def test_decode_rejects_garbage(body):
+    with pytest.raises(wire.UndecodableMessage, match=r"not a valid mailyard\.v1\.DeliveryJob"):
+        wire.decode(body, "mailyard.v1.DeliveryJob", pb.DeliveryJob)
+
+
+def test_decode_rejects_empty_body_as_incomplete():
+    with pytest.raises(wire.UndecodableMessage, match=r"incomplete mailyard\.v1\.AcceptedMessage"):
+        wire.decode(b"", "mailyard.v1.AcceptedMessage", pb.AcceptedMessage)
+
+
+def without(message: Message, field: str) -> Message:
+    message.ClearField(field)
+    return message
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (without(accepted_message(), "message_id"), "no message_id"),
+        (without(accepted_message(), "recipients"), "no recipients"),
+        (without(accepted_message(), "content"), "no content"),
+        (without(delivery_job(), "queue_id"), "no queue_id or message_id"),
+        (without(delivery_job(), "message_id"), "no queue_id or message_id"),
+        (without(delivery_job(), "domain"), "no domain"),
+        (without(delivery_job(), "recipients"), "no recipients"),
+        (without(delivery_job(), "expires_at"), "no expires_at"),
+        (without(delivery_event(), "kind"), "no kind"),
+        (without(delivery_event(), "results"), "no results"),
+    ],
+)
+def test_decode_rejects_missing_required_fields(message, reason):
+    name = wire.type_name(message)
+    with pytest.raises(wire.UndecodableMessage) as info:
+        wire.decode(message.SerializeToString(), name, type(message))
+    assert str(info.value) == f"incomplete {name}: {reason}"
+
+
+def test_decode_rejects_a_different_type_that_parses():
+    # protobuf parses almost anything: an AcceptedMessage's bytes read as a
+    # DeliveryJob must still be refused as incomplete, not passed on.
+    body = pb.AcceptedMessage(message_id="01MSG").SerializeToString()
+    with pytest.raises(wire.UndecodableMessage, match=r"incomplete mailyard\.v1\.DeliveryJob"):
+        wire.decode(body, "mailyard.v1.DeliveryJob", pb.DeliveryJob)
+
+
+def test_null_sender_is_fine():
+    job = delivery_job()
+    assert job.mail_from == ""
+    assert wire.decode(job.SerializeToString(), "mailyard.v1.DeliveryJob", pb.DeliveryJob) == job
+
+
+@pytest.mark.parametrize(
+    ("factory", "field", "bad"),
+    [
+        (accepted_message, "recipients", ["a@example.net\r\nDATA"]),
+        (accepted_message, "mail_from", "s@example.com\nRCPT TO:<x@y>"),
+        (delivery_job, "recipients", ["<a@example.net>"]),
+        (delivery_job, "recipients", ["ok@example.net", ""]),
+        (delivery_job, "mail_from", "s\x00@example.com"),
+        (delivery_event, "mail_from", "s\r@example.com"),
+    ],
+)
+def test_decode_rejects_unsafe_addresses(factory, field, bad):
+    message = factory()
+    if isinstance(bad, list):
+        message.ClearField(field)
+        getattr(message, field).extend(bad)
+    else:
+        setattr(message, field, bad)
+    name = wire.type_name(message)
+    expected = re.escape(f"incomplete {name}: unsafe address")
+    with pytest.raises(wire.UndecodableMessage, match=expected):
+        wire.decode(message.SerializeToString(), name, type(message))
+
+
+def test_decode_rejects_unsafe_result_recipient():
+    ev = delivery_event()
+    ev.results[0].recipient = "a@example.net\r\nBcc: x"
+    with pytest.raises(wire.UndecodableMessage, match="unsafe address"):
+        wire.decode(ev.SerializeToString(), "mailyard.v1.DeliveryEvent", pb.DeliveryEvent)
+
+
+def test_unsafe_address_in_reason_is_shortened():
+    message = accepted_message()
+    message.mail_from = "\r" + "x" * 500
+    with pytest.raises(wire.UndecodableMessage) as info:
+        wire.decode(message.SerializeToString(), "mailyard.v1.AcceptedMessage", pb.AcceptedMessage)
+    assert len(str(info.value)) < 200
+
+
+def test_timestamp_round_trip():
+    assert wire.to_datetime(wire.timestamp(WHEN)) == WHEN
+    assert wire.to_datetime(wire.timestamp(WHEN)).tzinfo is UTC
