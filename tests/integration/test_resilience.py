@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 from mailyard.v1 import message_pb2 as pb
@@ -162,3 +163,32 @@ def test_sigterm_finishes_in_flight_delivery_and_exits_0(pipeline: Pipeline) -> 
     assert pipeline.sink.deliveries() == {"slow@alpha.test": 1}
     assert time.monotonic() - started >= 1.0  # it waited for the transaction
     assert '"msg": "stopped"' in process.logs()
+
+
+def test_sigterm_lets_a_transaction_finish_and_sends_idle_clients_away(
+    pipeline: Pipeline,
+) -> None:
+    idle = pipeline.smtp()
+    busy = pipeline.smtp()
+    assert busy.mail("app@sender.test")[0] == 250
+    assert busy.rcpt("shutdown@alpha.test")[0] == 250
+    busy.putcmd("data")
+    assert busy.getreply()[0] == 354
+    busy.send(message("sent while stopping"))
+
+    process = pipeline.process("ingress")
+    assert process.process is not None
+    process.process.send_signal(signal.SIGTERM)
+    code, text = idle.getreply()  # unsolicited: the server is going away
+    assert (code, text[:5]) == (421, b"4.3.2")
+
+    busy.send(b"\r\n.\r\n")
+    code, text = busy.getreply()
+    idle.close()
+    busy.close()
+    assert code == 250, text
+    assert process.terminate(timeout=30) == 0
+
+    # It was stored before the 250: a restarted pipeline delivers it.
+    process.start().wait_ready()
+    pipeline.sink.wait_for(lambda m: len(m) == 1, 30, "the message accepted during shutdown")

@@ -45,6 +45,7 @@ _BY_CODE = {
 }
 
 TOO_MANY_SESSIONS = b"421 4.7.0 Too many connections, try again later\r\n"
+SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
 
 
 def with_enhanced_code(line: str) -> str:
@@ -104,6 +105,14 @@ class SessionCounter:
         metrics.ACTIVE_SESSIONS.set(self.open)
         if not self._sessions:
             self.drained.set()
+
+    def close_idle(self) -> None:
+        """On shutdown: say goodbye to clients with no transaction under way."""
+        for session in list(self._sessions):
+            envelope = session.envelope
+            if session.transport is not None and (envelope is None or not envelope.mail_from):
+                session.transport.write(SHUTTING_DOWN)
+                session.transport.close()
 
     def close_all(self) -> None:
         for session in list(self._sessions):

@@ -72,9 +72,14 @@ class IngressService:
         return bool(self._servers) and self.broker.connected
 
     async def stop(self, grace: float) -> None:
-        """Stop accepting, let open sessions finish (up to ``grace`` s), disconnect."""
+        """Stop accepting, let transactions under way finish (up to ``grace`` s), disconnect.
+
+        A client between transactions gets ``421 4.3.2`` at once; one in the
+        middle of a transaction may finish it and get its 250.
+        """
         for server in self._servers:
             server.close()
+        self.sessions.close_idle()
         try:
             await asyncio.wait_for(self.sessions.drained.wait(), timeout=grace)
         except TimeoutError:
