@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from mailyard import ids, wire
 from mailyard.bounce import metrics
 from mailyard.bounce.dsn import build_dsn
-from mailyard.broker import BrokerClient, Consumer, Delivery, Topology
+from mailyard.broker import Consumer, Delivery, Topology
+from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
 from mailyard.v1 import message_pb2 as pb
 
@@ -17,34 +19,21 @@ log = logging.getLogger(__name__)
 _KIND_NAMES = {pb.EVENT_KIND_FAILED: "failed", pb.EVENT_KIND_EXPIRED: "expired"}
 
 
-class BounceService:
+class BounceService(ConsumingService):
     name = "bounce"
 
     def __init__(self, settings: Settings, topology: Topology) -> None:
+        super().__init__(settings.broker, topology)
         self.settings = settings
-        self.broker = BrokerClient(settings.broker, topology, service=self.name)
-        self._consumers: list[Consumer[pb.DeliveryEvent] | Consumer[pb.DeliveryJob]] = []
 
-    async def start(self) -> None:
-        await self.broker.connect()
-        topology = self.broker.topology
-        prefetch = self.settings.bounce.prefetch
-        self._consumers = [
+    def consumers(self) -> list[Consumer[Any]]:
+        topology, prefetch = self.broker.topology, self.settings.bounce.prefetch
+        return [
             Consumer(
                 self.broker, topology.bounce, pb.DeliveryEvent, self.on_event, prefetch=prefetch
             ),
             Consumer(self.broker, topology.local, pb.DeliveryJob, self.on_local, prefetch=prefetch),
         ]
-        for consumer in self._consumers:
-            await consumer.start()
-
-    def ready(self) -> bool:
-        return self.broker.connected and bool(self._consumers)
-
-    async def stop(self, grace: float) -> None:
-        for consumer in self._consumers:
-            await consumer.stop(grace)
-        await self.broker.close()
 
     async def on_event(self, delivery: Delivery[pb.DeliveryEvent]) -> None:
         event = delivery.payload

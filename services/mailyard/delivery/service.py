@@ -6,9 +6,11 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from mailyard import wire
-from mailyard.broker import BrokerClient, Consumer, Delivery, EventKind, Topology
+from mailyard.broker import Consumer, Delivery, EventKind, Topology
+from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
 from mailyard.delivery import metrics
 from mailyard.delivery.attempt import Deliverer
@@ -24,13 +26,13 @@ from mailyard.v1 import message_pb2 as pb
 log = logging.getLogger(__name__)
 
 
-class DeliveryService:
+class DeliveryService(ConsumingService):
     name = "delivery"
 
     def __init__(self, settings: Settings, topology: Topology) -> None:
+        super().__init__(settings.broker, topology)
         self.settings = settings
         self.config = config = settings.delivery
-        self.broker = BrokerClient(settings.broker, topology, service=self.name)
         self.pool = SessionPool(
             enabled=config.connection_reuse,
             max_idle=config.idle_connection_timeout.total_seconds(),
@@ -49,28 +51,23 @@ class DeliveryService:
             command_timeout=config.command_timeout.total_seconds(),
         )
         self.limiter = DestinationLimiter(config.max_connections_per_destination)
-        self._consumer: Consumer[pb.DeliveryJob] | None = None
 
-    async def start(self) -> None:
-        await self.broker.connect()
+    def consumers(self) -> list[Consumer[Any]]:
+        return [
+            Consumer(
+                self.broker,
+                self.broker.topology.delivery,
+                pb.DeliveryJob,
+                self.on_job,
+                prefetch=self.config.concurrency,
+            )
+        ]
+
+    async def started(self) -> None:
         self.pool.start()
-        self._consumer = Consumer(
-            self.broker,
-            self.broker.topology.delivery,
-            pb.DeliveryJob,
-            self.on_job,
-            prefetch=self.config.concurrency,
-        )
-        await self._consumer.start()
 
-    def ready(self) -> bool:
-        return self.broker.connected and self._consumer is not None
-
-    async def stop(self, grace: float) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop(grace)
+    async def stopped(self) -> None:
         await self.pool.close()
-        await self.broker.close()
 
     async def on_job(self, delivery: Delivery[pb.DeliveryJob]) -> None:
         job = delivery.payload

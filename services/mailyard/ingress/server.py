@@ -109,10 +109,12 @@ class SessionCounter:
     def close_idle(self) -> None:
         """On shutdown: say goodbye to clients with no transaction under way."""
         for session in list(self._sessions):
-            envelope = session.envelope
-            if session.transport is not None and (envelope is None or not envelope.mail_from):
-                session.transport.write(SHUTTING_DOWN)
-                session.transport.close()
+            envelope, transport = session.envelope, session.transport
+            if isinstance(transport, asyncio.WriteTransport) and (
+                envelope is None or not envelope.mail_from
+            ):
+                transport.write(SHUTTING_DOWN)
+                transport.close()
 
     def close_all(self) -> None:
         for session in list(self._sessions):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from mailyard import wire
-from mailyard.broker import BrokerClient, Consumer, Delivery, EventKind, Topology
+from mailyard.broker import Consumer, Delivery, EventKind, Topology
+from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
 from mailyard.durations import format_duration
 from mailyard.events import event_for, publish_event
@@ -19,45 +21,29 @@ from mailyard.v1 import message_pb2 as pb
 log = logging.getLogger(__name__)
 
 
-class QueueService:
+class QueueService(ConsumingService):
     name = "queue"
 
     def __init__(self, settings: Settings, topology: Topology) -> None:
+        super().__init__(settings.broker, topology)
         self.settings = settings
         self.config = settings.queue
         self.local_domains = frozenset(settings.ingress.local_domains)
-        self.broker = BrokerClient(settings.broker, topology, service=self.name)
-        self._consumers: list[Consumer[pb.AcceptedMessage] | Consumer[pb.DeliveryJob]] = []
 
-    async def start(self) -> None:
-        await self.broker.connect()
-        topology = self.broker.topology
-        self._consumers = [
+    def consumers(self) -> list[Consumer[Any]]:
+        topology, prefetch = self.broker.topology, self.config.prefetch
+        return [
             Consumer(
                 self.broker,
                 topology.inbound,
                 pb.AcceptedMessage,
                 self.on_accepted,
-                prefetch=self.config.prefetch,
+                prefetch=prefetch,
             ),
             Consumer(
-                self.broker,
-                topology.deferred,
-                pb.DeliveryJob,
-                self.on_deferred,
-                prefetch=self.config.prefetch,
+                self.broker, topology.deferred, pb.DeliveryJob, self.on_deferred, prefetch=prefetch
             ),
         ]
-        for consumer in self._consumers:
-            await consumer.start()
-
-    def ready(self) -> bool:
-        return self.broker.connected and bool(self._consumers)
-
-    async def stop(self, grace: float) -> None:
-        for consumer in self._consumers:
-            await consumer.stop(grace)
-        await self.broker.close()
 
     async def on_accepted(self, delivery: Delivery[pb.AcceptedMessage]) -> None:
         message = delivery.payload
