@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mailyard import logs
 from mailyard.broker import BrokerClient, BrokerUnavailable, Topology
+from mailyard.broker.monitor import QueueMonitor
 from mailyard.config import ConfigError, Settings, load_settings
 from mailyard.runtime import Service, serve
 
@@ -51,6 +52,10 @@ def build_services(names: Sequence[str], settings: Settings) -> list[Service]:
             from mailyard.bounce.service import BounceService
 
             services.append(BounceService(settings, topology))
+    monitor_client = BrokerClient(settings.broker, topology, service="monitor")
+    services.append(
+        QueueMonitor(monitor_client, settings.metrics.queue_poll_interval.total_seconds())
+    )
     return services
 
 

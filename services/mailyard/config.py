@@ -170,9 +170,23 @@ class BounceConfig(Section):
     max_quoted_headers: int = Field(65536, ge=1024)
 
 
+# Mailbox providers that get their own label in per-destination metrics;
+# every other domain is counted as "other", so the label stays bounded.
+DEFAULT_DESTINATIONS = (
+    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com", "msn.com",
+    "yahoo.com", "aol.com", "icloud.com", "me.com", "gmx.com", "gmx.de", "web.de",
+    "yandex.ru", "mail.ru", "qq.com", "163.com", "orange.fr", "free.fr", "comcast.net",
+)  # fmt: skip
+
+
 class MetricsConfig(Section):
     host: str = "0.0.0.0"
     port: Port = 9102
+    # How often each process reads queue depths from the broker.
+    queue_poll_interval: Duration = timedelta(seconds=15)
+    destinations: list[DomainName] = Field(
+        default_factory=lambda: list(DEFAULT_DESTINATIONS), max_length=200
+    )
 
 
 class LogConfig(Section):

@@ -8,8 +8,10 @@ import signal
 from collections.abc import Sequence
 from typing import Protocol
 
+from mailyard import __version__
 from mailyard.config import Settings
 from mailyard.httpd import HealthServer
+from mailyard.version import BUILD_INFO
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ async def serve(services: Sequence[Service], settings: Settings) -> int:
         lambda: {service.name: service.ready() for service in services},
     )
     health.start()
+    BUILD_INFO.labels(__version__, ",".join(s.name for s in services)).set(1)
     log.info(
         "starting",
         extra={"services": [s.name for s in services], "metrics_port": health.port},

@@ -150,3 +150,16 @@ def test_recipients_shuffled_across_many_domains_are_grouped_per_transaction(
     for domain, host in DOMAIN_HOSTS.items():
         wanted = sum(1 for r in recipients if r.endswith(domain))
         assert per_host[host] == (wanted + 49) // 50
+
+
+def test_per_destination_metrics_name_only_configured_providers(pipeline_factory) -> None:
+    pipeline = pipeline_factory(overrides={"metrics": {"destinations": ["alpha.test"]}})
+    code, _ = pipeline.send(
+        "app@sender.test", ["a@alpha.test", "b@beta.test", "g@gamma.test"], message("labels")
+    )
+    assert code == 250
+    delivery = pipeline.process("delivery")
+    name = "mailyard_delivery_destination_recipients_total"
+    delivery.wait_metric(name, 2, 20, destination="other", outcome="delivered")
+    assert delivery.metric(name, destination="alpha.test", outcome="delivered") == 1
+    assert delivery.metric(name, destination="beta.test") == 0  # never a label of its own

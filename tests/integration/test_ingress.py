@@ -13,7 +13,7 @@ import pytest
 from mailyard.broker.topology import Topology
 from mailyard.config import QueueConfig
 from tests.support.broker import delete_prefix
-from tests.support.pipeline import Pipeline, message
+from tests.support.pipeline import Pipeline, message, wait_until
 from tests.support.processes import REPO, free_port
 
 
@@ -152,11 +152,29 @@ def test_health_endpoints(pipeline: Pipeline) -> None:
     status, body = process.get("/readyz")
     assert status == 200
     assert sorted(body.split()) == sorted(
-        ["ingress", "ok", "queue", "ok", "delivery", "ok", "bounce", "ok"]
+        ["ingress", "ok", "queue", "ok", "delivery", "ok", "bounce", "ok", "monitor", "ok"]
     )
     status, metrics = process.get("/metrics")
     assert status == 200
     assert "mailyard_broker_connected" in metrics
+    assert 'mailyard_build_info{services="ingress,queue,delivery,bounce,monitor"' in metrics
+
+
+def test_queue_depths_and_consumers_are_exported(pipeline_factory) -> None:
+    pipeline = pipeline_factory(split=True, overrides={"metrics": {"queue_poll_interval": "200ms"}})
+    ingress = pipeline.process("ingress")
+    ingress.wait_metric("mailyard_broker_queue_consumers", 1, 10, queue="delivery")
+    assert ingress.metric("mailyard_broker_queue_consumers", queue="parking") == 0
+    # With delivery gone, its queue has no consumer and the backlog shows.
+    pipeline.processes["delivery"].terminate()
+    wait_until(
+        lambda: ingress.metric("mailyard_broker_queue_consumers", queue="delivery") == 0,
+        10,
+        "the delivery consumer to disappear",
+    )
+    for index in range(3):
+        pipeline.send("app@sender.test", [f"q{index}@alpha.test"], message("backlog"))
+    ingress.wait_metric("mailyard_broker_queue_messages", 3, 10, queue="delivery")
 
 
 def test_start_up_fails_plainly_when_the_broker_cannot_hold_max_message_size(

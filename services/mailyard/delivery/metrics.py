@@ -8,6 +8,12 @@ RECIPIENTS = Counter(
     "Per-recipient outcomes of delivery attempts",
     ["outcome", "status_class"],  # delivered|deferred|failed, 2xx|4xx|5xx
 )
+DESTINATION_RECIPIENTS = Counter(
+    "mailyard_delivery_destination_recipients_total",
+    "Per-recipient outcomes for the mailbox providers in metrics.destinations "
+    "(every other domain is 'other')",
+    ["destination", "outcome"],
+)
 ATTEMPT_SECONDS = Histogram(
     "mailyard_delivery_attempt_seconds",
     "Duration of one delivery attempt, DNS to last reply",

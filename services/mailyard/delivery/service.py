@@ -51,6 +51,7 @@ class DeliveryService(ConsumingService):
             command_timeout=config.command_timeout.total_seconds(),
         )
         self.limiter = DestinationLimiter(config.max_connections_per_destination)
+        self.named_destinations = frozenset(settings.metrics.destinations)
 
     def consumers(self) -> list[Consumer[Any]]:
         return [
@@ -141,7 +142,10 @@ class DeliveryService(ConsumingService):
         now: datetime,
     ) -> None:
         age = (now - wire.to_datetime(job.received_at)).total_seconds()
+        destination = job.domain if job.domain in self.named_destinations else "other"
         for outcome, results in by_outcome.items():
+            if results:
+                metrics.DESTINATION_RECIPIENTS.labels(destination, outcome.value).inc(len(results))
             for result in results:
                 metrics.RECIPIENTS.labels(outcome.value, f"{result.reply.code // 100}xx").inc()
                 if outcome is Outcome.DELIVERED:
