@@ -84,6 +84,23 @@ class Listener(Section):
     port: Port
 
 
+class ProxyProtocolConfig(Section):
+    """HAProxy PROXY protocol (v1/v2) from a load balancer in front of ingress.
+
+    When enabled, every connection must start with a PROXY header, and only
+    peers in ``trusted_networks`` may send one: the address it carries is
+    then the client for relay control and the Received: header.
+    """
+
+    enabled: bool = False
+    trusted_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [
+            ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+        ]
+    )
+    timeout: Duration = timedelta(seconds=5)
+
+
 class IngressConfig(Section):
     listen: list[Listener] = Field(default_factory=lambda: [Listener(port=2525)], min_length=1)
     # Clients in these networks may send to any domain; all others only to
@@ -102,6 +119,7 @@ class IngressConfig(Section):
     # A message that already carries more Received: headers is looping.
     max_hops: int = Field(50, ge=1)
     idle_timeout: Duration = timedelta(minutes=5)
+    proxy_protocol: ProxyProtocolConfig = ProxyProtocolConfig()
 
 
 class QueueConfig(Section):

@@ -202,3 +202,66 @@ def test_start_up_fails_plainly_when_the_broker_cannot_hold_max_message_size(
     assert result.returncode == 1, result.stdout
     assert "ingress.max_message_size is 140000000 bytes" in result.stdout
     assert "max_message_size in rabbitmq.conf" in result.stdout
+
+
+@pytest.fixture
+def behind_proxy(pipeline_factory) -> Pipeline:
+    """ingress behind a load balancer on loopback that sends PROXY headers."""
+    return pipeline_factory(
+        overrides={
+            "ingress": {
+                "relay_networks": ["127.0.0.0/8"],
+                "proxy_protocol": {"enabled": True, "trusted_networks": ["127.0.0.0/8"]},
+            }
+        }
+    )
+
+
+def _through_proxy(pipeline: Pipeline, source: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", pipeline.ingress_port), timeout=10)
+    sock.sendall(f"PROXY TCP4 {source} 127.0.0.1 40000 25\r\n".encode())
+    return sock
+
+
+def test_proxy_protocol_source_address_decides_relay(behind_proxy: Pipeline) -> None:
+    # Relayed from 203.0.113.7 (outside relay_networks), though the TCP peer is loopback.
+    with _through_proxy(behind_proxy, "203.0.113.7") as sock:
+        stream = sock.makefile("rwb")
+        assert stream.readline().startswith(b"220 ")
+        stream.write(
+            b"EHLO lb.test\r\nMAIL FROM:<x@internet.example>\r\nRCPT TO:<a@alpha.test>\r\n"
+        )
+        stream.write(b"RCPT TO:<b@bounces.test>\r\nDATA\r\n")
+        stream.flush()
+        while not stream.readline().startswith(b"250 "):
+            pass  # the EHLO reply
+        replies = [stream.readline()[:9] for _ in range(4)]
+        assert replies == [b"250 2.1.0", b"554 5.7.1", b"250 2.1.5", b"354 End d"]
+        stream.write(b"Subject: via proxy\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+        stream.flush()
+        assert stream.readline().startswith(b"250 2.0.0")
+    ingress = behind_proxy.process("ingress")
+    ingress.wait_metric("mailyard_bounce_local_messages_total", 1, 20)
+    assert "203.0.113.7" in ingress.logs()
+
+
+def test_proxy_protocol_required_when_enabled(behind_proxy: Pipeline) -> None:
+    with socket.create_connection(("127.0.0.1", behind_proxy.ingress_port), timeout=10) as sock:
+        sock.sendall(b"EHLO direct.test\r\n")
+        assert sock.recv(100) == b""  # no PROXY header: hung up, no greeting
+
+
+def test_proxy_header_from_an_untrusted_peer_is_refused(pipeline_factory) -> None:
+    pipeline = pipeline_factory(
+        overrides={
+            "ingress": {"proxy_protocol": {"enabled": True, "trusted_networks": ["192.0.2.0/24"]}}
+        }
+    )
+    with _through_proxy(pipeline, "127.0.0.1") as sock:
+        assert sock.recv(100) == b""  # a forged source: hung up
+    assert (
+        pipeline.process("ingress").metric(
+            "mailyard_ingress_rejected_total", reason="untrusted_proxy"
+        )
+        == 1
+    )

@@ -43,6 +43,14 @@ _REASONS = {
 }
 
 
+def client_address(session: Any) -> str:
+    """The client's IP: from the PROXY header when a load balancer sent one."""
+    proxy = session.proxy_data
+    if proxy is not None and proxy.src_addr is not None:
+        return str(proxy.src_addr)
+    return str(session.peer[0])
+
+
 class IngressHandler:
     def __init__(
         self,
@@ -56,6 +64,18 @@ class IngressHandler:
         self.store = store
         self.hostname = hostname
         self.broker_ready = broker_ready
+
+    async def handle_PROXY(self, server: Any, session: Any, envelope: Any, proxy: Any) -> bool:
+        """Accept a PROXY header only from a trusted load balancer, and only a valid one."""
+        trusted = self.policy.is_trusted_proxy(session.peer[0])
+        if not trusted or not proxy.valid or proxy.src_addr is None:
+            metrics.REJECTED.labels("connect", "untrusted_proxy").inc()
+            log.warning(
+                "refused a PROXY header",
+                extra={"peer": session.peer[0], "trusted": trusted, "valid": bool(proxy.valid)},
+            )
+            return False
+        return True
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -83,14 +103,14 @@ class IngressHandler:
         address = self.policy.mailbox(address)
         reply = self.policy.recipient(
             address,
-            may_relay=self.policy.may_relay(session.peer[0]),
+            may_relay=self.policy.may_relay(client_address(session)),
             accepted_so_far=len(envelope.rcpt_tos),
         )
         if not reply.is_positive:
             if reply.status == "5.7.1":
                 log.warning(
                     "relay denied",
-                    extra={"client": session.peer[0], "recipient": address},
+                    extra={"client": client_address(session), "recipient": address},
                 )
             return self._refuse("rcpt", reply)
         envelope.rcpt_tos.append(address)
@@ -98,7 +118,7 @@ class IngressHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content: bytes = envelope.original_content
-        client_ip = session.peer[0]
+        client_ip = client_address(session)
         refusal = self.policy.content(content, may_relay=self.policy.may_relay(client_ip))
         if refusal is not None:
             return self._refuse("data", refusal)

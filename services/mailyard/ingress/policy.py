@@ -43,6 +43,16 @@ _BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 
 
+def _in_networks(text: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
 def relay_denied(address: str) -> Reply:
     return Reply(554, "5.7.1", f"<{address}>: Relay access denied")
 
@@ -53,6 +63,7 @@ class IngressPolicy:
     local_domains: frozenset[str]
     max_recipients: int
     max_hops: int
+    proxy_networks: tuple[IPNetwork, ...] = ()
 
     @classmethod
     def build(
@@ -62,17 +73,21 @@ class IngressPolicy:
         *,
         max_recipients: int,
         max_hops: int,
+        proxy_networks: Iterable[IPNetwork] = (),
     ) -> IngressPolicy:
-        return cls(tuple(relay_networks), frozenset(local_domains), max_recipients, max_hops)
+        return cls(
+            tuple(relay_networks),
+            frozenset(local_domains),
+            max_recipients,
+            max_hops,
+            tuple(proxy_networks),
+        )
 
     def may_relay(self, client: str) -> bool:
-        try:
-            address = ipaddress.ip_address(client)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.relay_networks)
+        return _in_networks(client, self.relay_networks)
+
+    def is_trusted_proxy(self, peer: str) -> bool:
+        return _in_networks(peer, self.proxy_networks)
 
     def mailbox(self, address: str) -> str:
         """RFC 5321 §4.5.1: a bare ``<Postmaster>`` is the postmaster of our first local domain."""

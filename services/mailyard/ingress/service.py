@@ -29,6 +29,7 @@ class IngressService:
             self.config.local_domains,
             max_recipients=self.config.max_recipients,
             max_hops=self.config.max_hops,
+            proxy_networks=self.config.proxy_protocol.trusted_networks,
         )
         self.handler = IngressHandler(
             self.policy, self._store, hostname=settings.hostname, broker_ready=self._broker_ready
@@ -55,6 +56,11 @@ class IngressService:
             ident="ESMTP Mailyard",
             data_size_limit=self.config.max_message_size,
             timeout=self.config.idle_timeout.total_seconds(),
+            proxy_protocol_timeout=(
+                self.config.proxy_protocol.timeout.total_seconds()
+                if self.config.proxy_protocol.enabled
+                else None
+            ),
         )
 
     async def start(self) -> None:
