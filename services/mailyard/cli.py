@@ -75,8 +75,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mailyard", description="Mailyard mail transfer agent")
     parser.add_argument(
         "command",
-        choices=[*SERVICE_NAMES, "all", "check-broker"],
-        help="the service to run, 'all' for every service in one process, or 'check-broker'",
+        choices=[*SERVICE_NAMES, "all", "check-broker", "status", "probe"],
+        help="a service to run, 'all' for every service in one process, 'check-broker', "
+        "'status' (replicas and queue depths) or 'probe' (send one test message)",
     )
     parser.add_argument(
         "--config",
@@ -85,11 +86,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="YAML configuration file (default: $MAILYARD_CONFIG); "
         "MAILYARD_* environment variables override it",
     )
-    return parser.parse_args(argv)
+    status = parser.add_argument_group("status")
+    status.add_argument("--namespace", help="Kubernetes namespace (default: the current one)")
+    status.add_argument("--release", help="Helm release name, when several are installed")
+    probe = parser.add_argument_group("probe")
+    probe.add_argument("--host", default="127.0.0.1", help="ingress host (default 127.0.0.1)")
+    probe.add_argument("--port", type=int, default=25, help="ingress port (default 25)")
+    probe.add_argument("--to", dest="recipient", help="recipient, e.g. postmaster@<local domain>")
+    probe.add_argument("--from", dest="sender", default="", help="envelope sender (default <>)")
+    probe.add_argument("--timeout", type=float, default=30, help="seconds (default 30)")
+    args = parser.parse_args(argv)
+    if args.command == "probe" and not args.recipient:
+        parser.error("probe needs --to")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "probe":
+        from mailyard.probe import probe
+
+        return probe(args.host, args.port, args.recipient, args.sender, args.timeout)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -98,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log.level)
     if args.command == "check-broker":
         return asyncio.run(check_broker(settings))
+    if args.command == "status":
+        from mailyard.status import status
+
+        client = BrokerClient(settings.broker, topology_for(settings), service="status")
+        return status(client, args.namespace, args.release)
     names = SERVICE_NAMES if args.command == "all" else (args.command,)
     return asyncio.run(serve(build_services(names, settings), settings))
 

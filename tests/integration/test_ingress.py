@@ -265,3 +265,31 @@ def test_proxy_header_from_an_untrusted_peer_is_refused(pipeline_factory) -> Non
         )
         == 1
     )
+
+
+def test_probe_command_gets_its_250_from_a_local_domain(pipeline: Pipeline) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "mailyard", "probe", "--host", "127.0.0.1",
+            "--port", str(pipeline.ingress_port), "--to", "postmaster@bounces.test",
+        ],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+        env={"PYTHONPATH": str(REPO / "services"), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "250 2.0.0 Ok: queued as" in result.stdout
+    pipeline.process("bounce").wait_metric("mailyard_bounce_local_messages_total", 1, 20)
+
+
+def test_probe_command_fails_on_a_refusal(pipeline_factory) -> None:
+    pipeline = pipeline_factory(overrides={"ingress": {"relay_networks": ["192.0.2.0/24"]}})
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "mailyard", "probe", "--port", str(pipeline.ingress_port),
+            "--to", "someone@alpha.test",
+        ],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+        env={"PYTHONPATH": str(REPO / "services"), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "probe refused at RCPT: 554 5.7.1" in result.stderr

@@ -1,0 +1,186 @@
+"""``mailyard status``: what an operator looks at first.
+
+For each service: desired and ready replicas and container restarts (from
+the Kubernetes API, in-cluster or through your kubeconfig), next to the
+depth and consumer count of the queues it works from (from RabbitMQ).
+The summary and the table are pure functions of what was read, so they are
+tested without a cluster; reading is kept to the two small functions at the
+bottom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mailyard.broker import BrokerClient, Topology
+
+COMPONENTS = ("ingress", "queue", "delivery", "bounce")
+# The queues each service consumes (ingress consumes none: it only publishes).
+WORK_QUEUES: Mapping[str, tuple[str, ...]] = {
+    "ingress": (),
+    "queue": ("inbound", "deferred"),
+    "delivery": ("delivery",),
+    "bounce": ("bounce", "local"),
+}
+COMPONENT_LABEL = "app.kubernetes.io/component"
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    component: str
+    desired: int
+    ready: int
+    updated: int
+    restarts: int
+
+
+@dataclass(frozen=True)
+class QueueState:
+    messages: int
+    consumers: int
+
+
+def summarize(deployments: Iterable[Any], pods: Iterable[Any]) -> list[ServiceState]:
+    """Kubernetes Deployment and Pod objects → one row per Mailyard component."""
+    restarts: dict[str, int] = {}
+    for pod in pods:
+        component = str((pod.metadata.labels or {}).get(COMPONENT_LABEL, ""))
+        statuses = (pod.status and pod.status.container_statuses) or []
+        restarts[component] = restarts.get(component, 0) + sum(s.restart_count for s in statuses)
+    states = []
+    for deployment in deployments:
+        component = str((deployment.metadata.labels or {}).get(COMPONENT_LABEL, ""))
+        if component not in COMPONENTS:
+            continue
+        status = deployment.status
+        states.append(
+            ServiceState(
+                component=component,
+                desired=deployment.spec.replicas or 0,
+                ready=(status and status.ready_replicas) or 0,
+                updated=(status and status.updated_replicas) or 0,
+                restarts=restarts.get(component, 0),
+            )
+        )
+    return sorted(states, key=lambda s: COMPONENTS.index(s.component))
+
+
+def render(
+    services: Sequence[ServiceState],
+    queues: Mapping[str, QueueState] | None,
+    *,
+    broker_problem: str = "",
+) -> str:
+    """The table, like kubectl's; queue columns show '?' when the broker was not reachable."""
+    header = ("SERVICE", "READY", "UP-TO-DATE", "RESTARTS", "QUEUE", "MESSAGES", "CONSUMERS")
+    rows: list[tuple[str, ...]] = [header]
+    for state in services:
+        names = WORK_QUEUES[state.component] or ("-",)
+        for index, name in enumerate(names):
+            lead = (
+                (
+                    state.component,
+                    f"{state.ready}/{state.desired}",
+                    str(state.updated),
+                    str(state.restarts),
+                )
+                if index == 0
+                else ("", "", "", "")
+            )
+            rows.append((*lead, name, *_queue_cells(name, queues)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    if not services:
+        lines.append("(no Mailyard deployments found: check --namespace and --release)")
+    if queues is None:
+        lines.append(f"broker: not reachable ({broker_problem})")
+    else:
+        parking = queues.get("parking")
+        retries = sorted(
+            (name, q.messages) for name, q in queues.items() if name.startswith("retry.")
+        )
+        lines.append(
+            f"parking: {parking.messages if parking else '?'} messages"
+            + (
+                "   waiting to retry: " + " ".join(f"{n[6:]}={m}" for n, m in retries)
+                if retries
+                else ""
+            )
+        )
+    return "\n".join(lines)
+
+
+def _queue_cells(name: str, queues: Mapping[str, QueueState] | None) -> tuple[str, str]:
+    if name == "-":
+        return "", ""
+    if queues is None or name not in queues:
+        return "?", "?"
+    return str(queues[name].messages), str(queues[name].consumers)
+
+
+async def read_queues(client: BrokerClient) -> dict[str, QueueState]:
+    """Depth and consumers of every Mailyard queue (passive declares)."""
+    topology: Topology = client.topology
+    await client.connect(attempts=1)
+    try:
+        channel = await client.connection.channel(publisher_confirms=False)
+        found = {}
+        for name in topology.queues:
+            if name == topology.suppression:
+                continue
+            result = (await channel.declare_queue(name, passive=True)).declaration_result
+            found[name.removeprefix(topology.prefix + ".")] = QueueState(
+                result.message_count or 0, result.consumer_count or 0
+            )
+        return found
+    finally:
+        await client.close()
+
+
+def read_cluster(namespace: str | None, release: str | None) -> tuple[list[Any], list[Any], str]:
+    """Mailyard's Deployments and Pods, in-cluster or through the kubeconfig."""
+    from kubernetes import client, config  # the 'k8s' extra; only this command needs it
+
+    try:
+        config.load_incluster_config()
+        namespace = namespace or IN_CLUSTER_NAMESPACE.read_text().strip()
+    except config.ConfigException:
+        config.load_kube_config()
+        if namespace is None:
+            _, context = config.list_kube_config_contexts()
+            namespace = context.get("context", {}).get("namespace", "default")
+    selector = "app.kubernetes.io/name=mailyard"
+    if release:
+        selector += f",app.kubernetes.io/instance={release}"
+    apps, core = client.AppsV1Api(), client.CoreV1Api()
+    deployments = apps.list_namespaced_deployment(namespace, label_selector=selector).items
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+    return deployments, pods, namespace
+
+
+def status(client: BrokerClient, namespace: str | None, release: str | None) -> int:
+    try:
+        deployments, pods, namespace = read_cluster(namespace, release)
+    except ImportError:
+        print("mailyard status needs the kubernetes client: pip install 'mailyard[k8s]'")
+        return 2
+    except Exception as exc:  # no kubeconfig, no access: say which
+        print(f"cannot read the cluster: {type(exc).__name__}: {exc}")
+        return 1
+    queues: dict[str, QueueState] | None
+    problem = ""
+    try:
+        queues = asyncio.run(read_queues(client))
+    except Exception as exc:
+        queues, problem = None, f"{type(exc).__name__}: {exc}"
+    print(f"namespace {namespace}")
+    print(render(summarize(deployments, pods), queues, broker_problem=problem))
+    return 0
