@@ -157,6 +157,8 @@ class DeliveryConfig(Section):
     # consumer_timeout (30 min by default), so a job is never held too long.
     attempt_timeout: Duration = timedelta(minutes=10)
     dns_timeout: Duration = timedelta(seconds=10)
+    # DNS answers kept in memory, each for its TTL; 0 turns the cache off.
+    dns_cache_size: int = Field(10_000, ge=0)
     # opportunistic: STARTTLS when offered, no certificate check (RFC 3207
     # as Postfix's "may"); none: never.
     tls: Literal["opportunistic", "none"] = "opportunistic"

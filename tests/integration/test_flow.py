@@ -126,7 +126,10 @@ def test_local_domain_mail_goes_to_bounce_and_is_never_relayed(pipeline: Pipelin
     assert pipeline.sink.received() == []
 
 
-def test_sessions_are_reused_across_messages(pipeline: Pipeline) -> None:
+def test_sessions_and_dns_answers_are_reused_across_messages(
+    pipeline: Pipeline, dns_server
+) -> None:
+    lookups_before = dns_server.query_count("alpha.test", "MX")
     for index in range(5):
         code, _ = pipeline.send("app@sender.test", [f"r{index}@alpha.test"], message("reuse"))
         assert code == 250
@@ -134,6 +137,8 @@ def test_sessions_are_reused_across_messages(pipeline: Pipeline) -> None:
     delivery = pipeline.process("delivery")
     assert delivery.metric("mailyard_delivery_sessions_reused_total") >= 1
     assert delivery.metric("mailyard_delivery_sessions_opened_total") < 5
+    # The MX answer (TTL 60s) is cached: one lookup for five messages.
+    assert dns_server.query_count("alpha.test", "MX") - lookups_before == 1
 
 
 def test_recipients_shuffled_across_many_domains_are_grouped_per_transaction(

@@ -49,6 +49,7 @@ class MxResolver:
         *,
         timeout: float,
         ipv6: bool,
+        cache_size: int = 0,
         rng: random.Random | None = None,
     ) -> None:
         if nameservers:
@@ -59,6 +60,10 @@ class MxResolver:
             ]
         else:
             self._resolver = dns.asyncresolver.Resolver()
+        if cache_size:
+            # Answers are kept for their TTL: a busy destination is looked up
+            # once a TTL, not once a message.
+            self._resolver.cache = dns.resolver.LRUCache(cache_size)
         self._resolver.lifetime = timeout
         self._resolver.timeout = min(timeout, 3.0)
         self._ipv6 = ipv6

@@ -41,7 +41,10 @@ class DeliveryService(ConsumingService):
         )
         self.deliverer = Deliverer(
             MxResolver(
-                config.nameservers, timeout=config.dns_timeout.total_seconds(), ipv6=config.ipv6
+                config.nameservers,
+                timeout=config.dns_timeout.total_seconds(),
+                ipv6=config.ipv6,
+                cache_size=config.dns_cache_size,
             ),
             self.pool,
             port=config.port,
