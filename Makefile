@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= examples/mailyard.yaml
 
-.PHONY: run test unit lint typecheck proto bench clean
+.PHONY: run test unit lint typecheck proto bench dashboards clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +26,19 @@ unit: $(VENV)/.installed
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check services tests
-	$(VENV)/bin/ruff format --check services tests
+	$(VENV)/bin/ruff check services tests observability
+	$(VENV)/bin/ruff format --check services tests observability
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
+
+## bench: throughput, latency and cost; BENCH_ARGS="--compare-postfix --count 20000"
+bench: $(VENV)/.installed
+	PYTHONPATH=services:. $(PY) -m bench $(BENCH_ARGS)
+
+## dashboards: regenerate charts/mailyard/dashboards/*.json from observability/
+dashboards: $(VENV)/.installed
+	$(PY) -m observability.dashboards
 
 ## proto: regenerate the committed Python code from proto/
 proto: $(VENV)/.installed

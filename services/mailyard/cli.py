@@ -11,8 +11,9 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from mailyard import logs
 from mailyard.broker import BrokerClient, BrokerUnavailable, Topology
@@ -121,7 +122,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = BrokerClient(settings.broker, topology_for(settings), service="status")
         return status(client, args.namespace, args.release)
     names = SERVICE_NAMES if args.command == "all" else (args.command,)
-    return asyncio.run(serve(build_services(names, settings), settings))
+    return run_loop(serve(build_services(names, settings), settings), settings.event_loop)
+
+
+def run_loop(main_coroutine: Coroutine[Any, Any, int], choice: str) -> int:
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise SystemExit("mailyard: event_loop is uvloop, which is not installed") from None
+        else:
+            return uvloop.run(main_coroutine)
+    return asyncio.run(main_coroutine)
 
 
 if __name__ == "__main__":

@@ -226,6 +226,8 @@ class Settings(BaseSettings):
     hostname: str = Field(default_factory=socket.getfqdn, min_length=1)
     # On SIGTERM: stop intake, then give in-flight work this long to finish.
     shutdown_grace: Duration = timedelta(seconds=25)
+    # uvloop (the 'fast' extra) when installed, else asyncio's own loop.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     broker: BrokerConfig = BrokerConfig()
     ingress: IngressConfig = IngressConfig()
     queue: QueueConfig = QueueConfig()

@@ -45,7 +45,11 @@ async def serve(services: Sequence[Service], settings: Settings) -> int:
     BUILD_INFO.labels(__version__, ",".join(s.name for s in services)).set(1)
     log.info(
         "starting",
-        extra={"services": [s.name for s in services], "metrics_port": health.port},
+        extra={
+            "services": [s.name for s in services],
+            "metrics_port": health.port,
+            "event_loop": type(loop).__module__,
+        },
     )
 
     exit_code = 0

@@ -33,9 +33,17 @@ class TestDnsServer:
         self.silent: set[dns.name.Name] = set()
         self.queries: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
-        self._udp = socketserver.ThreadingUDPServer((host, 0), self._udp_handler())
-        port = self._udp.server_address[1]
-        self._tcp = socketserver.ThreadingTCPServer((host, port), self._tcp_handler())
+        # UDP and TCP on the same port: retry until a port is free for both.
+        for _ in range(50):
+            self._udp = socketserver.ThreadingUDPServer((host, 0), self._udp_handler())
+            port = self._udp.server_address[1]
+            try:
+                self._tcp = socketserver.ThreadingTCPServer((host, port), self._tcp_handler())
+                break
+            except OSError:
+                self._udp.server_close()
+        else:
+            raise OSError("no port free for both UDP and TCP")
         self.port = port
         self._threads = [
             threading.Thread(target=server.serve_forever, daemon=True)

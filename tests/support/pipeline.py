@@ -149,8 +149,14 @@ def start_pipeline(
 ) -> Pipeline:
     prefix = f"t{uuid.uuid4().hex[:10]}"
     sink_hosts = hosts or ALL_HOSTS
-    sink_port = port_free_on_all(ALL_HOSTS)
-    sink = Sink(sink_hosts, sink_port, tls_context=sink_tls).start()
+    for attempt in range(5):  # another process may take the port between check and bind
+        sink_port = port_free_on_all(ALL_HOSTS)
+        try:
+            sink = Sink(sink_hosts, sink_port, tls_context=sink_tls).start()
+            break
+        except OSError:
+            if attempt == 4:
+                raise
     config = build_config(
         tmp_path / "mailyard.yaml",
         prefix=prefix,
@@ -161,10 +167,16 @@ def start_pipeline(
     )
     ingress_port = yaml.safe_load(config.read_text())["ingress"]["listen"][0]["port"]
     pipeline = Pipeline(prefix, config, ingress_port, sink, dns)
-    for name in SERVICES if split else ("all",):
-        pipeline.processes[name] = MailyardProcess(name, config, tmp_path).start()
-    for process in pipeline.processes.values():
-        process.wait_ready()
+    try:
+        for name in SERVICES if split else ("all",):
+            pipeline.processes[name] = MailyardProcess(name, config, tmp_path).start()
+        for process in pipeline.processes.values():
+            process.wait_ready()
+    except BaseException:
+        for process in pipeline.processes.values():
+            process.close()
+        sink.stop()
+        raise
     return pipeline
 
 

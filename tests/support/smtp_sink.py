@@ -84,9 +84,13 @@ class Sink:
 
     def start(self) -> Sink:
         self._thread.start()
-        for host in self.hosts:
-            future = asyncio.run_coroutine_threadsafe(self._listen(host), self._loop)
-            self._servers.append(future.result(10))
+        try:
+            for host in self.hosts:
+                future = asyncio.run_coroutine_threadsafe(self._listen(host), self._loop)
+                self._servers.append(future.result(10))
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     async def _listen(self, host: str) -> asyncio.Server:

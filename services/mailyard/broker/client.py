@@ -19,6 +19,7 @@ from yarl import URL
 
 from mailyard.broker import metrics
 from mailyard.broker.topology import Topology
+from mailyard.broker.transport import CoalescingConnection, CoalescingTransportFactory
 from mailyard.config import BrokerConfig
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,19 @@ class BrokerClient:
         while True:
             attempt += 1
             try:
-                self._connection = await aio_pika.connect_robust(
-                    self.config.url,
+                connection = CoalescingConnection(
+                    URL(self.config.url),
                     reconnect_interval=interval,
                     client_properties={"connection_name": f"mailyard-{self.service}"},
-                    timeout=max(interval, 5.0),
+                    # amqps:// keeps aiormq's own TLS transport.
+                    transport_factory=(
+                        CoalescingTransportFactory()
+                        if self.config.url.startswith("amqp://")
+                        else None
+                    ),
                 )
+                await connection.connect(timeout=max(interval, 5.0))
+                self._connection = connection
                 break
             except Exception as exc:
                 if attempts is not None and attempt >= attempts:
@@ -139,8 +147,9 @@ class BrokerClient:
         timeout = self.config.publish_timeout.total_seconds()
         target = self._exchanges[exchange]
         try:
-            async with asyncio.timeout(timeout):
-                await target.publish(message, routing_key=routing_key, mandatory=mandatory)
+            await target.publish(
+                message, routing_key=routing_key, mandatory=mandatory, timeout=timeout
+            )
         except TimeoutError as exc:
             metrics.PUBLISH_FAILURES.labels(self.service, "timeout").inc()
             raise PublishError(f"no confirm for {routing_key!r} within {timeout:g}s") from exc
