@@ -26,8 +26,8 @@ unit: $(VENV)/.installed
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check services tests observability
-	$(VENV)/bin/ruff format --check services tests observability
+	$(VENV)/bin/ruff check services tests bench observability
+	$(VENV)/bin/ruff format --check services tests bench observability
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy

@@ -1,0 +1,154 @@
+"""make bench — see docs/performance.md.
+
+python -m bench [--count 20000] [--size 2048] [--concurrency 20]
+                [--modes all,split] [--compare-postfix] [--results FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import sys
+import tempfile
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.support.broker import BROKER_URL, reachable
+from tests.support.dns_server import TestDnsServer
+
+from bench import harness, procstats
+from bench.harness import LATENCY_DOMAIN, LATENCY_HOST, SINK_HOST, Load, Result
+from bench.systems import MailyardSystem, PostfixSystem
+
+ZONE = f"""
+$TTL 3600
+@        SOA  ns.test. hostmaster.test. 1 3600 600 86400 60
+@        NS   ns.test.
+ns       A    127.0.0.1
+bench    MX   10 mx.bench
+mx.bench A    {SINK_HOST}
+latency.bench    MX  10 mx.latency.bench
+mx.latency.bench A   {LATENCY_HOST}
+"""
+assert LATENCY_DOMAIN == "latency.bench.test"
+
+
+def port_on_both() -> int:
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind((SINK_HOST, 0))
+            port = first.getsockname()[1]
+            try:
+                with socket.socket() as second:
+                    second.bind((LATENCY_HOST, port))
+            except OSError:
+                continue
+            return int(port)
+    raise RuntimeError("no port free on both sink addresses")
+
+
+def table(results: list[Result]) -> str:
+    rows = [
+        ("", *[r.system for r in results]),
+        ("accepted msg/s", *[f"{r.accepted_per_s:.0f}" for r in results]),
+        ("delivered msg/s (end to end)", *[f"{r.delivered_per_s:.0f}" for r in results]),
+        ("lost / duplicated", *[f"{r.lost} / {r.duplicated}" for r in results]),
+        ("latency load msg/s", *[f"{r.latency_rate:.0f}" for r in results]),
+        *[
+            (f"latency {p} ms", *[str(r.latency_ms.get(p, "-")) for r in results])
+            for p in ("p50", "p95", "p99")
+        ],
+        ("CPU s / 1000 msgs (MTA)", *[f"{_mta_cpu(r):.2f}" for r in results]),
+        ("CPU s / 1000 msgs (RabbitMQ)", *[f"{r.rabbitmq_cpu_per_1000:.2f}" for r in results]),
+        ("peak RSS MiB (sum)", *[f"{sum(r.peak_rss_mib.values()):.0f}" for r in results]),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    postfix = next((r for r in results if r.system == "postfix"), None)
+    if postfix:
+        for r in results:
+            if r is not postfix:
+                delivered = r.delivered_per_s / postfix.delivered_per_s
+                accepted = r.accepted_per_s / postfix.accepted_per_s
+                cpu = (_mta_cpu(r) + r.rabbitmq_cpu_per_1000) / _mta_cpu(postfix)
+                lines.append(
+                    f"{r.system} / postfix: delivered {delivered:.2f}x, accepted {accepted:.2f}x, "
+                    f"CPU per message (with RabbitMQ) {cpu:.2f}x"
+                )
+    return "\n".join(lines)
+
+
+def _mta_cpu(result: Result) -> float:
+    if "total" in result.cpu_per_1000:
+        return result.cpu_per_1000["total"]
+    return sum(result.cpu_per_1000.values())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--size", type=int, default=2048, help="payload bytes per message")
+    parser.add_argument("--concurrency", type=int, default=20, help="SMTP sessions")
+    parser.add_argument("--modes", default="all,split", help="Mailyard modes: all, split")
+    parser.add_argument("--compare-postfix", action="store_true")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--latency-rate", type=float, help="default: half the throughput")
+    parser.add_argument("--results", type=Path, default=Path("bench/results.jsonl"))
+    parser.add_argument("--keep", action="store_true", help="keep the logs and configs")
+    args = parser.parse_args()
+
+    problem = reachable()
+    if problem:
+        print(f"RabbitMQ is not reachable at {BROKER_URL} ({problem}): start it with "
+              "`rabbitmq-server -detached`", file=sys.stderr)  # fmt: skip
+        return 1
+    load = Load(args.count, args.size, args.concurrency, args.latency_seconds, args.latency_rate)
+    port = port_on_both()
+    dns = TestDnsServer(ZONE).start()
+    results: list[Result] = []
+    workdir = Path(tempfile.mkdtemp(prefix="mailyard-bench-"))
+    try:
+        workdir.chmod(0o755)  # Postfix's daemons must be able to enter it
+        systems: list[object] = [
+            MailyardSystem(workdir, split=mode == "split", dns=dns.address, sink_port=port,
+                           broker_url=BROKER_URL)
+            for mode in args.modes.split(",") if mode
+        ]  # fmt: skip
+        if args.compare_postfix:
+            systems.append(
+                PostfixSystem(workdir, sink_host=SINK_HOST, latency_host=LATENCY_HOST,
+                              port=port, latency_domain=LATENCY_DOMAIN)
+            )  # fmt: skip
+        print(f"{load.count} messages of {load.size} bytes over {load.concurrency} sessions")
+        for system in systems:
+            results.append(harness.run(system, load, port))
+    finally:
+        dns.stop()
+        if args.keep:
+            print(f"logs and configs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    print()
+    print(table(results))
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    with args.results.open("a") as out:
+        for result in results:
+            out.write(
+                json.dumps({"at": stamp, "machine": procstats.machine(), **asdict(result)}) + "\n"
+            )
+    print(f"\nappended to {args.results}")
+    return 0 if all(r.lost == 0 and r.latency_lost == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Load: Postfix's ``smtp-source`` where installed, otherwise our asyncio generator.
+
+The paced generator is also how latency is measured: it sends at a fixed
+rate and notes when each message got its 250, so that, with the timing
+sink's arrival times, each message's accept-to-delivery latency is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiosmtplib
+
+SMTP_SOURCE = shutil.which("smtp-source") or (
+    "/usr/sbin/smtp-source" if Path("/usr/sbin/smtp-source").exists() else None
+)
+_COUNTER = re.compile(rb"(\d+)\r")
+
+
+class Progress:
+    """Messages sent so far, updated by whichever generator runs."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+
+def smtp_source(
+    host: str, port: int, *, count: int, size: int, concurrency: int, recipient: str,
+    progress: Progress,
+) -> None:  # fmt: skip
+    """Blast ``count`` messages over ``concurrency`` sessions, reusing connections (-d)."""
+    assert SMTP_SOURCE is not None
+    process = subprocess.Popen(
+        [
+            SMTP_SOURCE, "-c", "-d", "-N", "-s", str(concurrency), "-m", str(count),
+            "-l", str(size), "-f", "bench@sender.bench.test", "-t", recipient,
+            "-M", "loadgen.bench.test", f"{host}:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    buffer = b""
+    while chunk := process.stdout.read1(65536):  # type: ignore[attr-defined]
+        buffer = (buffer + chunk)[-256:]
+        counts = _COUNTER.findall(buffer)
+        if counts:
+            progress.sent = int(counts[-1])
+    if process.wait() != 0:
+        raise RuntimeError(f"smtp-source failed: {process.stderr.read().decode()}")  # type: ignore[union-attr]
+
+
+def message(index: int, size: int, recipient: str) -> bytes:
+    header = (
+        f"From: bench@sender.bench.test\r\nTo: {recipient}\r\nSubject: bench {index}\r\n"
+        f"Message-ID: <{index}.{time.time_ns()}@loadgen.bench.test>\r\nX-Bench-Id: {index}\r\n\r\n"
+    ).encode()
+    line = b"x" * 76 + b"\r\n"
+    return header + line * max(1, size // len(line))
+
+
+async def _generate(
+    host: str, port: int, *, count: int, size: int, concurrency: int,
+    recipient_for: Callable[[int], str], rate: float | None, accepted: dict[str, float],
+    progress: Progress,
+) -> None:  # fmt: skip
+    start = time.perf_counter()
+    next_index = 0
+
+    async def session() -> None:
+        nonlocal next_index
+        client = aiosmtplib.SMTP(hostname=host, port=port, timeout=120, start_tls=False)
+        await client.connect()
+        try:
+            while next_index < count:
+                index = next_index
+                next_index += 1
+                if rate:
+                    await asyncio.sleep(max(0.0, start + index / rate - time.perf_counter()))
+                recipient = recipient_for(index)
+                await client.sendmail(
+                    "bench@sender.bench.test", [recipient], message(index, size, recipient)
+                )
+                accepted[str(index)] = time.perf_counter()
+                progress.sent += 1
+        finally:
+            await client.quit()
+
+    await asyncio.gather(*(session() for _ in range(concurrency)))
+
+
+def generate(
+    host: str, port: int, *, count: int, size: int, concurrency: int,
+    recipient_for: Callable[[int], str], progress: Progress, rate: float | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Send ``count`` messages (at ``rate`` per second if given); when each got its 250."""
+    accepted: dict[str, float] = {}
+    result: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(
+                _generate(
+                    host,
+                    port,
+                    count=count,
+                    size=size,
+                    concurrency=concurrency,
+                    recipient_for=recipient_for,
+                    rate=rate,
+                    accepted=accepted,
+                    progress=progress,
+                )
+            )
+        except BaseException as exc:  # reported to the caller below
+            result.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if result:
+        raise result[0]
+    return accepted
