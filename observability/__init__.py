@@ -1,0 +1,1 @@
+"""Sources of Mailyard's operational artifacts (Grafana dashboards)."""

@@ -1,0 +1,494 @@
+"""One dashboard per Mailyard service: a RED row, its specifics, its pods.
+
+RED is rate (work done), errors (work refused, retried, parked or not
+published) and duration (how long one piece of work takes). Broker metrics
+carry a ``service`` label set by the process; pod-level metrics (``up``,
+``process_*``) carry the ``component`` label set by the chart's PodMonitor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from observability import grafana
+from observability.grafana import BAD, GOOD, JSON, WARN, Panel, Row, Target, dashboard, row
+from observability.promql import WINDOW, consumers, depth, quantiles, rate, ratio, sel
+
+PER_SECOND = "suffix:/s"
+OUTCOME_COLORS = {"delivered": GOOD, "deferred": WARN, "failed": BAD}
+
+
+# Service dashboards put three panels on a line unless told otherwise.
+timeseries = partial(grafana.timeseries, width=8)
+
+
+def _service(name: str) -> str:
+    return f'service="{name}"'
+
+
+def _component(name: str) -> str:
+    return f'component="{name}"'
+
+
+def consumer_rate(name: str, description: str, *extra: Target) -> Panel:
+    return timeseries(
+        "Rate: messages taken from its queues",
+        description,
+        Target(
+            rate("mailyard_broker_consumed_total", _service(name), by="queue"),
+            "taken from {{queue}}",
+        ),
+        *extra,
+        unit=PER_SECOND,
+    )
+
+
+def consumer_errors(name: str, description: str, *extra: Target, width: int = 8) -> Panel:
+    """Requeued deliveries, parked messages and failed publishes of a consuming service."""
+    return timeseries(
+        "Errors: requeued, parked, not published",
+        description,
+        Target(
+            rate(
+                "mailyard_broker_consumed_total",
+                _service(name),
+                'outcome!="acked"',
+                by="queue, outcome",
+            ),
+            "{{queue}}: {{outcome}}",
+        ),
+        Target(
+            rate("mailyard_parked_total", _service(name), by="queue, reason"),
+            "parked from {{queue}}: {{reason}}",
+        ),
+        Target(
+            rate("mailyard_broker_publish_failures_total", _service(name), by="reason"),
+            "publish failed: {{reason}}",
+        ),
+        *extra,
+        unit=PER_SECOND,
+        width=width,
+    )
+
+
+def handle_duration(name: str, description: str, width: int = 8) -> Panel:
+    return timeseries(
+        "Duration: time to handle one message",
+        description,
+        *quantiles("mailyard_handle_seconds", _service(name), by="queue", legend=" {{queue}}"),
+        unit="s",
+        width=width,
+    )
+
+
+def queue_panels(queues: str, what: str, width: int = 8) -> tuple[Panel, Panel]:
+    return (
+        timeseries(
+            "Its queues: depth",
+            f"Messages ready in {what}. Bad: growing for more than a few minutes "
+            "(MailyardQueueBacklogGrowing): this service does not keep up; add replicas or "
+            "find what slows one message down (the duration panel).",
+            Target(depth(queues), "{{queue}}"),
+            width=width,
+        ),
+        timeseries(
+            "Its queues: consumers",
+            f"Consumers attached to {what}, as the broker reports them (one per process). "
+            "Bad: 0 while messages wait (MailyardQueueNoConsumers), or fewer than the "
+            "replicas you run.",
+            Target(consumers(queues), "{{queue}}"),
+            width=width,
+        ),
+    )
+
+
+def pods_row(name: str) -> Row:
+    """Targets, broker connection and resources of the service's pods."""
+    return row(
+        "Pods and broker",
+        timeseries(
+            "Targets up",
+            "Pods of this service answering Prometheus, and pods scraped. Bad: 'up' below "
+            "'scraped' (a pod that crashed, hangs or restarts), or both at 0 "
+            f"(Mailyard{name.capitalize()}Down).",
+            Target(f"sum({sel('up', _component(name))})", "up"),
+            Target(f"count({sel('up', _component(name))})", "scraped"),
+            colors={"up": GOOD},
+            width=6,
+        ),
+        timeseries(
+            "Broker connection per pod",
+            "1 while the pod holds its RabbitMQ connection. Bad: 0 for more than a reconnect "
+            "interval: that pod neither takes nor publishes messages (ingress answers 451).",
+            Target(
+                f"min by (pod) ({sel('mailyard_broker_connected', _service(name))})",
+                "{{pod}}",
+            ),
+            max_value=1,
+            width=6,
+        ),
+        timeseries(
+            "CPU per pod",
+            "CPU cores used. Bad: at the pod's CPU limit (throttling slows every reply and "
+            "handling time rises), or one pod far above its siblings.",
+            Target(
+                f"sum by (pod) (rate({sel('process_cpu_seconds_total', _component(name))}"
+                f"[{WINDOW}]))",
+                "{{pod}}",
+            ),
+            width=6,
+        ),
+        timeseries(
+            "Memory per pod",
+            "Resident memory. Bad: close to the pod's memory limit (an OOM kill means "
+            "redeliveries), or rising without ever falling (a leak).",
+            Target(
+                f"sum by (pod) ({sel('process_resident_memory_bytes', _component(name))})",
+                "{{pod}}",
+            ),
+            unit="bytes",
+            width=6,
+        ),
+    )
+
+
+def ingress() -> list[Row]:
+    refusals = "mailyard_ingress_rejected_total"
+    red = row(
+        "RED: rate, errors, duration",
+        timeseries(
+            "Rate: connections and accepted mail",
+            "SMTP connections opened, messages accepted (250 after DATA: stored and confirmed "
+            "by RabbitMQ) and their recipients. Bad: accepted messages dropping while "
+            "connections keep coming (everything is refused), or everything at 0 while your "
+            "applications send (ingress unreachable).",
+            Target(rate("mailyard_ingress_connections_total"), "connections"),
+            Target(rate("mailyard_ingress_accepted_total"), "messages"),
+            Target(rate("mailyard_ingress_accepted_recipients_total"), "recipients"),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "Errors: refusals and failed publishes",
+            "Commands refused, by stage and reason, and publishes RabbitMQ did not confirm. "
+            "relay_denied and bad_recipient are policy at work. Bad: broker_unavailable or any "
+            "publish failure (MailyardIngressBrokerUnavailable), too_many_sessions (the "
+            "listener is full), or a sudden jump of one reason from a known client.",
+            Target(rate(refusals, by="stage, reason"), "{{stage}}: {{reason}}"),
+            Target(
+                rate("mailyard_broker_publish_failures_total", _service("ingress"), by="reason"),
+                "publish failed: {{reason}}",
+            ),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "Duration: end of DATA to broker confirm",
+            "How long the client waits for its 250 while RabbitMQ replicates and confirms the "
+            "message. Bad: p99 above ~1 s (the broker is short of disk, memory or network), "
+            "or near broker.publish_timeout (15 s by default), after which clients get 451.",
+            *quantiles("mailyard_ingress_store_seconds"),
+            unit="s",
+        ),
+    )
+    smtp = row(
+        "SMTP sessions and messages",
+        timeseries(
+            "Open SMTP sessions per pod",
+            "SMTP sessions open now. Bad: close to the session limit (too_many_sessions "
+            "refusals follow), one pod holding most sessions (the load balancer does not "
+            "spread them), or sessions piling up (slow clients, or slow broker confirms).",
+            Target(f"sum by (pod) ({sel('mailyard_ingress_sessions')})", "{{pod}}"),
+            width=6,
+        ),
+        timeseries(
+            "Accepted bytes",
+            "Bytes of accepted messages per second. Bad: a jump without a matching jump in "
+            "messages (large attachments fill the broker's disk faster).",
+            Target(rate("mailyard_ingress_accepted_bytes_total"), "accepted"),
+            unit="Bps",
+            width=6,
+        ),
+        timeseries(
+            "Message size",
+            "Size of accepted messages. Bad: p99 near ingress.max_message_size or the "
+            "broker's max_message_size (larger mail is refused at SIZE or DATA).",
+            *quantiles("mailyard_ingress_message_bytes"),
+            unit="bytes",
+            width=6,
+        ),
+        timeseries(
+            "Inbound queue: depth",
+            "Accepted messages waiting for the queue service. Bad: growing "
+            "(MailyardQueueBacklogGrowing): accepted mail waits before anyone routes it.",
+            Target(depth("inbound"), "{{queue}}"),
+            width=6,
+        ),
+    )
+    return [red, smtp]
+
+
+def queue() -> list[Row]:
+    red = row(
+        "RED: rate, errors, duration",
+        consumer_rate(
+            "queue",
+            "Accepted messages taken from inbound (split into jobs) and deferred jobs taken "
+            "from deferred (rescheduled). Bad: 0 while inbound or deferred holds messages "
+            "(consumers gone or stuck), or flat at a ceiling while inbound grows (add replicas).",
+            Target(rate("mailyard_queue_messages_total"), "messages split"),
+        ),
+        consumer_errors(
+            "queue",
+            "Messages handed back to the broker, parked, or whose output RabbitMQ did not "
+            "confirm. Bad: anything parked (a message it cannot decode or route), steady "
+            "requeues (one message failing again and again until it is parked), publish "
+            "failures (the broker refuses or is slow to confirm).",
+        ),
+        handle_duration(
+            "queue",
+            "From taking a message to its ack, once every job made from it is confirmed. Bad: "
+            "p99 of seconds (the broker is slow to confirm) or rising with the inbound depth.",
+        ),
+    )
+    routing = row(
+        "Routing, retries and lifetime",
+        timeseries(
+            "Jobs and recipients routed",
+            "Delivery jobs made (one per destination domain) and recipients routed, remote or "
+            "local (ingress.local_domains). Bad: local jobs when you expect none (someone "
+            "mails the bounce domain), or jobs per message far above usual (huge envelopes).",
+            Target(rate("mailyard_queue_jobs_total", by="destination"), "jobs: {{destination}}"),
+            Target(
+                rate("mailyard_queue_recipients_total", by="destination"),
+                "recipients: {{destination}}",
+            ),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "Retries by delay",
+            "Deferred jobs put on each rung of the retry ladder (queue.retry_delays). Bad: the "
+            "long delays busy (mail that has kept failing for hours, about to expire), or a "
+            "jump of first retries (a destination started deferring us).",
+            Target(rate("mailyard_queue_retries_total", by="delay"), "{{delay}}"),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "Given up and dropped",
+            "Jobs and recipients given up because the message outlived queue.max_lifetime "
+            "(senders get an 'expired' DSN), and repeated envelope recipients dropped. Bad: any "
+            "expiry (mail that could not be delivered for days).",
+            Target(rate("mailyard_queue_expired_total"), "jobs expired"),
+            Target(rate("mailyard_queue_expired_recipients_total"), "recipients expired"),
+            Target(
+                rate("mailyard_queue_duplicate_recipients_total"), "duplicate recipients dropped"
+            ),
+            unit=PER_SECOND,
+            colors={"jobs expired": BAD, "recipients expired": BAD},
+        ),
+        *queue_panels("inbound|deferred", "inbound and deferred, the queues it consumes"),
+        timeseries(
+            "Retry ladder: depth",
+            "Deferred jobs waiting out their delay (retry.<delay> TTL queues): mail is "
+            "expected here. Bad: every rung growing at once (a large destination is down), or "
+            "the last rungs filling (mail about to expire).",
+            Target(depth("retry.+"), "{{queue}}"),
+        ),
+    )
+    return [red, routing]
+
+
+def delivery() -> list[Row]:
+    recipients = "mailyard_delivery_recipients_total"
+    destinations = "mailyard_delivery_destination_recipients_total"
+    red = row(
+        "RED: rate, errors, duration",
+        timeseries(
+            "Rate: attempts and recipient outcomes",
+            "Delivery attempts (one job: one domain, its recipients) and what each recipient "
+            "got. Bad: attempts at 0 while the delivery queue holds jobs, or delivered falling "
+            "while deferred and failed rise.",
+            Target(rate("mailyard_delivery_jobs_total"), "attempts"),
+            Target(rate(recipients, by="outcome"), "{{outcome}}"),
+            unit=PER_SECOND,
+            colors=OUTCOME_COLORS,
+        ),
+        timeseries(
+            "Errors: deferred, failed, DNS and hosts",
+            "Recipients deferred or failed by reply class, DNS failures finding a destination "
+            "by kind, hosts skipped before MAIL FROM (refused, timeout, bad greeting, TLS) and "
+            "attempts cut off at delivery.attempt_timeout. Bad: 5xx rising "
+            "(MailyardDeliveryFailureRatioHigh), 4xx rising "
+            "(MailyardDeliveryDeferralRatioHigh), servfail/timeout DNS failures (our resolver "
+            "is sick), any deadline exceeded.",
+            Target(
+                rate(recipients, 'outcome!="delivered"', by="outcome, status_class"),
+                "{{outcome}} {{status_class}}",
+            ),
+            Target(rate("mailyard_delivery_route_failures_total", by="kind"), "DNS: {{kind}}"),
+            Target(rate("mailyard_delivery_host_failures_total"), "hosts skipped"),
+            Target(rate("mailyard_delivery_deadline_exceeded_total"), "deadline exceeded"),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "Duration: one delivery attempt",
+            "From the MX lookup to the last reply of one attempt. Bad: p99 near "
+            "delivery.attempt_timeout (10 min by default: attempts get cut off), or rising for "
+            "everyone (our DNS or our network), not just for one slow destination.",
+            *quantiles("mailyard_delivery_attempt_seconds"),
+            unit="s",
+        ),
+    )
+    smtp = row(
+        "SMTP, TLS and destinations",
+        timeseries(
+            "Accept-to-delivery latency",
+            "From ingress's 250 to the remote 250, per delivered recipient; retried mail "
+            "counts, so p99 may be hours. Bad: p50 above a few seconds with empty queues, or "
+            "p95 rising with the delivery queue.",
+            *quantiles("mailyard_delivery_latency_seconds"),
+            unit="s",
+        ),
+        timeseries(
+            "Jobs in flight per pod",
+            "Jobs being delivered now. Bad: pinned at delivery.concurrency (100 by default) "
+            "while the delivery queue grows: the pods are saturated; add replicas.",
+            Target(f"sum by (pod) ({sel('mailyard_delivery_in_flight')})", "{{pod}}"),
+        ),
+        timeseries(
+            "SMTP sessions",
+            "Outbound sessions opened (with and without TLS), transactions on a reused "
+            "session, and sessions kept idle for reuse. Bad: reuse near 0 at high volume to the "
+            "same providers (connection churn invites throttling), or sessions opened without "
+            "TLS rising.",
+            Target(
+                rate("mailyard_delivery_sessions_opened_total", by="tls"), "opened, tls={{tls}}"
+            ),
+            Target(rate("mailyard_delivery_sessions_reused_total"), "reused"),
+            Target(f"sum({sel('mailyard_delivery_idle_sessions')})", "idle now"),
+        ),
+        timeseries(
+            "TLS share of SMTP transactions",
+            "Share of transactions made over STARTTLS. Bad: a drop from its usual level "
+            "(STARTTLS failing: see hosts skipped and the delivery logs).",
+            Target(ratio("mailyard_delivery_transactions_total", 'tls="yes"'), "over TLS"),
+            unit="percentunit",
+            max_value=1,
+            colors={"over TLS": GOOD},
+        ),
+        timeseries(
+            "Not delivered, by destination",
+            "Recipients deferred or failed per mailbox provider (metrics.destinations; the "
+            "rest is 'other'). Bad: one provider standing out: it throttles, greylists or "
+            "blocks us; read its replies in the delivery logs and its postmaster pages.",
+            Target(
+                rate(destinations, 'outcome!="delivered"', by="destination, outcome"),
+                "{{destination}} {{outcome}}",
+            ),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "Possible duplicates",
+            "Jobs delivered again after an earlier attempt may have reached the remote 250 "
+            "(a crash between the 250 and the ack). Bad: anything but rare spikes at restarts: "
+            "pods are killed mid-delivery (OOM, a too short terminationGracePeriodSeconds).",
+            Target(rate("mailyard_delivery_possible_duplicates_total"), "redelivered jobs"),
+            unit=PER_SECOND,
+        ),
+    )
+    work = row(
+        "The delivery queue",
+        *queue_panels("delivery", "the delivery queue", width=6),
+        consumer_errors(
+            "delivery",
+            "Jobs handed back to the broker, parked, or whose events and retries RabbitMQ did "
+            "not confirm. Bad: anything parked, steady requeues, publish failures.",
+            width=6,
+        ),
+        handle_duration(
+            "delivery",
+            "From taking a job to its ack (the attempt plus publishing its events). Bad: "
+            "far above the attempt duration (the broker is slow to confirm).",
+            width=6,
+        ),
+    )
+    return [red, smtp, work]
+
+
+def bounce() -> list[Row]:
+    red = row(
+        "RED: rate, errors, duration",
+        consumer_rate(
+            "bounce",
+            "Failure events taken from bounce, mail for the local domains taken from local, "
+            "and DSNs queued. Bad: 0 while the bounce queue holds events (consumers gone or "
+            "stuck).",
+            Target(rate("mailyard_bounce_dsns_total", by="kind"), "DSNs queued: {{kind}}"),
+        ),
+        consumer_errors(
+            "bounce",
+            "Events handed back to the broker, parked, or DSNs RabbitMQ did not confirm. Bad: "
+            "anything parked (an event it cannot turn into a DSN), steady requeues, publish "
+            "failures (DSNs not stored).",
+        ),
+        handle_duration(
+            "bounce",
+            "From taking an event to its ack (building the DSN and storing it on inbound). "
+            "Bad: p99 of seconds (the broker is slow to confirm).",
+        ),
+    )
+    dsns = row(
+        "Delivery status notifications",
+        timeseries(
+            "Failures in, DSNs out",
+            "Recipients that failed or expired, against the recipients reported in DSNs. The "
+            "two follow each other (minus failures of mail sent with a null sender). Bad: DSNs "
+            "lagging behind for long (the bounce queue grows).",
+            Target(
+                rate("mailyard_delivery_recipients_total", 'outcome="failed"'), "failed recipients"
+            ),
+            Target(rate("mailyard_queue_expired_recipients_total"), "expired recipients"),
+            Target(
+                rate("mailyard_bounce_dsn_recipients_total", by="kind"),
+                "reported in DSNs: {{kind}}",
+            ),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "Failures without a DSN",
+            "Failures that got no DSN, by reason (null_sender: never a DSN to <>). Bad: "
+            "null_sender rising: DSNs themselves bounce (senders' domains refuse mail) or "
+            "applications send with an empty envelope sender.",
+            Target(rate("mailyard_bounce_dsns_skipped_total", by="reason"), "{{reason}}"),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "Mail for the local domains",
+            "Messages received for ingress.local_domains: asynchronous bounces and replies. "
+            "Bad: a storm after a bulk send (a bad list bouncing late), or steady traffic you "
+            "did not expect there.",
+            Target(rate("mailyard_bounce_local_messages_total"), "messages"),
+            unit=PER_SECOND,
+        ),
+        *queue_panels("bounce|local", "bounce and local, the queues it consumes", width=12),
+    )
+    return [red, dsns]
+
+
+SERVICES: dict[str, tuple[str, Callable[[], list[Row]]]] = {
+    "ingress": ("the SMTP server: accepts mail and stores it on the broker", ingress),
+    "queue": ("the policy brain: splits mail into delivery jobs, schedules retries", queue),
+    "delivery": ("the SMTP client: MX lookup and delivery to the remote servers", delivery),
+    "bounce": ("DSNs to the senders of failed mail; mail for the local domains", bounce),
+}
+
+
+def board(name: str, *variables: JSON) -> JSON:
+    what, rows = SERVICES[name]
+    return dashboard(
+        uid=f"mailyard-{name}",
+        title=f"Mailyard / {name.capitalize()}",
+        description=f"Mailyard {name}: {what}.",
+        tags=("mailyard",),
+        rows=[*rows(), pods_row(name)],
+        variables=variables,
+    )

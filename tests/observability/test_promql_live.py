@@ -1,0 +1,270 @@
+"""Every PromQL expression of the dashboards and alerts, against a real Prometheus.
+
+The four services run as real processes (one per service, each with its own
+metrics port) against the real RabbitMQ; a real Prometheus scrapes them every
+second with the ``component`` label the chart's PodMonitor sets, and loads the
+alert rules. The test sends mail that is delivered, deferred, refused, failed
+and bounced, parks garbage, and makes the broker refuse ingress's publishes for
+a moment, so that every metric the dashboards and alerts use exists. Then every
+expression must parse, every metric it names must exist, every dashboard panel
+must show data, every rule must evaluate cleanly, and the alerts for the trouble
+the test made must be pending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.observability.artifacts import (
+    INSTALL_HINT,
+    RULES,
+    alert_rules,
+    binary,
+    dashboard_expressions,
+    dashboards,
+    panels,
+)
+from tests.observability.prometheus_server import PrometheusServer
+from tests.support.broker import publish_raw, rabbitmqctl
+from tests.support.pipeline import Pipeline, message, start_pipeline, stop_pipeline, wait_until
+
+if TYPE_CHECKING:
+    from tests.support.dns_server import TestDnsServer
+
+pytestmark = pytest.mark.integration
+
+# Grafana's variables, as a query for "every namespace" would see them.
+GRAFANA = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
+METRIC = re.compile(r"(?<![\w:])(mailyard_[a-z0-9_]+|process_[a-z0-9_]+|up(?=\s*\{))")
+HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
+# The alerts whose trouble this test makes (their `for:` keeps them pending).
+EXPECTED_PENDING = {"MailyardParkingQueueNotEmpty", "MailyardIngressBrokerUnavailable"}
+
+
+def concrete(expr: str) -> str:
+    """The expression Grafana would send, for every namespace."""
+    for variable, value in GRAFANA.items():
+        expr = expr.replace(variable, value)
+    return re.sub(r"\$\{?\w+\}?", ".*", expr)
+
+
+def metric_names(expr: str) -> set[str]:
+    return set(METRIC.findall(expr))
+
+
+def exists(name: str, known: set[str]) -> bool:
+    return name in known or any(name + suffix in known for suffix in HISTOGRAM_SERIES)
+
+
+def all_expressions() -> list[tuple[str, str]]:
+    """(where, PromQL) for every dashboard target and every alert rule."""
+    targets = [(f"{board} / {title}", concrete(e)) for board, title, e in dashboard_expressions()]
+    return targets + [(f"alert {rule['alert']}", rule["expr"]) for rule in alert_rules()]
+
+
+@dataclass
+class Live:
+    pipeline: Pipeline
+    prometheus: PrometheusServer
+    known: set[str]
+
+
+def make_mail_and_trouble(pipeline: Pipeline) -> None:
+    """Traffic that makes every metric the dashboards and alerts use exist."""
+    script = pipeline.sink.script
+    script.rcpt_always["nobody@alpha.test"] = "550 5.1.1 No such user"
+    script.rcpt_always["gone@sender.test"] = "550 5.1.1 Sender gone too"
+    script.rcpt["later@alpha.test"] = ["451 4.2.1 Try again later"]
+    sends = [
+        # delivered, failed (a DSN to app@sender.test), deferred then delivered
+        ("app@sender.test", ["ok@alpha.test", "ok@beta.test", "nobody@alpha.test"]),
+        ("app@sender.test", ["later@alpha.test"]),
+        # failed, and its DSN fails too: no DSN for the null sender
+        ("gone@sender.test", ["nobody@alpha.test"]),
+        # no such domain: a DNS failure
+        ("app@sender.test", ["someone@nxdomain.test"]),
+        # a local domain: to bounce, never relayed
+        ("app@sender.test", ["postmaster@bounces.test"]),
+    ]
+    for sender, recipients in sends:
+        code, text = pipeline.send(sender, recipients, message("observability"))
+        assert code == 250, text
+    with pipeline.smtp() as client:
+        assert client.mail("app@sender.test")[0] == 250
+        assert client.docmd("RCPT TO:<no-domain>")[0] == 501
+    # Garbage on each consumed queue: every consuming service parks one.
+    for queue in ("inbound", "delivery", "bounce"):
+        publish_raw(f"{pipeline.prefix}.{queue}", b"not a protobuf message", type="garbage")
+    broker_refuses_inbound(pipeline)
+
+
+def broker_refuses_inbound(pipeline: Pipeline) -> None:
+    """Make RabbitMQ refuse publishes to inbound for a few seconds: ingress answers 451.
+
+    A quorum queue with ``x-overflow: reject-publish`` refuses publishes while more
+    messages are ready than its max-length. A policy sets max-length 0 on this run's
+    inbound queue only, and the queue service (prefetch 1) is frozen so that messages
+    stay ready.
+    """
+    policy = f"{pipeline.prefix}-observability-full"
+    pattern = f"^{re.escape(pipeline.prefix)}\\.inbound$"
+    queue_service = pipeline.processes["queue"].process
+    assert queue_service is not None
+
+    def set_max_length(limit: int) -> None:
+        rabbitmqctl(
+            "set_policy", "--apply-to", "queues", policy, pattern, f'{{"max-length": {limit}}}'
+        )
+
+    def send() -> int:
+        return pipeline.send("app@sender.test", ["ok@alpha.test"], message("full"))[0]
+
+    queue_service.send_signal(signal.SIGSTOP)
+    try:
+        set_max_length(0)
+        refusals = 0
+        deadline = time.monotonic() + 30
+        # Several refusals over a few scrapes, so that increase() sees them.
+        while refusals < 3:
+            assert time.monotonic() < deadline, "the broker never refused a publish to inbound"
+            if send() == 451:
+                refusals += 1
+                time.sleep(1.5)
+            else:
+                time.sleep(0.2)
+    finally:
+        queue_service.send_signal(signal.SIGCONT)
+        # Removing a max-length policy does not lift the limit on RabbitMQ 3.x quorum
+        # queues: raise it first, then remove the policy.
+        set_max_length(100_000_000)
+        try:
+            wait_until(lambda: send() == 250, 30, "inbound accepting again", interval=0.5)
+        finally:
+            rabbitmqctl("clear_policy", policy)
+
+
+@pytest.fixture(scope="module")
+def prometheus_binary() -> str:
+    path = binary("prometheus")
+    if path is None:
+        pytest.skip(f"prometheus is not installed: {INSTALL_HINT}; .ci/run installs it")
+    return path
+
+
+@pytest.fixture(scope="module")
+def live(
+    prometheus_binary: str,
+    broker: str,
+    dns_server: TestDnsServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Live]:
+    workdir = tmp_path_factory.mktemp("promql-live")
+    overrides = {
+        "metrics": {"queue_poll_interval": "1s"},  # queue gauges as fresh as the scrapes
+        "queue": {"prefetch": 1},  # see broker_refuses_inbound
+    }
+    pipeline = start_pipeline(workdir, dns_server, split=True, overrides=overrides)
+    prometheus: PrometheusServer | None = None
+    try:
+        prometheus = PrometheusServer(
+            prometheus_binary,
+            workdir / "prometheus",
+            {name: process.metrics_port for name, process in pipeline.processes.items()},
+            [RULES],
+        ).start()
+        # Scraping starts a few seconds after the server is ready; the counters must be
+        # seen before the traffic, so that rate() and increase() see it.
+        prometheus.wait_for_targets()
+        make_mail_and_trouble(pipeline)
+        wanted = {name for _, expr in all_expressions() for name in metric_names(expr)}
+        server = prometheus
+        with contextlib.suppress(AssertionError):  # the tests below say which are missing
+            wait_until(
+                lambda: all(exists(name, server.metric_names()) for name in wanted),
+                60,
+                "Prometheus to have every metric the dashboards and alerts use",
+                interval=1,
+            )
+        time.sleep(3)  # a few more scrapes and rule evaluations
+        yield Live(pipeline, prometheus, prometheus.metric_names())
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        stop_pipeline(pipeline, ["1s"])
+
+
+def test_every_expression_parses(live: Live) -> None:
+    problems = []
+    for where, expr in all_expressions():
+        answer = live.prometheus.query(expr)
+        if answer.get("status") != "success":
+            problems.append(f"{where}: {answer.get('error')}\n    {expr}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_metric_named_exists(live: Live) -> None:
+    problems = [
+        f"{where}: {name}"
+        for where, expr in all_expressions()
+        for name in sorted(metric_names(expr))
+        if not exists(name, live.known)
+    ]
+    assert not problems, "metrics missing from Prometheus:\n" + "\n".join(problems)
+
+
+def test_every_dashboard_panel_shows_data(live: Live) -> None:
+    empty = []
+    for name, board in dashboards().items():
+        for panel in panels(board):
+            results: list[Any] = []
+            for target in panel["targets"]:
+                answer = live.prometheus.query(concrete(target["expr"]))
+                results += answer.get("data", {}).get("result", [])
+            if not results:
+                empty.append(f"{name} / {panel['title']}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+
+
+def test_dashboard_variables_use_existing_metrics(live: Live) -> None:
+    for name, board in dashboards().items():
+        for variable in board["templating"]["list"]:
+            if variable["type"] == "query":
+                for metric in metric_names(variable["query"]):
+                    assert exists(metric, live.known), (name, variable["name"], metric)
+
+
+def test_every_rule_loads_and_evaluates_cleanly(live: Live) -> None:
+    def evaluated() -> list[dict[str, Any]]:
+        rules = [rule for group in live.prometheus.rule_groups() for rule in group["rules"]]
+        done = all(not rule["lastEvaluation"].startswith("0001") for rule in rules)
+        return rules if done else []
+
+    rules = wait_until(evaluated, 20, "every rule to be evaluated once", interval=0.5)
+    assert {rule["name"] for rule in rules} == {rule["alert"] for rule in alert_rules()}
+    for rule in rules:
+        assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))
+
+
+def test_the_alerts_see_the_trouble_the_test_made(live: Live) -> None:
+    seen: set[str] = set()
+
+    def active() -> set[str]:
+        seen.clear()
+        seen.update(alert["labels"]["alertname"] for alert in live.prometheus.alerts())
+        return seen
+
+    deadline = time.monotonic() + 30
+    while not active() >= EXPECTED_PENDING and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert seen >= EXPECTED_PENDING, f"pending or firing: {sorted(seen)}"
+    # Every service is up and every work queue that holds messages has consumers.
+    assert not {name for name in seen if name.endswith("Down")}, seen
+    assert "MailyardQueueNoConsumers" not in seen, seen
