@@ -48,6 +48,10 @@ class BrokerClient:
         self._publish_channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._closing = False
+        # Zero series from the start: alerts see the first failure as an increase.
+        metrics.RECONNECTS.labels(service)
+        for reason in ("unavailable", "timeout", "rejected"):
+            metrics.PUBLISH_FAILURES.labels(service, reason)
 
     @property
     def connection(self) -> AbstractRobustConnection:

@@ -73,6 +73,8 @@ class Consumer(Generic[M]):
         self._queue: aio_pika.abc.AbstractQueue | None = None
         self._tag: str | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        for reason in ("undecodable", "handler_error"):  # zero series from the start
+            metrics.PARKED.labels(client.service, self.role, reason)
 
     async def start(self) -> None:
         self._channel = await self.client.channel(prefetch=self.prefetch)

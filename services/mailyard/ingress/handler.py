@@ -173,8 +173,9 @@ class IngressHandler:
     async def handle_exception(self, error: Exception) -> str:
         """A bug or an unexpected library error: never a 5xx, never a crash."""
         log.error("SMTP session error", exc_info=error)
-        return self._refuse("session", INTERNAL_ERROR)
+        return self._refuse("session", INTERNAL_ERROR, reason="internal_error")
 
-    def _refuse(self, stage: str, reply: Reply) -> str:
-        metrics.REJECTED.labels(stage, _REASONS.get(reply.status, reply.status_class)).inc()
+    def _refuse(self, stage: str, reply: Reply, *, reason: str | None = None) -> str:
+        label = reason or _REASONS.get(reply.status, reply.status_class)
+        metrics.REJECTED.labels(stage, label).inc()
         return reply.render()

@@ -26,3 +26,13 @@ MESSAGE_BYTES = Histogram(
     "Size of accepted messages",
     buckets=(1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864),
 )
+
+# Series that alerts and dashboards read exist from the start (at 0), so the
+# first refusal is an increase, not the birth of a series.
+for _stage, _reason in (
+    ("mail", "broker_unavailable"),
+    ("data", "broker_unavailable"),
+    ("rcpt", "relay_denied"),
+    ("session", "internal_error"),
+):
+    REJECTED.labels(_stage, _reason)
