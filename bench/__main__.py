@@ -104,6 +104,10 @@ def main() -> int:
     parser.add_argument("--latency-rate", type=float, help="default: half the throughput")
     parser.add_argument("--results", type=Path, default=Path("bench/results.jsonl"))
     parser.add_argument("--keep", action="store_true", help="keep the logs and configs")
+    parser.add_argument(
+        "--rounds", type=int, default=3,
+        help="run every system this many times, interleaved; medians are reported",
+    )  # fmt: skip
     args = parser.parse_args()
 
     problem = reachable()
@@ -114,7 +118,6 @@ def main() -> int:
     load = Load(args.count, args.size, args.concurrency, args.latency_seconds, args.latency_rate)
     port = port_on_both()
     dns = TestDnsServer(ZONE).start()
-    results: list[Result] = []
     workdir = Path(tempfile.mkdtemp(prefix="mailyard-bench-"))
     try:
         workdir.chmod(0o755)  # Postfix's daemons must be able to enter it
@@ -128,9 +131,17 @@ def main() -> int:
                 PostfixSystem(workdir, sink_host=SINK_HOST, latency_host=LATENCY_HOST,
                               port=port, latency_domain=LATENCY_DOMAIN)
             )  # fmt: skip
-        print(f"{load.count} messages of {load.size} bytes over {load.concurrency} sessions")
-        for system in systems:
-            results.append(harness.run(system, load, port))
+        print(
+            f"{load.count} messages of {load.size} bytes over {load.concurrency} sessions, "
+            f"{args.rounds} round(s)"
+        )
+        runs: dict[str, list[Result]] = {}
+        for round_number in range(1, args.rounds + 1):
+            print(f"round {round_number}/{args.rounds}")
+            for system in systems:
+                result = harness.run(system, load, port)
+                runs.setdefault(result.system, []).append(result)
+        results = [harness.combine(system_runs) for system_runs in runs.values()]
     finally:
         dns.stop()
         if args.keep:
@@ -140,6 +151,9 @@ def main() -> int:
 
     print()
     print(table(results))
+    for result in results:
+        delivered = ", ".join(f"{r['delivered_per_s']:.0f}" for r in result.rounds)
+        print(f"{result.system}: delivered msg/s by round: {delivered}")
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     with args.results.open("a") as out:
         for result in results:

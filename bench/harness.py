@@ -45,6 +45,51 @@ class Result:
     latency_ms: dict[str, float] = field(default_factory=dict)
     latency_lost: int = 0
     generator: str = ""
+    rounds: list[dict[str, float]] = field(default_factory=list)
+
+
+def combine(runs: list[Result]) -> Result:
+    """Several rounds of one system: medians, with every round's key figures kept."""
+
+    def median(values: list[float]) -> float:
+        return round(statistics.median(values), 3)
+
+    first = runs[0]
+    return Result(
+        system=first.system,
+        count=first.count,
+        accepted_per_s=median([r.accepted_per_s for r in runs]),
+        delivered_per_s=median([r.delivered_per_s for r in runs]),
+        lost=sum(r.lost for r in runs),
+        duplicated=sum(r.duplicated for r in runs),
+        cpu_per_1000={
+            k: median([r.cpu_per_1000.get(k, 0.0) for r in runs]) for k in first.cpu_per_1000
+        },
+        rabbitmq_cpu_per_1000=median([r.rabbitmq_cpu_per_1000 for r in runs]),
+        peak_rss_mib={k: max(r.peak_rss_mib.get(k, 0.0) for r in runs) for k in first.peak_rss_mib},
+        latency_rate=median([r.latency_rate for r in runs]),
+        latency_ms={
+            p: median([r.latency_ms[p] for r in runs if p in r.latency_ms])
+            for p in first.latency_ms
+        },
+        latency_lost=sum(r.latency_lost for r in runs),
+        generator=first.generator,
+        rounds=[
+            {
+                "delivered_per_s": r.delivered_per_s,
+                "accepted_per_s": r.accepted_per_s,
+                "cpu_per_1000": round(
+                    sum(r.cpu_per_1000.values())
+                    if "total" not in r.cpu_per_1000
+                    else r.cpu_per_1000["total"],
+                    3,
+                ),
+                "rabbitmq_cpu_per_1000": r.rabbitmq_cpu_per_1000,
+                **{f"latency_{p}_ms": v for p, v in r.latency_ms.items()},
+            }
+            for r in runs
+        ],
+    )
 
 
 class Display:

@@ -70,6 +70,9 @@ class BrokerConfig(Section):
     # as failed (ingress then answers 451).
     publish_timeout: Duration = timedelta(seconds=15)
     reconnect_interval: Duration = timedelta(seconds=2)
+    # delivered/deferred events with no queue bound to them are not sent for
+    # this long, then tried again (see mailyard/events.py).
+    unrouted_event_recheck: Duration = timedelta(seconds=30)
 
     @field_validator("url")
     @classmethod

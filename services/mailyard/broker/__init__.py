@@ -1,6 +1,6 @@
 """RabbitMQ plumbing shared by every service: topology, confirmed publishing, consuming."""
 
-from mailyard.broker.client import BrokerClient, BrokerUnavailable, PublishError
+from mailyard.broker.client import BrokerClient, BrokerUnavailable, PublishError, Unroutable
 from mailyard.broker.consumer import Consumer, Delivery
 from mailyard.broker.topology import BOUNCE_EVENTS, EventKind, Topology
 
@@ -13,4 +13,5 @@ __all__ = [
     "EventKind",
     "PublishError",
     "Topology",
+    "Unroutable",
 ]

@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from yarl import URL
 
@@ -33,6 +34,10 @@ class BrokerUnavailable(PublishError):
     """There is no connection to the broker right now."""
 
 
+class Unroutable(PublishError):
+    """A ``mandatory`` publish that no queue is bound to receive."""
+
+
 def redact(url: str) -> str:
     """The URL without its password, for logs and error messages."""
     parsed = URL(url)
@@ -50,7 +55,7 @@ class BrokerClient:
         self._closing = False
         # Zero series from the start: alerts see the first failure as an increase.
         metrics.RECONNECTS.labels(service)
-        for reason in ("unavailable", "timeout", "rejected"):
+        for reason in ("unavailable", "timeout", "rejected", "unroutable"):
             metrics.PUBLISH_FAILURES.labels(service, reason)
 
     @property
@@ -142,8 +147,13 @@ class BrokerClient:
         *,
         exchange: str = "",
         mandatory: bool = True,
+        may_be_unroutable: bool = False,
     ) -> None:
-        """Publish and wait for the broker's confirm, or raise PublishError."""
+        """Publish and wait for the broker's confirm, or raise PublishError.
+
+        ``may_be_unroutable``: a return (no queue bound) is expected and not
+        counted as a failure; the caller still gets :class:`Unroutable`.
+        """
         channel = self._publish_channel
         if channel is None or channel.is_closed or not self.connected:
             metrics.PUBLISH_FAILURES.labels(self.service, "unavailable").inc()
@@ -157,6 +167,10 @@ class BrokerClient:
         except TimeoutError as exc:
             metrics.PUBLISH_FAILURES.labels(self.service, "timeout").inc()
             raise PublishError(f"no confirm for {routing_key!r} within {timeout:g}s") from exc
+        except aiormq.exceptions.PublishError as exc:  # returned: no queue bound
+            if not may_be_unroutable:
+                metrics.PUBLISH_FAILURES.labels(self.service, "unroutable").inc()
+            raise Unroutable(f"nothing is bound to {exchange or 'default'}/{routing_key}") from exc
         except Exception as exc:
             metrics.PUBLISH_FAILURES.labels(self.service, "rejected").inc()
             raise PublishError(f"publish to {routing_key!r} failed: {exc!r}") from exc

@@ -108,7 +108,7 @@ class Deliverer:
         except BaseException:
             # Cancelled mid-transaction (the attempt deadline): the session's
             # state is unknown, so it must not go back to the pool.
-            session.client.close()
+            session.close()
             raise
         metrics.TRANSACTIONS.labels(_yes(session.tls)).inc()
         await self.pool.give_back(session)

@@ -39,7 +39,7 @@ class SessionPool:
             if session.alive and now - session.last_used < self.max_idle:
                 metrics.SESSIONS_REUSED.inc()
                 return session
-            session.client.close()
+            session.close()
         return None
 
     async def give_back(self, session: SmtpSession) -> None:

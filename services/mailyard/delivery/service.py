@@ -19,7 +19,7 @@ from mailyard.delivery.outcome import Outcome, outcome_of_result, recipient_resu
 from mailyard.delivery.pool import SessionPool
 from mailyard.delivery.resolver import MxResolver
 from mailyard.delivery.smtp import opportunistic_tls_context
-from mailyard.events import event_for, publish_event
+from mailyard.events import EventPublisher, event_for
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
 
@@ -31,6 +31,9 @@ class DeliveryService(ConsumingService):
 
     def __init__(self, settings: Settings, topology: Topology) -> None:
         super().__init__(settings.broker, topology)
+        self.events = EventPublisher(
+            self.broker, recheck=settings.broker.unrouted_event_recheck.total_seconds()
+        )
         self.settings = settings
         self.config = config = settings.delivery
         self.pool = SessionPool(
@@ -100,9 +103,7 @@ class DeliveryService(ConsumingService):
         by_outcome: dict[Outcome, list[pb.RecipientResult]] = {o: [] for o in Outcome}
         for result in results:
             by_outcome[outcome_of_result(result)].append(result)
-        attempted = pb.DeliveryJob()
-        attempted.CopyFrom(job)
-        attempted.attempts = job.attempts + 1
+        attempts = job.attempts + 1
 
         publishes = []
         kinds = {
@@ -114,12 +115,15 @@ class DeliveryService(ConsumingService):
         for outcome, kind in kinds.items():
             if by_outcome[outcome]:
                 event = event_for(
-                    kind, attempted, by_outcome[outcome], now=now, quote_limit=quote_limit
-                )
-                publishes.append(publish_event(self.broker, kind, event))
+                    kind, job, by_outcome[outcome], now=now, attempts=attempts,
+                    quote_limit=quote_limit,
+                )  # fmt: skip
+                publishes.append(self.events.publish(kind, event))
         if by_outcome[Outcome.DEFERRED]:
+            # The only place the body is copied: the job goes round again.
             retry = pb.DeliveryJob()
-            retry.CopyFrom(attempted)
+            retry.CopyFrom(job)
+            retry.attempts = attempts
             del retry.recipients[:]
             retry.recipients.extend(r.recipient for r in by_outcome[Outcome.DEFERRED])
             del retry.last_results[:]

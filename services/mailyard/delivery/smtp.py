@@ -1,23 +1,47 @@
-"""Outbound SMTP with aiosmtplib: open a session, run one transaction.
+"""Outbound SMTP over asyncio streams: open a session, run one transaction.
 
-aiosmtplib's exceptions are translated here. What the caller sees:
+The protocol logic (reply parsing, commands, dot-stuffing) is in
+``protocol.py``; this module moves bytes and turns socket trouble into what
+the caller needs to know:
 
 - :class:`HostUnusable` — we never got to MAIL FROM on this host (refused,
   timed out, bad greeting, TLS broke): try the next address or MX;
 - :class:`SessionLost` — a reused connection turned out dead before the
   server answered anything for this message: open a new one and try again;
 - otherwise, a :class:`Reply` for every recipient.
+
+With PIPELINING (RFC 2920) MAIL, every RCPT and DATA go out in one write and
+their replies are read in order; otherwise one command at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from dataclasses import dataclass, field
 
-import aiosmtplib
-
+from mailyard.delivery.protocol import (
+    ProtocolError,
+    ReplyReader,
+    data_payload,
+    extensions,
+    is_eight_bit,
+    mail_command,
+    rcpt_command,
+)
 from mailyard.reply import Reply
+
+READ_LIMIT = 64 * 1024
+_CONNECTION_TROUBLE = (
+    OSError,
+    TimeoutError,
+    EOFError,
+    asyncio.IncompleteReadError,
+    asyncio.LimitOverrunError,
+    ProtocolError,
+    ssl.SSLError,
+)
 
 
 class HostUnusable(Exception):
@@ -45,17 +69,51 @@ def opportunistic_tls_context() -> ssl.SSLContext:
 
 @dataclass(eq=False)
 class SmtpSession:
-    client: aiosmtplib.SMTP
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
     mx: str
     address: str
     port: int
-    tls: bool
+    command_timeout: float
+    tls: bool = False
+    extensions: dict[str, str] = field(default_factory=dict)
     transactions: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    _replies: ReplyReader = field(default_factory=ReplyReader)
 
     @property
     def alive(self) -> bool:
-        return self.client.is_connected
+        return not self.writer.is_closing() and not self.reader.at_eof()
+
+    @property
+    def where(self) -> str:
+        return f"{self.mx}[{self.address}]"
+
+    async def read_reply(self) -> Reply:
+        async with asyncio.timeout(self.command_timeout):
+            while True:
+                line = await self.reader.readuntil(b"\n")
+                reply = self._replies.feed(line)
+                if reply is not None:
+                    return reply
+
+    async def command(self, line: bytes) -> Reply:
+        self.writer.write(line)
+        return await self.read_reply()
+
+    async def hello(self, name: str) -> None:
+        """EHLO, or HELO for a server that does not speak ESMTP."""
+        reply = await self.command(f"EHLO {name}\r\n".encode())
+        if reply.is_positive:
+            self.extensions = extensions(self._replies.lines)
+            return
+        reply = await self.command(f"HELO {name}\r\n".encode())
+        if not reply.is_positive:
+            raise HostUnusable(_as_host_problem(reply, f"{self.where} refused HELO"))
+        self.extensions = {}
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 async def open_session(
@@ -68,97 +126,140 @@ async def open_session(
     connect_timeout: float,
     command_timeout: float,
 ) -> SmtpSession:
-    client = aiosmtplib.SMTP(
-        hostname=address,
-        port=port,
-        local_hostname=helo_name,
-        timeout=command_timeout,
-        start_tls=False,
-        use_tls=False,
-    )
     try:
-        await client.connect(timeout=connect_timeout)
-        await client.ehlo()
-    except aiosmtplib.SMTPResponseException as exc:
-        client.close()
-        raise HostUnusable(_reply(exc.code, exc.message, f"{mx}[{address}] refused us")) from exc
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        client.close()
+        async with asyncio.timeout(connect_timeout):
+            reader, writer = await asyncio.open_connection(address, port, limit=READ_LIMIT)
+    except (OSError, TimeoutError) as exc:
         raise HostUnusable(
             Reply(451, "4.4.1", f"connect to {mx}[{address}]:{port}: {_describe(exc)}")
         ) from exc
-    tls = False
-    if tls_context is not None and client.supports_extension("starttls"):
-        try:
-            await client.starttls(tls_context=tls_context)
-            tls = True
-        except aiosmtplib.SMTPResponseException as exc:
-            if not client.is_connected:
-                raise HostUnusable(
-                    Reply(451, "4.7.5", f"STARTTLS with {mx}[{address}] failed: {exc.message}"),
-                    tls_failed=True,
-                ) from exc
-            # Offered, then refused, but still talking: carry on in clear.
-        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            client.close()
-            raise HostUnusable(
-                Reply(451, "4.7.5", f"TLS handshake with {mx}[{address}] failed: {_describe(exc)}"),
-                tls_failed=True,
-            ) from exc
-    return SmtpSession(client, mx, address, port, tls)
+    session = SmtpSession(reader, writer, mx, address, port, command_timeout)
+    try:
+        greeting = await session.read_reply()
+        if greeting.code != 220:
+            raise HostUnusable(_as_host_problem(greeting, f"{session.where} refused us"))
+        await session.hello(helo_name)
+        if tls_context is not None and "STARTTLS" in session.extensions:
+            await _start_tls(session, tls_context, helo_name)
+    except HostUnusable:
+        session.close()
+        raise
+    except _CONNECTION_TROUBLE as exc:
+        session.close()
+        raise HostUnusable(
+            Reply(451, "4.4.2", f"{session.where} dropped the session: {_describe(exc)}")
+        ) from exc
+    return session
+
+
+async def _start_tls(session: SmtpSession, context: ssl.SSLContext, helo_name: str) -> None:
+    reply = await session.command(b"STARTTLS\r\n")
+    if reply.code != 220:
+        return  # offered, then refused, but still talking: carry on in clear
+    try:
+        async with asyncio.timeout(session.command_timeout):
+            await session.writer.start_tls(context, server_hostname=session.mx or None)
+    except (*_CONNECTION_TROUBLE, ValueError) as exc:
+        session.close()
+        raise HostUnusable(
+            Reply(451, "4.7.5", f"TLS handshake with {session.where} failed: {_describe(exc)}"),
+            tls_failed=True,
+        ) from exc
+    session.tls = True
+    await session.hello(helo_name)  # RFC 3207: forget what was said in clear
 
 
 async def send_transaction(
     session: SmtpSession, mail_from: str, recipients: list[str], content: bytes
 ) -> dict[str, Reply]:
     """MAIL, one RCPT each, DATA: a reply for every recipient."""
-    client = session.client
-    where = f"{session.mx}[{session.address}]"
+    extensions = session.extensions
+    mail = mail_command(
+        mail_from,
+        size=len(content) if "SIZE" in extensions else None,
+        eight_bit="8BITMIME" in extensions and is_eight_bit(content),
+    )
     try:
-        await client.mail(mail_from)
-    except aiosmtplib.SMTPResponseException as exc:
-        reply = _reply(exc.code, exc.message, "sender refused")
-        await _reset(client)
-        return dict.fromkeys(recipients, reply)
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
-        client.close()
-        raise SessionLost(f"{where}: {_describe(exc)}") from exc
+        rcpts = [rcpt_command(r) for r in recipients]
+    except ValueError as exc:
+        refusal = Reply(553, "5.1.3", f"unusable recipient address: {exc}")
+        return dict.fromkeys(recipients, refusal)
+    pipelining = "PIPELINING" in extensions
+
+    # MAIL FROM: until the server answers it, a broken reused session costs nothing.
+    try:
+        if pipelining:
+            session.writer.write(mail + b"".join(rcpts) + b"DATA\r\n")
+            mail_reply = await session.read_reply()
+        else:
+            mail_reply = await session.command(mail)
+    except _CONNECTION_TROUBLE as exc:
+        session.close()
+        raise SessionLost(f"{session.where}: {_describe(exc)}") from exc
     session.transactions += 1
 
     replies: dict[str, Reply] = {}
-    accepted: list[str] = []
-    for index, recipient in enumerate(recipients):
-        try:
-            await client.rcpt(recipient)
-            accepted.append(recipient)
-        except aiosmtplib.SMTPResponseException as exc:
-            replies[recipient] = _reply(exc.code, exc.message, "recipient refused")
-            if exc.code == 421:  # the server is closing the session
-                return _rest(replies, recipients[index + 1 :], replies[recipient])
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
-            client.close()
-            lost = Reply(
-                451, "4.4.2", f"lost connection with {where} during RCPT: {_describe(exc)}"
-            )
-            return _rest(replies, recipients[index:], lost)
-        except ValueError as exc:  # aiosmtplib refuses to put it on the wire
-            replies[recipient] = Reply(553, "5.1.3", f"unusable recipient address: {exc}")
-    if not accepted:
-        await _reset(client)
-        return replies
-
     try:
-        response = await client.data(content)
-        reply = _reply(response.code, response.message, "accepted")
-    except aiosmtplib.SMTPResponseException as exc:
-        reply = _reply(exc.code, exc.message, "message refused")
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
-        client.close()
-        # The server may or may not have the message: like Postfix, we retry,
-        # which can make a duplicate (DESIGN.md, guarantee 2).
-        reply = Reply(451, "4.4.2", f"lost connection with {where} during DATA: {_describe(exc)}")
+        if pipelining:
+            rcpt_replies = [await session.read_reply() for _ in rcpts]
+            data_reply = await session.read_reply()
+        else:
+            rcpt_replies, data_reply = [], None
+            if mail_reply.is_positive:
+                for command in rcpts:
+                    rcpt_replies.append(await session.command(command))
+                    if rcpt_replies[-1].code == 421:
+                        break
+        if not mail_reply.is_positive:
+            await _abandon(session, data_reply)
+            return dict.fromkeys(recipients, mail_reply)
+        accepted = []
+        for recipient, reply in zip(recipients, rcpt_replies, strict=False):
+            if reply.is_positive:
+                accepted.append(recipient)
+            else:
+                replies[recipient] = reply
+        closing = next((r for r in [*rcpt_replies, data_reply] if r and r.code == 421), None)
+        if closing is not None or not accepted:
+            if closing is None:
+                await _abandon(session, data_reply)
+            else:
+                session.close()
+            return _rest(replies, recipients, closing or replies[recipients[0]])
+        if data_reply is None:
+            data_reply = await session.command(b"DATA\r\n")
+        if data_reply.code != 354:
+            await _abandon(session, None)
+            return _rest(replies, accepted, data_reply)
+        session.writer.write(data_payload(content))
+        final = await session.read_reply()
+    except _CONNECTION_TROUBLE as exc:
+        session.close()
+        # After DATA the server may or may not have the message: like
+        # Postfix, we retry, which can make a duplicate (DESIGN.md, guarantee 2).
+        lost = Reply(451, "4.4.2", f"lost connection with {session.where}: {_describe(exc)}")
+        return _rest(replies, recipients, lost)
     session.last_used = time.monotonic()
-    return _rest(replies, accepted, reply)
+    if final.code == 421:
+        session.close()
+    return _rest(replies, accepted, final)
+
+
+async def _abandon(session: SmtpSession, data_reply: Reply | None) -> None:
+    """End a transaction that will not carry the message, keeping the session usable.
+
+    A pipelined DATA that the server accepted (354) must be ended with a lone
+    dot before RSET (RFC 2920 §3.1).
+    """
+    try:
+        if data_reply is not None and data_reply.code == 354:
+            await session.command(b".\r\n")
+        reply = await session.command(b"RSET\r\n")
+    except _CONNECTION_TROUBLE:
+        session.close()
+        return
+    if not reply.is_positive:
+        session.close()
 
 
 def _rest(replies: dict[str, Reply], recipients: list[str], reply: Reply) -> dict[str, Reply]:
@@ -167,30 +268,18 @@ def _rest(replies: dict[str, Reply], recipients: list[str], reply: Reply) -> dic
     return replies
 
 
-async def _reset(client: aiosmtplib.SMTP) -> None:
-    """RSET after a refused transaction so the session can be reused; drop it if that fails."""
-    if not client.is_connected:
-        return
-    try:
-        await client.rset()
-    except (aiosmtplib.SMTPException, OSError):
-        client.close()
-
-
 async def close_session(session: SmtpSession) -> None:
-    if not session.client.is_connected:
-        return
-    try:
-        await session.client.quit(timeout=5)
-    except (aiosmtplib.SMTPException, OSError):
-        session.client.close()
+    if session.alive:
+        try:
+            session.command_timeout = 5
+            await session.command(b"QUIT\r\n")
+        except _CONNECTION_TROUBLE:
+            pass
+    session.close()
 
 
-def _reply(code: int, message: str, fallback: str) -> Reply:
-    try:
-        return Reply.parse(code, message or fallback)
-    except ValueError:  # a code outside 200-599: treat as a temporary failure
-        return Reply(451, "4.5.0", f"invalid reply from server: {code} {message}")
+def _as_host_problem(reply: Reply, fallback: str) -> Reply:
+    return reply if reply.text else Reply(reply.code, reply.status, fallback)
 
 
 def _describe(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from mailyard.broker import Consumer, Delivery, EventKind, Topology
 from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
 from mailyard.durations import format_duration
-from mailyard.events import event_for, publish_event
+from mailyard.events import EventPublisher, event_for
 from mailyard.queue import metrics
 from mailyard.queue.schedule import Expire, after_deferral
 from mailyard.queue.split import split_message
@@ -26,6 +26,9 @@ class QueueService(ConsumingService):
 
     def __init__(self, settings: Settings, topology: Topology) -> None:
         super().__init__(settings.broker, topology)
+        self.events = EventPublisher(
+            self.broker, recheck=settings.broker.unrouted_event_recheck.total_seconds()
+        )
         self.settings = settings
         self.config = settings.queue
         self.local_domains = frozenset(settings.ingress.local_domains)
@@ -107,8 +110,7 @@ class QueueService(ConsumingService):
                 )
                 for r in job.recipients
             ]
-            await publish_event(
-                self.broker,
+            await self.events.publish(
                 EventKind.EXPIRED,
                 event_for(
                     EventKind.EXPIRED,
