@@ -185,5 +185,7 @@ mx.bounces  A     127.0.0.7
 nullmx      MX    0 .
 ; an alias whose MX is alpha's
 alias       CNAME alpha
+; answers that may only be kept for one second
+shortttl    1 MX  10 mx.alpha
 ; nxdomain.test: not in the zone; servfail.test, timeout.test: see conftest.py
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import pytest
@@ -224,3 +224,35 @@ def test_unsafe_address_in_reason_is_shortened():
 def test_timestamp_round_trip():
     assert wire.to_datetime(wire.timestamp(WHEN)) == WHEN
     assert wire.to_datetime(wire.timestamp(WHEN)).tzinfo is UTC
+
+
+# --- timestamps, computed without protobuf's slow datetime conversion ----------
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(2026, 11, 28, 17, 0, 0, 999_999, tzinfo=UTC),
+        datetime(2099, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+    ],
+)
+def test_timestamp_matches_protobufs_own_conversion(moment):
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    expected = Timestamp()
+    expected.FromDatetime(moment)
+    assert wire.timestamp(moment) == expected
+    assert wire.to_datetime(wire.timestamp(moment)) == moment
+
+
+def test_later_adds_a_delay_exactly():
+    start = wire.timestamp(datetime(2026, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC))
+    later = wire.later(start, timedelta(days=5, microseconds=2))
+    assert wire.to_datetime(later) == datetime(2026, 1, 6, 0, 0, 1, 1, tzinfo=UTC)
+
+
+def test_now_timestamp_is_now():
+    before = datetime.now(UTC)
+    stamp = wire.to_datetime(wire.now_timestamp())
+    assert before <= stamp <= datetime.now(UTC)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -53,6 +54,7 @@ class BrokerClient:
         self._publish_channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._closing = False
+        self._published: dict[str, Any] = {}
         # Zero series from the start: alerts see the first failure as an increase.
         metrics.RECONNECTS.labels(service)
         for reason in ("unavailable", "timeout", "rejected", "unroutable"):
@@ -174,7 +176,12 @@ class BrokerClient:
         except Exception as exc:
             metrics.PUBLISH_FAILURES.labels(self.service, "rejected").inc()
             raise PublishError(f"publish to {routing_key!r} failed: {exc!r}") from exc
-        metrics.PUBLISHED.labels(self.service, exchange or "default").inc()
+        counter = self._published.get(exchange)
+        if counter is None:
+            counter = self._published[exchange] = metrics.PUBLISHED.labels(
+                self.service, exchange or "default"
+            )
+        counter.inc()
 
     async def delete_topology(self) -> None:
         """Remove every queue and exchange of this prefix (tests and `mailyard purge`)."""

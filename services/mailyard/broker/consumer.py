@@ -75,6 +75,12 @@ class Consumer(Generic[M]):
         self._in_flight: set[asyncio.Task[None]] = set()
         for reason in ("undecodable", "handler_error"):  # zero series from the start
             metrics.PARKED.labels(client.service, self.role, reason)
+        # Bound once: looking up labelled children per message shows in profiles.
+        self._handle_seconds = metrics.HANDLE_SECONDS.labels(client.service, self.role)
+        self._consumed = {
+            outcome: metrics.CONSUMED.labels(client.service, self.role, outcome)
+            for outcome in ("acked", "requeued", "lost_channel")
+        }
 
     async def start(self) -> None:
         self._channel = await self.client.channel(prefetch=self.prefetch)
@@ -114,9 +120,7 @@ class Consumer(Generic[M]):
             await self._process(message)
         finally:
             self._in_flight.discard(task)
-            metrics.HANDLE_SECONDS.labels(self.client.service, self.role).observe(
-                time.perf_counter() - started
-            )
+            self._handle_seconds.observe(time.perf_counter() - started)
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -162,7 +166,7 @@ class Consumer(Generic[M]):
             outcome = "lost_channel"
         else:
             outcome = "acked" if requeue is None else "requeued"
-        metrics.CONSUMED.labels(self.client.service, self.role, outcome).inc()
+        self._consumed[outcome].inc()
 
     async def _park(self, message: AbstractIncomingMessage, reason: str, label: str) -> None:
         headers = dict(message.headers or {})

@@ -89,8 +89,12 @@ def rcpt_command(recipient: str) -> bytes:
 
 def data_payload(content: bytes) -> bytes:
     """Line endings made CRLF, leading dots doubled, the final ``.`` line added."""
-    body = _LINE_ENDINGS.sub(b"\r\n", content)
-    body = _LEADING_DOT.sub(b"..", body)
+    body = content
+    crlf = body.count(b"\r\n")
+    if body.count(b"\n") != crlf or body.count(b"\r") != crlf:  # a bare CR or LF somewhere
+        body = _LINE_ENDINGS.sub(b"\r\n", body)
+    if body.startswith(b".") or b"\n." in body:
+        body = _LEADING_DOT.sub(b"..", body)
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     return body + b".\r\n"

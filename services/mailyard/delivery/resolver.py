@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import dns.asyncresolver
@@ -60,10 +62,10 @@ class MxResolver:
             ]
         else:
             self._resolver = dns.asyncresolver.Resolver()
-        if cache_size:
-            # Answers are kept for their TTL: a busy destination is looked up
-            # once a TTL, not once a message.
-            self._resolver.cache = dns.resolver.LRUCache(cache_size)
+        # Routes are kept for the smallest TTL of the answers they came from:
+        # a busy destination is looked up once a TTL, not once a message.
+        self._cache_size = cache_size
+        self._routes: OrderedDict[str, tuple[float, list[MailHost]]] = OrderedDict()
         self._resolver.lifetime = timeout
         self._resolver.timeout = min(timeout, 3.0)
         self._ipv6 = ipv6
@@ -71,6 +73,20 @@ class MxResolver:
 
     async def route(self, domain: str) -> list[MailHost]:
         """Hosts to try, in order, each with its addresses."""
+        cached = self._routes.get(domain)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            self._routes.move_to_end(domain)
+            return cached[1]
+        hosts, ttl = await self._resolve(domain)
+        if self._cache_size and ttl > 0:
+            self._routes[domain] = (now + ttl, hosts)
+            self._routes.move_to_end(domain)
+            while len(self._routes) > self._cache_size:
+                self._routes.popitem(last=False)
+        return hosts
+
+    async def _resolve(self, domain: str) -> tuple[list[MailHost], float]:
         try:
             answer = await self._resolver.resolve(domain, "MX", raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN:
@@ -98,18 +114,20 @@ class MxResolver:
         # No MX at all: the domain itself is the implicit MX (RFC 5321 §5.1).
         names = exchangers_in_order(records, self._rng) if records else [domain]
 
+        ttl = _remaining(answer)
         hosts: list[MailHost] = []
         temporary: list[str] = []
         for name in names:
             try:
-                addresses = await self._addresses(name)
+                addresses, address_ttl = await self._addresses(name)
             except _Temporary as exc:
                 temporary.append(str(exc))
                 continue
             if addresses:
                 hosts.append(MailHost(name, addresses))
+                ttl = min(ttl, address_ttl)
         if hosts:
-            return hosts
+            return hosts, ttl
         if temporary:
             raise RouteError(
                 Reply(
@@ -123,19 +141,25 @@ class MxResolver:
             "no_address",
         )
 
-    async def _addresses(self, name: str) -> tuple[str, ...]:
+    async def _addresses(self, name: str) -> tuple[tuple[str, ...], float]:
         kinds = ["A", "AAAA"] if self._ipv6 else ["A"]
         results = await asyncio.gather(*(self._lookup(name, kind) for kind in kinds))
-        return tuple(address for found in results for address in found)
+        addresses = tuple(address for found, _ in results for address in found)
+        return addresses, min(ttl for found, ttl in results if found) if addresses else 0.0
 
-    async def _lookup(self, name: str, kind: str) -> list[str]:
+    async def _lookup(self, name: str, kind: str) -> tuple[list[str], float]:
         try:
             answer = await self._resolver.resolve(name, kind, raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN:
-            return []
+            return [], 0.0
         except dns.exception.DNSException as exc:
             raise _Temporary(f"{kind} {name}: {type(exc).__name__}") from None
-        return [rdata.address for rdata in (answer.rrset or [])]
+        return [rdata.address for rdata in (answer.rrset or [])], _remaining(answer)
+
+
+def _remaining(answer: dns.resolver.Answer) -> float:
+    """Seconds this answer may still be used (its TTL, as dnspython tracks it)."""
+    return max(0.0, answer.expiration - time.time())
 
 
 def _host_name(name: dns.name.Name) -> str:

@@ -139,7 +139,10 @@ class DeliveryService(ConsumingService):
                     ),
                 )
             )
-        await asyncio.gather(*publishes)
+        if len(publishes) == 1:
+            await publishes[0]
+        elif publishes:
+            await asyncio.gather(*publishes)
         self._account(job, by_outcome, now)
 
     def _account(

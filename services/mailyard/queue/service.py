@@ -64,7 +64,7 @@ class QueueService(ConsumingService):
         # If one fails, the message comes back and is split again with the
         # same queue ids (jobs already stored are then duplicated; rare, and
         # within what at-least-once allows).
-        await asyncio.gather(*publishes)
+        await (publishes[0] if len(publishes) == 1 else asyncio.gather(*publishes))
 
         routed = sum(len(job.recipients) for job in split.remote + split.local)
         metrics.MESSAGES.inc()

@@ -40,7 +40,7 @@ def split_message(
             seen.add(address)
             by_domain.setdefault(domain, []).append(address)
 
-    expires_at = wire.timestamp(wire.to_datetime(message.received_at) + lifetime)
+    expires_at = wire.later(message.received_at, lifetime)
     split = Split()
     index = 0
     for domain, recipients in by_domain.items():

@@ -1,0 +1,508 @@
+"""What the rendered chart must say, whatever the scenario: hardening, probes,
+drain, scaling, network policies, and a configuration the app itself accepts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mailyard.config import load_settings
+from mailyard.durations import parse_duration
+from tests.chart.helm import (
+    CHART,
+    CI_VALUES,
+    NAMESPACE,
+    Document,
+    component,
+    find,
+    one,
+    pod_specs,
+    render,
+)
+
+COMPONENTS = ("ingress", "queue", "delivery", "bounce")
+scenarios = pytest.mark.parametrize("values", CI_VALUES, ids=[p.name for p in CI_VALUES])
+
+
+def deployments(docs: list[Document]) -> dict[str, Document]:
+    return {component(doc): doc for doc in find(docs, "Deployment")}
+
+
+def container(deployment: Document) -> Document:
+    [only] = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def config_file(docs: list[Document]) -> dict[str, Any]:
+    configmap = one(docs, "ConfigMap", "mx-mailyard-config")
+    return yaml.safe_load(configmap["data"]["mailyard.yaml"])
+
+
+def env(deployment: Document) -> dict[str, Any]:
+    return {item["name"]: item for item in container(deployment).get("env", [])}
+
+
+# --- hardening, probes, drain -------------------------------------------------
+
+
+@scenarios
+def test_every_pod_and_container_is_hardened(values: Path) -> None:
+    specs = pod_specs(render(values))
+    assert len(specs) >= 4
+    for where, spec in specs:
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, where
+        assert pod["runAsUser"] == 10001, where
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        assert spec["automountServiceAccountToken"] is False, where
+        tmp = {v["name"]: v for v in spec["volumes"]}["tmp"]
+        assert "emptyDir" in tmp, where
+        for box in spec["containers"] + spec.get("initContainers", []):
+            context = box["securityContext"]
+            assert context["runAsNonRoot"] is True, where
+            assert context["runAsUser"] == 10001, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in context["capabilities"], where
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            mounts = {m["mountPath"]: m for m in box["volumeMounts"]}
+            assert mounts["/tmp"]["name"] == "tmp", where
+            assert all(m.get("readOnly") for path, m in mounts.items() if path != "/tmp"), where
+
+
+@scenarios
+def test_probes_are_on_the_metrics_port(values: Path) -> None:
+    docs = render(values)
+    metrics_port = config_file(docs)["metrics"]["port"]
+    found = deployments(docs)
+    assert set(found) == set(COMPONENTS)
+    for name, deployment in found.items():
+        box = container(deployment)
+        ports = {p["name"]: p["containerPort"] for p in box["ports"]}
+        assert ports["metrics"] == metrics_port, name
+        assert box["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}, name
+        assert box["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}, name
+        assert box["args"] == [name, "--config", "/etc/mailyard/mailyard.yaml"], name
+
+
+@scenarios
+def test_termination_grace_covers_prestop_and_drain(values: Path) -> None:
+    docs = render(values)
+    configured = config_file(docs).get("shutdown_grace", "25s")
+    for name, deployment in deployments(docs).items():
+        spec = deployment["spec"]["template"]["spec"]
+        command = container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[0] == "sleep", name
+        grace = env(deployment).get("MAILYARD_SHUTDOWN_GRACE", {}).get("value", configured)
+        drain = parse_duration(grace).total_seconds()
+        assert spec["terminationGracePeriodSeconds"] >= int(command[1]) + drain, name
+
+
+def test_termination_grace_follows_the_drain_of_each_service() -> None:
+    docs = render(
+        "default-values.yaml",
+        settings=(
+            "config.shutdown_grace=1m30s",
+            "delivery.preStopSleepSeconds=7",
+            "bounce.shutdownGrace=2m",
+            "queue.terminationGracePeriodSeconds=600",
+        ),
+    )
+    found = deployments(docs)
+
+    def grace(name: str) -> int:
+        return int(found[name]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
+
+    assert grace("ingress") == 5 + 90 + 10
+    assert grace("delivery") == 7 + 90 + 10
+    assert grace("bounce") == 5 + 120 + 10
+    assert grace("queue") == 600
+    assert env(found["bounce"])["MAILYARD_SHUTDOWN_GRACE"]["value"] == "2m"
+    assert "MAILYARD_SHUTDOWN_GRACE" not in env(found["ingress"])
+
+
+# --- the configuration file ---------------------------------------------------
+
+
+@scenarios
+def test_the_config_file_is_one_the_app_accepts(
+    values: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loaded by the app's own loader, with the environment each pod gets: the
+    chart renders no key that services/mailyard/config.py would refuse."""
+    docs = render(values)
+    path = tmp_path / "mailyard.yaml"
+    path.write_text(one(docs, "ConfigMap", "mx-mailyard-config")["data"]["mailyard.yaml"])
+    for name, deployment in deployments(docs).items():
+        for variable in [v for v in os.environ if v.startswith("MAILYARD_")]:
+            monkeypatch.delenv(variable)
+        for variable, item in env(deployment).items():
+            assert variable.startswith("MAILYARD_"), variable
+            if "valueFrom" in item:
+                assert variable == "MAILYARD_BROKER__URL", name
+                monkeypatch.setenv(variable, "amqp://user:password@rabbitmq:5672/")
+            else:
+                monkeypatch.setenv(variable, item["value"])
+        settings = load_settings(path)
+        assert settings.hostname == "mx.example.com"
+        assert settings.broker.url == "amqp://user:password@rabbitmq:5672/", name
+        assert settings.metrics.host == "0.0.0.0"
+        ports = {p["containerPort"] for p in container(deployment)["ports"]}
+        assert settings.metrics.port in ports
+        if name == "ingress":
+            assert {listener.port for listener in settings.ingress.listen} <= ports
+    assert "url" not in config_file(docs).get("broker", {})
+
+
+def test_config_changes_roll_the_pods() -> None:
+    before = deployments(render("default-values.yaml"))
+    after = deployments(render("default-values.yaml", settings=("config.log.level=debug",)))
+    for name in COMPONENTS:
+        old = before[name]["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        new = after[name]["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        assert old != new, name
+
+
+def test_proxy_protocol_is_written_into_the_config_and_skips_the_test_pod() -> None:
+    docs = render("nodeport-values.yaml")
+    proxy = config_file(docs)["ingress"]["proxy_protocol"]
+    assert proxy == {"enabled": True, "trusted_networks": ["10.0.0.0/8"]}
+    assert not find(docs, "Pod")
+
+
+# --- services and secrets -----------------------------------------------------
+
+
+def test_ingress_is_a_load_balancer_that_keeps_client_addresses() -> None:
+    service = one(render("default-values.yaml"), "Service")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    assert service["spec"]["ports"] == [
+        {"name": "smtp", "port": 25, "targetPort": 2525, "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "ingress"
+
+
+def test_ingress_as_a_node_port_with_two_listeners() -> None:
+    docs = render("nodeport-values.yaml")
+    service = one(docs, "Service")
+    assert service["spec"]["type"] == "NodePort"
+    assert [(p["port"], p["targetPort"], p["nodePort"]) for p in service["spec"]["ports"]] == [
+        (25, 2525, 30025),
+        (587, 2587, 30587),
+    ]
+    ports = {
+        p["name"]: p["containerPort"] for p in container(deployments(docs)["ingress"])["ports"]
+    }
+    assert ports == {"metrics": 9102, "smtp": 2525, "smtp-2587": 2587}
+
+
+def test_broker_url_comes_from_the_secret_the_values_name() -> None:
+    created = render("default-values.yaml")
+    secret = one(created, "Secret", "mx-mailyard-broker")
+    assert set(secret["data"]) == {"url"}
+    existing = render("existing-secrets-values.yaml")
+    assert not find(existing, "Secret")
+    for docs, name, key in (
+        (created, "mx-mailyard-broker", "url"),
+        (existing, "rabbitmq-mailyard", "url"),
+        (render("keda-values.yaml"), "rabbitmq-mailyard", "amqp-url"),
+    ):
+        for deployment in deployments(docs).values():
+            reference = env(deployment)["MAILYARD_BROKER__URL"]["valueFrom"]["secretKeyRef"]
+            assert reference == {"name": name, "key": key}
+
+
+def test_tls_dkim_and_auth_are_mounted_read_only_where_they_are_used() -> None:
+    expected = {
+        "ingress": {
+            "/etc/mailyard/tls": "mx-example-com-tls",
+            "/etc/mailyard/auth": "mailyard-smtp-users",
+        },
+        "queue": {"/etc/mailyard/dkim": "mailyard-dkim"},
+        "delivery": {},
+        "bounce": {},
+    }
+    for name, deployment in deployments(render("existing-secrets-values.yaml")).items():
+        spec = deployment["spec"]["template"]["spec"]
+        secrets = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+        mounts = {
+            m["mountPath"]: secrets[m["name"]]
+            for m in container(deployment)["volumeMounts"]
+            if m["name"] in secrets
+        }
+        assert mounts == expected[name], name
+
+
+def test_secrets_created_from_values() -> None:
+    docs = render("rabbitmq-cluster-values.yaml")
+    assert one(docs, "Secret", "mx-mailyard-tls")["type"] == "kubernetes.io/tls"
+    assert set(one(docs, "Secret", "mx-mailyard-tls")["data"]) == {"tls.crt", "tls.key"}
+    assert set(one(docs, "Secret", "mx-mailyard-dkim")["data"]) == {"example.com.s1.pem"}
+    assert set(one(docs, "Secret", "mx-mailyard-auth")["data"]) == {"users"}
+    annotations = deployments(docs)["ingress"]["spec"]["template"]["metadata"]["annotations"]
+    assert {"checksum/config", "checksum/tls", "checksum/auth"} <= set(annotations)
+
+
+def test_rabbitmq_cluster_for_the_operator() -> None:
+    """Checked field by field: the operator's CRD is not downloadable here (crds.py)."""
+    docs = render("rabbitmq-cluster-values.yaml")
+    cluster = one(docs, "RabbitmqCluster")
+    assert cluster["apiVersion"] == "rabbitmq.com/v1beta1"
+    assert cluster["metadata"]["name"] == "mx-mailyard-rabbitmq"
+    spec = cluster["spec"]
+    assert set(spec) == {"replicas", "persistence", "resources", "rabbitmq"}
+    assert spec["replicas"] == 3
+    assert spec["persistence"] == {"storageClassName": "fast-ssd", "storage": "50Gi"}
+    assert set(spec["rabbitmq"]) == {"additionalConfig", "additionalPlugins"}
+    assert "max_message_size = 67108864\n" in spec["rabbitmq"]["additionalConfig"]
+    assert not find(docs, "Secret", "mx-mailyard-broker")
+    reference = {"name": "mx-mailyard-rabbitmq-default-user", "key": "connection_string"}
+    for deployment in deployments(docs).values():
+        assert env(deployment)["MAILYARD_BROKER__URL"]["valueFrom"]["secretKeyRef"] == reference
+    for auth in find(docs, "TriggerAuthentication"):
+        assert auth["spec"]["secretTargetRef"] == [{"parameter": "host", **reference}]
+
+
+# --- scaling ------------------------------------------------------------------
+
+
+def test_keda_scales_queue_and_delivery_on_their_queues() -> None:
+    docs = render("keda-values.yaml")
+    scaled = {component(doc): doc for doc in find(docs, "ScaledObject")}
+    assert set(scaled) == {"queue", "delivery"}
+    assert {component(doc) for doc in find(docs, "HorizontalPodAutoscaler")} == {"ingress"}
+    queues = {
+        name: [t["metadata"]["queueName"] for t in doc["spec"]["triggers"]]
+        for name, doc in scaled.items()
+    }
+    assert queues == {"queue": ["mail.inbound", "mail.deferred"], "delivery": ["mail.delivery"]}
+    auths = {doc["metadata"]["name"]: doc for doc in find(docs, "TriggerAuthentication")}
+    for name, doc in scaled.items():
+        assert doc["spec"]["scaleTargetRef"]["name"] == f"mx-mailyard-{name}"
+        for trigger in doc["spec"]["triggers"]:
+            assert trigger["type"] == "rabbitmq"
+            assert trigger["metadata"]["mode"] == "QueueLength"
+            assert trigger["metadata"]["protocol"] == "amqp"
+            auth = auths[trigger["authenticationRef"]["name"]]
+            assert auth["spec"]["secretTargetRef"] == [
+                {"parameter": "host", "name": "rabbitmq-mailyard", "key": "amqp-url"}
+            ]
+    delivery = scaled["delivery"]["spec"]
+    assert (delivery["minReplicaCount"], delivery["maxReplicaCount"]) == (2, 30)
+    assert delivery["triggers"][0]["metadata"]["value"] == "50"
+    found = deployments(docs)
+    for name in ("queue", "delivery", "ingress"):
+        assert "replicas" not in found[name]["spec"], f"{name}: the autoscaler owns replicas"
+    assert found["bounce"]["spec"]["replicas"] == 1
+
+
+def test_without_keda_autoscaling_is_a_cpu_hpa() -> None:
+    docs = render(
+        "default-values.yaml",
+        settings=("queue.autoscaling.enabled=true", "delivery.autoscaling.enabled=true"),
+    )
+    assert not find(docs, "ScaledObject")
+    assert not find(docs, "TriggerAuthentication")
+    hpas = {component(doc): doc for doc in find(docs, "HorizontalPodAutoscaler")}
+    assert set(hpas) == {"queue", "delivery"}
+    for name, hpa in hpas.items():
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": f"mx-mailyard-{name}",
+        }
+        [metric] = hpa["spec"]["metrics"]
+        assert metric["resource"]["name"] == "cpu"
+        assert "replicas" not in deployments(docs)[name]["spec"]
+
+
+def test_no_autoscaling_by_default() -> None:
+    docs = render("default-values.yaml")
+    assert not find(docs, "HorizontalPodAutoscaler")
+    assert not find(docs, "ScaledObject")
+    replicas = {name: d["spec"]["replicas"] for name, d in deployments(docs).items()}
+    assert replicas == {"ingress": 2, "queue": 2, "delivery": 2, "bounce": 1}
+
+
+@scenarios
+def test_every_component_has_a_disruption_budget(values: Path) -> None:
+    docs = render(values)
+    budgets = {component(doc): doc for doc in find(docs, "PodDisruptionBudget")}
+    assert set(budgets) == set(COMPONENTS)
+    for name, budget in budgets.items():
+        selector = budget["spec"]["selector"]["matchLabels"]
+        assert selector == deployments(docs)[name]["spec"]["selector"]["matchLabels"]
+
+
+# --- network policies ---------------------------------------------------------
+
+
+def selected_components(policy: Document) -> set[str]:
+    """Which Mailyard components a NetworkPolicy's podSelector picks."""
+    selector = policy["spec"]["podSelector"]
+    chosen = set(COMPONENTS) | {"test"}
+    if "app.kubernetes.io/component" in selector.get("matchLabels", {}):
+        chosen &= {selector["matchLabels"]["app.kubernetes.io/component"]}
+    for expression in selector.get("matchExpressions", []):
+        assert expression["key"] == "app.kubernetes.io/component"
+        assert expression["operator"] == "In"
+        chosen &= set(expression["values"])
+    return chosen
+
+
+def egress_ports(docs: list[Document]) -> dict[str, set[tuple[str, int]]]:
+    allowed: dict[str, set[tuple[str, int]]] = {name: set() for name in (*COMPONENTS, "test")}
+    for policy in find(docs, "NetworkPolicy"):
+        for rule in policy["spec"].get("egress", []):
+            for name in selected_components(policy):
+                allowed[name] |= {(p["protocol"], p["port"]) for p in rule.get("ports", [])}
+    return allowed
+
+
+@scenarios
+def test_only_delivery_may_reach_the_smtp_port_outside(values: Path) -> None:
+    docs = render(values)
+    port = config_file(docs).get("delivery", {}).get("port", 25)
+    allowed = egress_ports(docs)
+    assert ("TCP", port) in allowed["delivery"]
+    for name in ("ingress", "queue", "bounce", "test"):
+        assert ("TCP", port) not in allowed[name], name
+    for name in COMPONENTS:
+        assert {("UDP", 53), ("TCP", 53), ("TCP", 5672)} <= allowed[name], name
+
+
+def test_network_policies_default_deny_then_allow() -> None:
+    docs = render("networkpolicy-values.yaml")
+    policies = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
+    deny = policies["mx-mailyard-default-deny"]
+    assert deny["podSelector"] == {
+        "matchLabels": {"app.kubernetes.io/name": "mailyard", "app.kubernetes.io/instance": "mx"}
+    }
+    assert deny["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in deny
+    assert "egress" not in deny
+    smtp = policies["mx-mailyard-ingress-smtp"]
+    assert smtp["ingress"] == [{"ports": [{"protocol": "TCP", "port": 2525}]}], "from anywhere"
+    [metrics] = policies["mx-mailyard-metrics"]["ingress"]
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 9102}]
+    assert metrics["from"][0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+    }
+    broker, dns = policies["mx-mailyard-broker-dns"]["egress"]
+    assert broker["ports"] == [{"protocol": "TCP", "port": 5672}]
+    assert broker["to"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "messaging"
+    }
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    [delivery] = policies["mx-mailyard-delivery-smtp"]["egress"]
+    assert delivery["to"][0]["ipBlock"]["except"] == [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    ]
+
+
+def test_delivery_egress_follows_the_destination_port() -> None:
+    docs = render("default-values.yaml", settings=("config.delivery.port=2526",))
+    allowed = egress_ports(docs)
+    assert ("TCP", 2526) in allowed["delivery"]
+    assert ("TCP", 25) not in allowed["delivery"]
+
+
+def test_broker_egress_goes_to_the_chart_created_cluster() -> None:
+    docs = render("rabbitmq-cluster-values.yaml")
+    policy = one(docs, "NetworkPolicy", "mx-mailyard-broker-dns")
+    assert policy["spec"]["egress"][0]["to"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mx-mailyard-rabbitmq"}}}
+    ]
+
+
+def test_network_policies_can_be_turned_off() -> None:
+    assert not find(
+        render("default-values.yaml", settings=("networkPolicy.enabled=false",)), "NetworkPolicy"
+    )
+
+
+# --- helm test, monitoring ----------------------------------------------------
+
+
+def test_the_helm_test_hook_sends_a_probe_through_the_service() -> None:
+    pod = one(render("default-values.yaml"), "Pod")
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "test"
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    [box] = pod["spec"]["containers"]
+    assert box["image"] == container(deployments(render("default-values.yaml"))["ingress"])["image"]
+    assert box["args"] == [
+        "probe",
+        "--host",
+        f"mx-mailyard-ingress.{NAMESPACE}.svc",
+        "--port",
+        "25",
+        "--to",
+        "postmaster@bounces.example.com",
+    ]
+
+
+def test_the_probe_recipient_can_be_given() -> None:
+    docs = render(
+        "default-values.yaml",
+        settings=("config.ingress.local_domains=null", "tests.probeRecipient=probe@example.org"),
+    )
+    assert one(docs, "Pod")["spec"]["containers"][0]["args"][-1] == "probe@example.org"
+    assert not find(render("default-values.yaml", settings=("tests.enabled=false",)), "Pod")
+
+
+def test_pod_monitor_labels_targets_by_component() -> None:
+    monitor = one(render("monitoring-values.yaml", api_versions=()), "PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "metrics"
+    assert {
+        "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_component"],
+        "targetLabel": "component",
+        "action": "replace",
+    } in endpoint["relabelings"]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    expression = monitor["spec"]["selector"]["matchExpressions"][0]
+    assert expression["values"] == list(COMPONENTS)
+
+
+def test_prometheus_objects_follow_the_api() -> None:
+    without = render("default-values.yaml", api_versions=())
+    assert not find(without, "PodMonitor")
+    assert not find(without, "PrometheusRule")
+    with_api = render("default-values.yaml", api_versions=("monitoring.coreos.com/v1",))
+    assert find(with_api, "PodMonitor")
+    assert find(with_api, "PrometheusRule")
+
+
+def test_prometheus_rule_carries_the_rules_file() -> None:
+    rule = one(render("monitoring-values.yaml", api_versions=()), "PrometheusRule")
+    rules_file = yaml.safe_load((CHART / "alerts" / "mailyard.rules.yaml").read_text())
+    assert rule["spec"]["groups"] == rules_file["groups"]
+
+
+def test_one_dashboard_configmap_per_dashboard_file() -> None:
+    docs = render("monitoring-values.yaml")
+    files = sorted((CHART / "dashboards").glob("*.json"))
+    assert files
+    configmaps = [
+        doc for doc in find(docs, "ConfigMap") if "grafana_dashboard" in doc["metadata"]["labels"]
+    ]
+    assert len(configmaps) == len(files)
+    for path, configmap in zip(
+        files, sorted(configmaps, key=lambda d: d["metadata"]["name"]), strict=True
+    ):
+        assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert configmap["metadata"]["annotations"]["grafana_folder"] == "Mail"
+        assert configmap["metadata"]["namespace"] == "monitoring"
+        assert json.loads(configmap["data"][path.name]) == json.loads(path.read_text())
