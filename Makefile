@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= examples/mailyard.yaml
 
-.PHONY: run test unit lint typecheck proto bench dashboards clean
+.PHONY: run test unit lint typecheck proto bench dashboards chart chart-schema clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,8 @@ unit: $(VENV)/.installed
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check services tests bench observability
-	$(VENV)/bin/ruff format --check services tests bench observability
+	$(VENV)/bin/ruff check services tests bench observability charts
+	$(VENV)/bin/ruff format --check services tests bench observability charts
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
@@ -39,6 +39,15 @@ bench: $(VENV)/.installed
 ## dashboards: regenerate charts/mailyard/dashboards/*.json from observability/
 dashboards: $(VENV)/.installed
 	$(PY) -m observability.dashboards
+
+## chart: the Helm chart: helm lint, helm template of every ci/*-values.yaml, Kubernetes
+## and CRD schemas, and what the rendered objects must say (needs helm and go; see .ci/run)
+chart: $(VENV)/.installed
+	$(PY) -m pytest -m chart tests/chart $(PYTEST_ARGS)
+
+## chart-schema: regenerate charts/mailyard/values.schema.json (from values.yaml and config.py)
+chart-schema: $(VENV)/.installed
+	$(PY) charts/values_schema.py
 
 ## proto: regenerate the committed Python code from proto/
 proto: $(VENV)/.installed

@@ -1,0 +1,281 @@
+{{/*
+Names, labels and the values every template shares. Helpers that take a
+component are called with (dict "root" $ "component" "ingress").
+*/}}
+
+{{- define "mailyard.components" -}}
+{{- list "ingress" "queue" "delivery" "bounce" | toJson -}}
+{{- end -}}
+
+{{/* The components KEDA can scale: the ones that consume a work queue. */}}
+{{- define "mailyard.kedaComponents" -}}
+{{- list "queue" "delivery" | toJson -}}
+{{- end -}}
+
+{{- define "mailyard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "mailyard.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* `<fullname>-<component>`: the Deployment, and for ingress the Service. */}}
+{{- define "mailyard.componentName" -}}
+{{- printf "%s-%s" (include "mailyard.fullname" .root | trunc 52 | trimSuffix "-") .component -}}
+{{- end -}}
+
+{{- define "mailyard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Selector labels. `app.kubernetes.io/name` is the chart's name, not nameOverride:
+`mailyard status` finds the Deployments by it.
+*/}}
+{{- define "mailyard.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "mailyard.labels" -}}
+helm.sh/chart: {{ include "mailyard.chart" . }}
+{{ include "mailyard.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mailyard
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "mailyard.componentSelectorLabels" -}}
+{{ include "mailyard.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "mailyard.componentLabels" -}}
+{{ include "mailyard.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/*
+metadata.annotations for every resource (commonAnnotations), or nothing; use as
+{{- with include "mailyard.annotations" . }}{{ . | nindent 2 }}{{ end }}
+*/}}
+{{- define "mailyard.annotations" -}}
+{{- with .Values.commonAnnotations -}}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{- define "mailyard.image" -}}
+{{- $image := .Values.image -}}
+{{- $name := $image.repository -}}
+{{- if $image.registry -}}
+{{- $name = printf "%s/%s" $image.registry $image.repository -}}
+{{- end -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $name $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $name (default .Chart.AppVersion $image.tag | toString) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mailyard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "mailyard.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The RabbitmqCluster's name, when the chart creates one. */}}
+{{- define "mailyard.rabbitmqClusterName" -}}
+{{- default (printf "%s-rabbitmq" (include "mailyard.fullname" . | trunc 50 | trimSuffix "-")) .Values.rabbitmq.cluster.name -}}
+{{- end -}}
+
+{{/*
+The Secret that holds the broker URL, and its key ("" when there is none,
+which validation.yaml reports).
+*/}}
+{{- define "mailyard.brokerSecretName" -}}
+{{- if .Values.rabbitmq.cluster.enabled -}}
+{{- printf "%s-default-user" (include "mailyard.rabbitmqClusterName" .) -}}
+{{- else if .Values.rabbitmq.external.existingSecret -}}
+{{- .Values.rabbitmq.external.existingSecret -}}
+{{- else if .Values.rabbitmq.external.url -}}
+{{- printf "%s-broker" (include "mailyard.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mailyard.brokerSecretKey" -}}
+{{- if .Values.rabbitmq.cluster.enabled -}}
+connection_string
+{{- else if .Values.rabbitmq.external.existingSecret -}}
+{{- .Values.rabbitmq.external.existingSecretKey -}}
+{{- else -}}
+url
+{{- end -}}
+{{- end -}}
+
+{{- define "mailyard.createBrokerSecret" -}}
+{{- if and .Values.rabbitmq.external.enabled (not .Values.rabbitmq.cluster.enabled) .Values.rabbitmq.external.url (not .Values.rabbitmq.external.existingSecret) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "mailyard.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "mailyard.fullname" .)) .Values.tls.existingSecret -}}
+{{- end -}}
+
+{{- define "mailyard.dkimSecretName" -}}
+{{- default (printf "%s-dkim" (include "mailyard.fullname" .)) .Values.dkim.existingSecret -}}
+{{- end -}}
+
+{{- define "mailyard.authSecretName" -}}
+{{- default (printf "%s-auth" (include "mailyard.fullname" .)) .Values.auth.existingSecret -}}
+{{- end -}}
+
+{{/*
+The configuration file: chart defaults, then `.Values.config` over them, then
+what the chart's own values decide (ingress.proxyProtocol). Rendered as YAML;
+templates that need a value from it use (include "mailyard.config" . | fromYaml).
+*/}}
+{{- define "mailyard.config" -}}
+{{- $defaults := dict
+  "broker" (dict "prefix" "mailyard")
+  "ingress" (dict "listen" (list (dict "host" "0.0.0.0" "port" 2525)))
+  "metrics" (dict "port" 9102)
+-}}
+{{- $config := mergeOverwrite $defaults (deepCopy .Values.config) -}}
+{{- if not $config.hostname -}}
+{{- $_ := unset $config "hostname" -}}
+{{- end -}}
+{{- $proxy := .Values.ingress.proxyProtocol -}}
+{{- if $proxy.enabled -}}
+{{- $section := dict "enabled" true -}}
+{{- with $proxy.trustedNetworks -}}
+{{- $_ := set $section "trusted_networks" . -}}
+{{- end -}}
+{{- $ingress := get $config "ingress" -}}
+{{- $_ := set $ingress "proxy_protocol" (mergeOverwrite (deepCopy (get $ingress "proxy_protocol" | default dict)) $section) -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* The ports ingress listens on (from config.ingress.listen), as a JSON list. */}}
+{{- define "mailyard.smtpPorts" -}}
+{{- $config := include "mailyard.config" . | fromYaml -}}
+{{- $ports := list -}}
+{{- range $config.ingress.listen -}}
+{{- $ports = append $ports (int .port) -}}
+{{- end -}}
+{{- toJson $ports -}}
+{{- end -}}
+
+{{- define "mailyard.metricsPort" -}}
+{{- $config := include "mailyard.config" . | fromYaml -}}
+{{- int $config.metrics.port -}}
+{{- end -}}
+
+{{/*
+A duration as the app reads it ("90s", "5m", "1h30m", "250ms", a number of
+seconds) → whole seconds, rounded up; "invalid" when it is not one.
+*/}}
+{{- define "mailyard.durationSeconds" -}}
+{{- $text := lower (trim (toString .)) -}}
+{{- if regexMatch "^[0-9]+(\\.[0-9]+)?$" $text -}}
+{{- $text | float64 | ceil | int -}}
+{{- else if regexMatch "^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d|w))+$" $text -}}
+{{- $units := dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 "d" 86400.0 "w" 604800.0 -}}
+{{- $total := 0.0 -}}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ms|s|m|h|d|w)" $text -1 -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" . -}}
+{{- $total = addf $total (mulf ($number | float64) (get $units (trimPrefix $number .))) -}}
+{{- end -}}
+{{- $total | ceil | int -}}
+{{- else -}}
+invalid
+{{- end -}}
+{{- end -}}
+
+{{/* A component's drain time after SIGTERM, in seconds. */}}
+{{- define "mailyard.shutdownGraceSeconds" -}}
+{{- $values := index .root.Values .component -}}
+{{- $config := include "mailyard.config" .root | fromYaml -}}
+{{- $grace := $values.shutdownGrace | default $config.shutdown_grace | default "25s" -}}
+{{- include "mailyard.durationSeconds" $grace -}}
+{{- end -}}
+
+{{/* terminationGracePeriodSeconds: preStop sleep + drain + 10 s, unless set. */}}
+{{- define "mailyard.terminationGracePeriodSeconds" -}}
+{{- $values := index .root.Values .component -}}
+{{- if ne (toString $values.terminationGracePeriodSeconds) "" -}}
+{{- $values.terminationGracePeriodSeconds | int -}}
+{{- else -}}
+{{- $grace := include "mailyard.shutdownGraceSeconds" . -}}
+{{- if eq $grace "invalid" -}}{{- $grace = "25" -}}{{- end -}}
+{{- add ($values.preStopSleepSeconds | int) ($grace | int) 10 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether KEDA scales this component. */}}
+{{- define "mailyard.kedaScales" -}}
+{{- if and .root.Values.keda.enabled (has .component (include "mailyard.kedaComponents" . | fromJsonArray)) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Whether something other than the Deployment owns the replica count. */}}
+{{- define "mailyard.autoscaled" -}}
+{{- $values := index .root.Values .component -}}
+{{- if or (include "mailyard.kedaScales" .) $values.autoscaling.enabled -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the Prometheus Operator objects are rendered. */}}
+{{- define "mailyard.podMonitorEnabled" -}}
+{{- $monitor := .Values.monitoring.podMonitor -}}
+{{- if and $monitor.enabled (or $monitor.force (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "mailyard.prometheusRuleEnabled" -}}
+{{- $rule := .Values.monitoring.prometheusRule -}}
+{{- if and $rule.enabled (or $rule.force (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The recipient of the helm test probe ("" when there is none). */}}
+{{- define "mailyard.probeRecipient" -}}
+{{- $config := include "mailyard.config" . | fromYaml -}}
+{{- if .Values.tests.probeRecipient -}}
+{{- .Values.tests.probeRecipient -}}
+{{- else if $config.ingress.local_domains -}}
+{{- printf "postmaster@%s" (first $config.ingress.local_domains) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Whether the helm test Pod is rendered. Not with the PROXY protocol: ingress then
+wants a PROXY header on every connection, which the probe does not send.
+*/}}
+{{- define "mailyard.testEnabled" -}}
+{{- if and .Values.tests.enabled (not .Values.ingress.proxyProtocol.enabled) -}}
+true
+{{- end -}}
+{{- end -}}
