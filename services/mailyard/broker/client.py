@@ -11,6 +11,7 @@ the broker redelivers them (at-least-once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -26,6 +27,8 @@ from mailyard.config import BrokerConfig
 
 log = logging.getLogger(__name__)
 
+DECLARE_ATTEMPTS = 10
+
 
 class PublishError(Exception):
     """The broker did not take responsibility for a message."""
@@ -33,6 +36,10 @@ class PublishError(Exception):
 
 class BrokerUnavailable(PublishError):
     """There is no connection to the broker right now."""
+
+
+class TopologyMismatch(Exception):
+    """A queue or exchange exists with arguments Mailyard would not give it."""
 
 
 class Unroutable(PublishError):
@@ -109,8 +116,7 @@ class BrokerClient:
                 await asyncio.sleep(interval)
         self._connection.close_callbacks.add(self._on_close)
         self._connection.reconnect_callbacks.add(self._on_reconnect)
-        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-        await self.topology.declare(channel)
+        channel = await self._declare_topology(self._connection)
         self._exchanges = {
             "": channel.default_exchange,
             self.topology.events: await channel.get_exchange(self.topology.events),
@@ -118,6 +124,35 @@ class BrokerClient:
         self._publish_channel = channel
         metrics.CONNECTED.labels(self.service).set(1)
         log.info("connected to broker", extra={"broker": redact(self.config.url)})
+
+    async def _declare_topology(self, connection: AbstractRobustConnection) -> AbstractChannel:
+        """Declare everything; retry the race of several services creating a queue at once.
+
+        When processes start together (a deploy, or ``mailyard all``), one may
+        see a quorum queue another is still creating: RabbitMQ answers
+        NOT_FOUND ("home node ... is down or inaccessible") and closes the
+        channel. That resolves itself in moments. PRECONDITION_FAILED does not:
+        a queue exists with other arguments, which needs a person.
+        """
+        for attempt in range(1, DECLARE_ATTEMPTS + 1):
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            try:
+                await self.topology.declare(channel)
+                return channel
+            except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+                raise TopologyMismatch(
+                    f"the broker has a Mailyard queue or exchange with other arguments "
+                    f"({exc}); this happens when broker.delivery_limit or queue.retry_delays "
+                    "changed: drain and delete the old queue, or restore the old setting"
+                ) from exc
+            except aio_pika.exceptions.ChannelNotFoundEntity as exc:
+                if attempt == DECLARE_ATTEMPTS:
+                    raise
+                log.info("topology not ready yet, declaring again", extra={"error": str(exc)})
+                with contextlib.suppress(Exception):
+                    await channel.close()
+                await asyncio.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _unreachable(self, exc: BaseException) -> str:
         return (

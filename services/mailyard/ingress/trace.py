@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime
 
 _UNSAFE = re.compile(r"[^\x21-\x7e]|[()\\]")
@@ -12,6 +13,12 @@ _UNSAFE = re.compile(r"[^\x21-\x7e]|[()\\]")
 def _clean(text: str) -> str:
     """HELO names come from the client: no spaces, controls or comment syntax."""
     return _UNSAFE.sub("?", text)[:255] or "unknown"
+
+
+@functools.lru_cache(maxsize=4)
+def _date(second: int) -> str:
+    """RFC 5322 date of a whole second; cached, as many messages share one."""
+    return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
 def received_header(
@@ -33,5 +40,5 @@ def received_header(
     return (
         f"Received: from {_clean(helo)} ([{client_ip}])\r\n"
         f"\tby {hostname} (Mailyard) with {protocol} id {message_id}{for_clause};\r\n"
-        f"\t{format_datetime(when)}\r\n"
+        f"\t{_date(int(when.timestamp()))}\r\n"
     ).encode("ascii", "replace")

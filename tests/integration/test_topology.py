@@ -1,0 +1,92 @@
+"""Declaring the topology against the real broker: races and mismatches."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from mailyard.broker import BrokerClient, Topology
+from mailyard.broker.client import TopologyMismatch
+from mailyard.config import BrokerConfig
+from tests.support.broker import delete_prefix
+
+
+def _topology(prefix: str, delivery_limit: int = 5) -> Topology:
+    return Topology(prefix, (timedelta(seconds=1),), delivery_limit)
+
+
+@pytest.fixture
+def prefix(broker: str):
+    name = f"topo{uuid.uuid4().hex[:8]}"
+    yield name
+    topology = _topology(name)
+    delete_prefix(name, list(topology.queues), [topology.events])
+
+
+def test_many_services_declaring_at_once_all_start(broker: str, prefix: str) -> None:
+    """Pods starting together race to create the same quorum queues."""
+
+    async def run() -> None:
+        clients = [
+            BrokerClient(
+                BrokerConfig(url=broker, prefix=prefix), _topology(prefix), service=f"s{i}"
+            )
+            for i in range(24)
+        ]
+        await asyncio.gather(*(client.connect(attempts=1) for client in clients))
+        assert all(client.connected for client in clients)
+        await asyncio.gather(*(client.close() for client in clients))
+
+    asyncio.run(run())
+
+
+def test_changed_queue_arguments_stop_start_up_with_a_clear_message(
+    broker: str, prefix: str
+) -> None:
+    async def run() -> None:
+        first = BrokerClient(BrokerConfig(url=broker), _topology(prefix, 5), service="old")
+        await first.connect(attempts=1)
+        await first.close()
+        second = BrokerClient(BrokerConfig(url=broker), _topology(prefix, 6), service="new")
+        try:
+            with pytest.raises(TopologyMismatch, match=r"broker\.delivery_limit"):
+                await second.connect(attempts=1)
+        finally:
+            await second.close()
+
+    asyncio.run(run())
+
+
+class _NotThereYet(Topology):
+    """The first declarations meet a queue another process has not finished creating.
+
+    Reproduced with the broker's real answer: a passive declare of a queue
+    that does not exist closes the channel with NOT_FOUND, as RabbitMQ does
+    for a quorum queue whose leader is not up yet.
+    """
+
+    failures = 2
+    attempts = 0
+
+    async def declare(self, channel) -> None:  # type: ignore[no-untyped-def]
+        type(self).attempts += 1
+        if type(self).attempts <= self.failures:
+            await channel.declare_queue(f"{self.prefix}.not-created-yet", passive=True)
+        await super().declare(channel)
+
+
+def test_declaration_is_retried_while_queues_are_being_created(broker: str, prefix: str) -> None:
+    topology = _NotThereYet(prefix, (timedelta(seconds=1),), 5)
+
+    async def run() -> bool:
+        client = BrokerClient(BrokerConfig(url=broker), topology, service="late")
+        await client.connect(attempts=1)
+        connected = client.connected
+        await client.close()
+        return connected
+
+    assert asyncio.run(run())
+    assert _NotThereYet.attempts == 3
