@@ -9,7 +9,6 @@ the RabbitMQ management UI) without decoding bodies.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -123,12 +122,6 @@ def timestamp(moment: datetime) -> Timestamp:
     """An aware datetime as a Timestamp (integer arithmetic; FromDatetime is slow)."""
     delta = moment - _EPOCH
     return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
-
-
-def now_timestamp() -> Timestamp:
-    """The current time, without a datetime on the way (it is on every message's path)."""
-    nanos = time.time_ns()
-    return Timestamp(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)
 
 
 def later(stamp: Timestamp, delay: timedelta) -> Timestamp:

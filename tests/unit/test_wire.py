@@ -250,9 +250,3 @@ def test_later_adds_a_delay_exactly():
     start = wire.timestamp(datetime(2026, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC))
     later = wire.later(start, timedelta(days=5, microseconds=2))
     assert wire.to_datetime(later) == datetime(2026, 1, 6, 0, 0, 1, 1, tzinfo=UTC)
-
-
-def test_now_timestamp_is_now():
-    before = datetime.now(UTC)
-    stamp = wire.to_datetime(wire.now_timestamp())
-    assert before <= stamp <= datetime.now(UTC)
