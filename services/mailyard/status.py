@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailyard.broker import BrokerClient, Topology
+from mailyard.broker import BrokerClient
+from mailyard.broker.monitor import read_queue_states
 
 COMPONENTS = ("ingress", "queue", "delivery", "bounce")
 # The queues each service consumes (ingress consumes none: it only publishes).
@@ -127,22 +128,13 @@ def _queue_cells(name: str, queues: Mapping[str, QueueState] | None) -> tuple[st
 
 
 async def read_queues(client: BrokerClient) -> dict[str, QueueState]:
-    """Depth and consumers of every Mailyard queue (passive declares)."""
-    topology: Topology = client.topology
+    """Depth and consumers of every Mailyard queue."""
     await client.connect(attempts=1)
     try:
-        channel = await client.connection.channel(publisher_confirms=False)
-        found = {}
-        for name in topology.queues:
-            if name == topology.suppression:
-                continue
-            result = (await channel.declare_queue(name, passive=True)).declaration_result
-            found[name.removeprefix(topology.prefix + ".")] = QueueState(
-                result.message_count or 0, result.consumer_count or 0
-            )
-        return found
+        states = await read_queue_states(client)
     finally:
         await client.close()
+    return {role: QueueState(*state) for role, state in states.items()}
 
 
 def read_cluster(namespace: str | None, release: str | None) -> tuple[list[Any], list[Any], str]:

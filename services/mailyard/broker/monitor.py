@@ -57,17 +57,26 @@ class QueueMonitor:
             await asyncio.sleep(self.interval)
 
     async def poll(self) -> None:
-        topology = self.client.topology
-        channel = await self.client.connection.channel(publisher_confirms=False)
-        try:
-            for name in topology.queues:
-                if name == topology.suppression:
-                    continue  # a stream: its length is not a backlog
-                queue = await channel.declare_queue(name, passive=True)
-                result = queue.declaration_result
-                role = name.removeprefix(topology.prefix + ".")
-                QUEUE_MESSAGES.labels(role).set(result.message_count or 0)
-                QUEUE_CONSUMERS.labels(role).set(result.consumer_count or 0)
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        for role, (messages, consumers) in (await read_queue_states(self.client)).items():
+            QUEUE_MESSAGES.labels(role).set(messages)
+            QUEUE_CONSUMERS.labels(role).set(consumers)
+
+
+async def read_queue_states(client: BrokerClient) -> dict[str, tuple[int, int]]:
+    """(ready messages, consumers) of every Mailyard queue, by role, from passive declares."""
+    topology = client.topology
+    channel = await client.connection.channel(publisher_confirms=False)
+    try:
+        states = {}
+        for name in topology.queues:
+            if name == topology.suppression:
+                continue  # a stream: its length is not a backlog
+            result = (await channel.declare_queue(name, passive=True)).declaration_result
+            states[name.removeprefix(topology.prefix + ".")] = (
+                result.message_count or 0,
+                result.consumer_count or 0,
+            )
+        return states
+    finally:
+        if not channel.is_closed:
+            await channel.close()

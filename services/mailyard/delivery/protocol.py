@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mailyard.addresses import is_clean_mailbox
 from mailyard.reply import Reply
 
 MAX_REPLY_LINES = 100
@@ -69,7 +70,7 @@ def extensions(ehlo_lines: list[str]) -> dict[str, str]:
 def _path(address: str) -> bytes:
     # Addresses were checked when they entered the system; a control
     # character or bracket here would inject a command, so refuse outright.
-    if any(ord(c) < 0x20 or c in "\x7f<>" for c in address):
+    if address and not is_clean_mailbox(address):  # "" is the null sender
         raise ValueError(f"unusable address: {address!r}")
     return b"<" + address.encode("utf-8") + b">"
 
