@@ -71,6 +71,16 @@ class Pipeline:
         client.ehlo("client.test")
         return client
 
+    def unfinished(self, mail_from: str, recipient: str, content: bytes) -> smtplib.SMTP:
+        """A session in the middle of DATA: content sent, the final dot not yet."""
+        client = self.smtp()
+        assert client.mail(mail_from)[0] == 250
+        assert client.rcpt(recipient)[0] == 250
+        client.putcmd("data")
+        assert client.getreply()[0] == 354
+        client.send(content)
+        return client
+
     def send(self, mail_from: str, recipients: list[str], content: bytes) -> tuple[int, bytes]:
         """Send one message; the reply to DATA (or the first refusal)."""
         with self.smtp() as client:
