@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +28,17 @@ def binary(name: str) -> str | None:
     if found is None and Path(f"/usr/bin/{name}").exists():
         found = f"/usr/bin/{name}"
     return found
+
+
+def require(name: str) -> str:
+    """The binary's path; a skip on a developer's machine without it, a failure in CI."""
+    path = binary(name)
+    if path is None:
+        message = f"{name} is not installed: {INSTALL_HINT}; .ci/run installs it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def rule_groups() -> list[dict[str, Any]]:

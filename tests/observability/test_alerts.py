@@ -9,12 +9,11 @@ import pytest
 import yaml
 
 from tests.observability.artifacts import (
-    INSTALL_HINT,
     RULE_TESTS,
     RULES,
     RUNBOOK_BASE,
     alert_rules,
-    binary,
+    require,
     runbook_anchors,
 )
 
@@ -24,10 +23,7 @@ SEVERITIES = {"critical", "warning", "info"}
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = binary("promtool")
-    if path is None:
-        pytest.skip(f"promtool is not installed: {INSTALL_HINT}; .ci/run installs it")
-    return path
+    return require("promtool")
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:

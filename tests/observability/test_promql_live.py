@@ -24,13 +24,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.observability.artifacts import (
-    INSTALL_HINT,
     RULES,
     alert_rules,
-    binary,
     dashboard_expressions,
     dashboards,
     panels,
+    require,
 )
 from tests.observability.prometheus_server import PrometheusServer
 from tests.support.broker import publish_raw, rabbitmqctl
@@ -153,10 +152,7 @@ def broker_refuses_inbound(pipeline: Pipeline) -> None:
 
 @pytest.fixture(scope="module")
 def prometheus_binary() -> str:
-    path = binary("prometheus")
-    if path is None:
-        pytest.skip(f"prometheus is not installed: {INSTALL_HINT}; .ci/run installs it")
-    return path
+    return require("prometheus")
 
 
 @pytest.fixture(scope="module")
