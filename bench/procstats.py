@@ -64,16 +64,6 @@ def peak_rss_bytes(pid: int) -> int:
     return 0
 
 
-def rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except FileNotFoundError:
-        pass
-    return 0
-
-
 def rabbitmq_pid() -> int | None:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

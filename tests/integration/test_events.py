@@ -9,7 +9,7 @@ import aio_pika
 
 from mailyard import wire
 from mailyard.v1 import message_pb2 as pb
-from tests.support.broker import BROKER_URL
+from tests.support.broker import BROKER_URL, queue_messages
 from tests.support.pipeline import Pipeline, message, wait_until
 
 
@@ -30,18 +30,7 @@ def subscribe(prefix: str, keys: list[str]) -> str:
 
 
 def take(queue: str) -> list[pb.DeliveryEvent]:
-    async def run() -> list[pb.DeliveryEvent]:
-        connection = await aio_pika.connect(BROKER_URL)
-        async with connection:
-            channel = await connection.channel()
-            q = await channel.get_queue(queue)
-            events = []
-            while (m := await q.get(fail=False)) is not None:
-                await m.ack()
-                events.append(wire.decode(m.body, m.type, pb.DeliveryEvent))
-            return events
-
-    return asyncio.run(run())
+    return [wire.decode(m.body, m.type, pb.DeliveryEvent) for m in queue_messages(queue)]
 
 
 def test_subscribers_get_delivered_and_failed_events(pipeline: Pipeline) -> None:
