@@ -104,6 +104,22 @@ class ProxyProtocolConfig(Section):
     timeout: Duration = timedelta(seconds=5)
 
 
+class GroupCommitConfig(Section):
+    """Group commit at ingress: messages that finish DATA while earlier ones
+    are still being stored go to the broker together, in one publish and one
+    confirm. A message alone is published at once, so a quiet server adds no
+    delay; a busy one pays the broker per batch, not per message. Every
+    client still gets its 250 only after its message is confirmed.
+    ``max_messages: 1`` publishes every message on its own.
+    """
+
+    max_messages: int = Field(50, ge=1)
+    max_bytes: int = Field(1_048_576, ge=1024)
+    # Publishes awaiting their confirm at once; more pending messages wait
+    # for one to finish and then go out together.
+    max_in_flight: int = Field(2, ge=1)
+
+
 class IngressConfig(Section):
     listen: list[Listener] = Field(default_factory=lambda: [Listener(port=2525)], min_length=1)
     # Clients in these networks may send to any domain; all others only to
@@ -123,6 +139,21 @@ class IngressConfig(Section):
     max_hops: int = Field(50, ge=1)
     idle_timeout: Duration = timedelta(minutes=5)
     proxy_protocol: ProxyProtocolConfig = ProxyProtocolConfig()
+    group_commit: GroupCommitConfig = GroupCommitConfig()
+
+
+class DeliveryBatchConfig(Section):
+    """Jobs for one destination handed to delivery together, as Postfix's qmgr
+    hands an smtp process a list: the broker and the consumers then work per
+    batch, and the jobs share the SMTP session. Only jobs split from messages
+    accepted together are batched, so nothing waits to fill a batch. The price:
+    a delivery process killed mid-batch redelivers the whole batch (counted in
+    ``mailyard_delivery_possible_duplicates_total``). ``max_jobs: 1`` sends
+    every job on its own.
+    """
+
+    max_jobs: int = Field(50, ge=1)
+    max_bytes: int = Field(1_048_576, ge=1024)
 
 
 class QueueConfig(Section):
@@ -137,6 +168,7 @@ class QueueConfig(Section):
     # transaction, hence per delivery job.
     max_recipients_per_job: int = Field(50, ge=1)
     prefetch: int = Field(64, ge=1)
+    delivery_batch: DeliveryBatchConfig = DeliveryBatchConfig()
 
     @field_validator("retry_delays")
     @classmethod

@@ -56,6 +56,55 @@ def encode(
     )
 
 
+def batch_message_id(first_id: str, size: int) -> str:
+    """A batch's AMQP message_id: its first item's, and how many follow."""
+    return f"{first_id}+{size - 1}"
+
+
+# What a batch of each kind of item is, and the field that holds the items.
+_BATCHES: dict[str, tuple[type[Message], str]] = {
+    "mailyard.v1.AcceptedMessage": (pb.AcceptedBatch, "messages"),
+    "mailyard.v1.DeliveryJob": (pb.DeliveryBatch, "jobs"),
+}
+
+
+def decode_items(
+    body: bytes, declared_type: str | None, expected: type[M]
+) -> tuple[list[M], list[tuple[M, str]]]:
+    """The items an AMQP message carries: one ``expected``, or a batch of them.
+
+    Returns the usable items, and apart from them the incomplete items of a
+    batch with what each lacks, so one bad item does not hold up the others.
+    A single message, or a batch that cannot be parsed at all, raises
+    UndecodableMessage as :func:`decode` does.
+    """
+    batch_type, field = _BATCHES[type_name(expected)]
+    if declared_type != type_name(batch_type):
+        if declared_type != type_name(expected):
+            raise UndecodableMessage(
+                f"type property is {declared_type!r}, this queue carries "
+                f"{type_name(expected)!r} or {type_name(batch_type)!r}"
+            )
+        return [decode(body, declared_type, expected)], []
+    batch = batch_type()
+    try:
+        batch.ParseFromString(body)
+    except DecodeError as exc:
+        raise UndecodableMessage(f"not a valid {type_name(batch_type)}: {exc}") from exc
+    items: list[M] = list(getattr(batch, field))
+    if not items:
+        raise UndecodableMessage(f"empty {type_name(batch_type)}")
+    usable: list[M] = []
+    rejected: list[tuple[M, str]] = []
+    for item in items:
+        problem = _missing_fields(item)
+        if problem:
+            rejected.append((item, f"incomplete {type_name(expected)} in a batch: {problem}"))
+        else:
+            usable.append(item)
+    return usable, rejected
+
+
 def decode(body: bytes, declared_type: str | None, expected: type[M]) -> M:
     """Parse ``body`` as ``expected`` and check it is complete, or raise UndecodableMessage."""
     if declared_type != type_name(expected):

@@ -71,12 +71,13 @@ def publish_raw(queue: str, body: bytes, **properties: object) -> None:
     asyncio.run(run())
 
 
-def rabbitmqctl(*args: str, timeout: float = 120) -> None:
-    """Stop or start the broker application (the test that kills the broker)."""
+def rabbitmqctl(*args: str, timeout: float = 120) -> str:
+    """Run rabbitmqctl (stop the broker, raise an alarm, ...); what it printed."""
     binary = shutil.which("rabbitmqctl")
     if binary is None:
         raise AssertionError("rabbitmqctl is not installed; .ci/run installs rabbitmq-server")
-    subprocess.run([binary, *args], check=True, timeout=timeout, capture_output=True)
+    done = subprocess.run([binary, *args], check=True, timeout=timeout, capture_output=True)
+    return done.stdout.decode().strip()
 
 
 def wait_reachable(timeout: float = 60) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mailyard import wire
-from mailyard.queue.split import split_message
+from mailyard.queue.split import delivery_batches, split_message
 from mailyard.v1 import message_pb2 as pb
 
 RECEIVED = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -140,3 +140,40 @@ def test_jobs_are_valid_on_the_wire():
     for job in result.remote:
         decoded = wire.decode(job.SerializeToString(), "mailyard.v1.DeliveryJob", pb.DeliveryJob)
         assert decoded == job
+
+
+def job(domain: str, queue_id: str, size: int = 10) -> pb.DeliveryJob:
+    return pb.DeliveryJob(queue_id=queue_id, domain=domain, content=b"x" * size)
+
+
+def ids_of(batches: list[list[pb.DeliveryJob]]) -> list[list[str]]:
+    return [[j.queue_id for j in batch] for batch in batches]
+
+
+def test_delivery_batches_group_by_domain_in_arrival_order():
+    jobs = [job("a.example", "1"), job("b.example", "2"), job("a.example", "3")]
+    batches = delivery_batches(jobs, max_jobs=50, max_bytes=1 << 20)
+    assert ids_of(batches) == [["1", "3"], ["2"]]
+
+
+def test_delivery_batches_respect_max_jobs():
+    jobs = [job("a.example", str(n)) for n in range(5)]
+    assert ids_of(delivery_batches(jobs, max_jobs=2, max_bytes=1 << 20)) == [
+        ["0", "1"], ["2", "3"], ["4"]
+    ]  # fmt: skip
+
+
+def test_delivery_batches_respect_max_bytes_and_send_a_big_job_alone():
+    jobs = [job("a.example", "small1", 400), job("a.example", "big", 5000)]
+    jobs += [job("a.example", "small2", 400), job("a.example", "small3", 400)]
+    batches = delivery_batches(jobs, max_jobs=50, max_bytes=1000)
+    assert ids_of(batches) == [["small1"], ["big"], ["small2", "small3"]]
+
+
+def test_delivery_batches_of_one_when_batching_is_off():
+    jobs = [job("a.example", "1"), job("a.example", "2")]
+    assert ids_of(delivery_batches(jobs, max_jobs=1, max_bytes=1 << 20)) == [["1"], ["2"]]
+
+
+def test_delivery_batches_of_nothing():
+    assert delivery_batches([], max_jobs=50, max_bytes=1 << 20) == []

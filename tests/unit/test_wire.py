@@ -71,8 +71,18 @@ def client() -> pb.Client:
     return pb.Client(address="2001:db8::1", helo="h", tls=False, login="")
 
 
+def accepted_batch() -> pb.AcceptedBatch:
+    return pb.AcceptedBatch(messages=[accepted_message(), accepted_message()])
+
+
+def delivery_batch() -> pb.DeliveryBatch:
+    return pb.DeliveryBatch(domain="example.net", jobs=[delivery_job(), delivery_job()])
+
+
 SAMPLES = {
     "mailyard.v1.AcceptedMessage": accepted_message,
+    "mailyard.v1.AcceptedBatch": accepted_batch,
+    "mailyard.v1.DeliveryBatch": delivery_batch,
     "mailyard.v1.Client": client,
     "mailyard.v1.DeliveryJob": delivery_job,
     "mailyard.v1.RecipientResult": result,
@@ -250,3 +260,68 @@ def test_later_adds_a_delay_exactly():
     start = wire.timestamp(datetime(2026, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC))
     later = wire.later(start, timedelta(days=5, microseconds=2))
     assert wire.to_datetime(later) == datetime(2026, 1, 6, 0, 0, 1, 1, tzinfo=UTC)
+
+
+def test_decode_items_of_a_single_message():
+    job = delivery_job()
+    items, rejected = wire.decode_items(
+        job.SerializeToString(), wire.type_name(job), pb.DeliveryJob
+    )
+    assert items == [job]
+    assert rejected == []
+
+
+def test_decode_items_of_a_batch_keeps_order():
+    first, second = accepted_message(), accepted_message()
+    second.message_id = "01SECOND"
+    batch = pb.AcceptedBatch(messages=[first, second])
+    items, rejected = wire.decode_items(
+        batch.SerializeToString(), "mailyard.v1.AcceptedBatch", pb.AcceptedMessage
+    )
+    assert [m.message_id for m in items] == ["01MSG", "01SECOND"]
+    assert rejected == []
+
+
+def test_decode_items_sets_an_incomplete_item_apart():
+    good, unsafe, empty = delivery_job(), delivery_job(), delivery_job()
+    unsafe.recipients[0] = "a@example.net\r\nBcc: x@evil.example"
+    del empty.recipients[:]
+    batch = pb.DeliveryBatch(domain="example.net", jobs=[good, unsafe, empty])
+    items, rejected = wire.decode_items(
+        batch.SerializeToString(), "mailyard.v1.DeliveryBatch", pb.DeliveryJob
+    )
+    assert items == [good]
+    assert [(item, reason.split(":")[1].strip()) for item, reason in rejected] == [
+        (unsafe, "unsafe address 'a@example.net\\r\\nBcc"),
+        (empty, "no recipients"),
+    ]
+
+
+def test_decode_items_single_incomplete_message_is_undecodable():
+    job = delivery_job()
+    del job.recipients[:]
+    with pytest.raises(wire.UndecodableMessage, match="no recipients"):
+        wire.decode_items(job.SerializeToString(), "mailyard.v1.DeliveryJob", pb.DeliveryJob)
+
+
+@pytest.mark.parametrize(
+    ("body", "declared", "problem"),
+    [
+        (b"", "mailyard.v1.DeliveryBatch", "empty mailyard.v1.DeliveryBatch"),
+        (b"\xff\xff", "mailyard.v1.DeliveryBatch", "not a valid mailyard.v1.DeliveryBatch"),
+        (
+            b"",
+            "mailyard.v1.AcceptedBatch",
+            "type property is 'mailyard.v1.AcceptedBatch', this queue carries "
+            "'mailyard.v1.DeliveryJob' or 'mailyard.v1.DeliveryBatch'",
+        ),
+    ],
+)
+def test_decode_items_rejects_bad_batches(body, declared, problem):
+    with pytest.raises(wire.UndecodableMessage) as info:
+        wire.decode_items(body, declared, pb.DeliveryJob)
+    assert str(info.value).startswith(problem)
+
+
+def test_batch_message_id_says_how_many_follow():
+    assert wire.batch_message_id("01MSG.1/0", 5) == "01MSG.1/0+4"

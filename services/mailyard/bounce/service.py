@@ -9,7 +9,7 @@ from typing import Any
 from mailyard import ids, wire
 from mailyard.bounce import metrics
 from mailyard.bounce.dsn import build_dsn
-from mailyard.broker import Consumer, Delivery, Topology
+from mailyard.broker import Consumer, Delivery, QueueConsumer, Topology
 from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
 from mailyard.v1 import message_pb2 as pb
@@ -26,7 +26,7 @@ class BounceService(ConsumingService):
         super().__init__(settings.broker, topology)
         self.settings = settings
 
-    def consumers(self) -> list[Consumer[Any]]:
+    def consumers(self) -> list[QueueConsumer[Any]]:
         topology, prefetch = self.broker.topology, self.settings.bounce.prefetch
         return [
             Consumer(

@@ -9,6 +9,11 @@ broker; then the input is acked. What can go wrong, and what happens:
 - the process dies → the broker redelivers (and after ``delivery_limit``
   deliveries dead-letters the message to the parking queue itself);
 - the connection drops mid-handling → the ack fails, the broker redelivers.
+
+:class:`BatchConsumer` reads queues whose messages may carry a batch of
+items. Its handler gets the whole list; an incomplete item is parked on its
+own, and when a batch keeps failing its items are tried one by one on the
+last delivery, so only the items that fail are parked.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from mailyard.broker.client import BrokerClient, PublishError
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
+P = TypeVar("P")
 
 PARK_REASON = "x-mailyard-park-reason"
 PARKED_FROM = "x-mailyard-parked-from"
@@ -40,24 +46,25 @@ PARKED_AT = "x-mailyard-parked-at"
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery(Generic[M]):
+class Delivery(Generic[P]):
     """A decoded message and what the broker says about its history."""
 
-    payload: M
+    payload: P
     redelivered: bool
     delivery_count: int
 
 
-Handler = Callable[[Delivery[M]], Awaitable[None]]
+Handler = Callable[[Delivery[P]], Awaitable[None]]
 
 
-class Consumer(Generic[M]):
+class QueueConsumer(Generic[M]):
+    """What every consumer does: subscribe, settle, park, stop; subclasses process."""
+
     def __init__(
         self,
         client: BrokerClient,
         queue: str,
         schema: type[M],
-        handler: Handler[M],
         *,
         prefetch: int,
         retry_pause: float = 1.0,
@@ -66,7 +73,6 @@ class Consumer(Generic[M]):
         self.queue_name = queue
         self.role = queue.removeprefix(client.topology.prefix + ".")
         self.schema = schema
-        self.handler = handler
         self.prefetch = prefetch
         self.retry_pause = retry_pause
         self._channel: AbstractChannel | None = None
@@ -123,33 +129,23 @@ class Consumer(Generic[M]):
             self._handle_seconds.observe(time.perf_counter() - started)
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
-        try:
-            payload = wire.decode(message.body, message.type, self.schema)
-        except wire.UndecodableMessage as exc:
-            await self._park(message, f"undecodable: {exc}", "undecodable")
-            return
-        count = _delivery_count(message)
-        try:
-            await self.handler(Delivery(payload, bool(message.redelivered), count))
-        except Exception as exc:
-            is_last_chance = count + 1 >= self.client.config.delivery_limit
-            log.warning(
-                "handler failed",
-                exc_info=not isinstance(exc, PublishError),
-                extra={
-                    "queue": self.queue_name,
-                    "message_id": message.message_id,
-                    "delivery_count": count,
-                    "error": repr(exc),
-                },
-            )
-            if is_last_chance:
-                await self._park(message, f"handler kept failing: {exc!r}", "handler_error")
-            else:
-                await asyncio.sleep(self.retry_pause)
-                await self._settle(message, requeue=True)
-            return
-        await self._settle(message, requeue=None)
+        raise NotImplementedError
+
+    def _log_failure(self, message: AbstractIncomingMessage, count: int, exc: Exception) -> None:
+        log.warning(
+            "handler failed",
+            exc_info=not isinstance(exc, PublishError),
+            extra={
+                "queue": self.queue_name,
+                "message_id": message.message_id,
+                "delivery_count": count,
+                "error": repr(exc),
+            },
+        )
+
+    async def _requeue_later(self, message: AbstractIncomingMessage) -> None:
+        await asyncio.sleep(self.retry_pause)
+        await self._settle(message, requeue=True)
 
     async def _settle(self, message: AbstractIncomingMessage, *, requeue: bool | None) -> None:
         """Ack (requeue=None) or nack; a dead channel means the broker redelivers."""
@@ -169,7 +165,26 @@ class Consumer(Generic[M]):
         self._consumed[outcome].inc()
 
     async def _park(self, message: AbstractIncomingMessage, reason: str, label: str) -> None:
+        if await self._publish_parked(
+            message, message.body, message.type, message.message_id, reason, label
+        ):
+            await self._settle(message, requeue=None)
+        else:
+            await self._requeue_later(message)
+
+    async def _publish_parked(
+        self,
+        message: AbstractIncomingMessage,
+        body: bytes,
+        type_name: str | None,
+        message_id: str | None,
+        reason: str,
+        label: str,
+        trace: dict[str, str] | None = None,
+    ) -> bool:
+        """Store ``body`` (all of ``message``, or one item of it) on the parking queue."""
         headers = dict(message.headers or {})
+        headers.update(trace or {})
         headers.update(
             {
                 PARK_REASON: reason[:1000],
@@ -179,26 +194,154 @@ class Consumer(Generic[M]):
             }
         )
         parked = aio_pika.Message(
-            message.body,
+            body,
             headers=headers,
             content_type=message.content_type,
-            type=message.type,
-            message_id=message.message_id,
+            type=type_name,
+            message_id=message_id,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         try:
             await self.client.publish(self.client.topology.parking, parked)
         except PublishError as exc:
             log.warning("could not park a message; requeueing it", extra={"error": str(exc)})
-            await asyncio.sleep(self.retry_pause)
-            await self._settle(message, requeue=True)
-            return
+            return False
         log.error(
             "parked a message",
-            extra={"queue": self.queue_name, "reason": reason, "message_id": message.message_id},
+            extra={"queue": self.queue_name, "reason": reason, "message_id": message_id},
         )
         metrics.PARKED.labels(self.client.service, self.role, label).inc()
+        return True
+
+
+class Consumer(QueueConsumer[M]):
+    """Consumes a queue of single ``schema`` messages."""
+
+    def __init__(
+        self,
+        client: BrokerClient,
+        queue: str,
+        schema: type[M],
+        handler: Handler[M],
+        *,
+        prefetch: int,
+        retry_pause: float = 1.0,
+    ) -> None:
+        super().__init__(client, queue, schema, prefetch=prefetch, retry_pause=retry_pause)
+        self.handler = handler
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        try:
+            payload = wire.decode(message.body, message.type, self.schema)
+        except wire.UndecodableMessage as exc:
+            await self._park(message, f"undecodable: {exc}", "undecodable")
+            return
+        count = _delivery_count(message)
+        try:
+            await self.handler(Delivery(payload, bool(message.redelivered), count))
+        except Exception as exc:
+            self._log_failure(message, count, exc)
+            if count + 1 >= self.client.config.delivery_limit:
+                await self._park(message, f"handler kept failing: {exc!r}", "handler_error")
+            else:
+                await self._requeue_later(message)
+            return
         await self._settle(message, requeue=None)
+
+
+class BatchConsumer(QueueConsumer[M]):
+    """Consumes a queue whose messages carry one ``schema`` item or a batch of them.
+
+    The handler gets ``Delivery[list[M]]`` and returns once everything it
+    produced for every item is confirmed; then the batch is acked as one.
+    """
+
+    def __init__(
+        self,
+        client: BrokerClient,
+        queue: str,
+        schema: type[M],
+        handler: Handler[list[M]],
+        *,
+        prefetch: int,
+        retry_pause: float = 1.0,
+    ) -> None:
+        super().__init__(client, queue, schema, prefetch=prefetch, retry_pause=retry_pause)
+        self.batch_handler = handler
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        try:
+            items, rejected = wire.decode_items(message.body, message.type, self.schema)
+        except wire.UndecodableMessage as exc:
+            await self._park(message, f"undecodable: {exc}", "undecodable")
+            return
+        for item, reason in rejected:
+            if not await self._park_item(message, item, f"undecodable: {reason}", "undecodable"):
+                await self._requeue_later(message)
+                return
+        if not items:
+            await self._settle(message, requeue=None)
+            return
+        count = _delivery_count(message)
+        redelivered = bool(message.redelivered)
+        try:
+            await self.batch_handler(Delivery(items, redelivered, count))
+        except Exception as exc:
+            self._log_failure(message, count, exc)
+            if count + 1 < self.client.config.delivery_limit:
+                await self._requeue_later(message)
+                return
+            if len(items) == 1:
+                reason = f"handler kept failing: {exc!r}"
+                if await self._park_item(message, items[0], reason, "handler_error"):
+                    await self._settle(message, requeue=None)
+                else:
+                    await self._requeue_later(message)
+                return
+            # Last chance: one by one, so that one poisonous item is parked
+            # and not the batch it came with.
+            for item in items:
+                try:
+                    await self.batch_handler(Delivery([item], redelivered, count))
+                except PublishError:
+                    await self._requeue_later(message)
+                    return
+                except Exception as item_exc:
+                    reason = f"handler kept failing: {item_exc!r}"
+                    if not await self._park_item(message, item, reason, "handler_error"):
+                        await self._requeue_later(message)
+                        return
+        await self._settle(message, requeue=None)
+
+    async def _park_item(
+        self, message: AbstractIncomingMessage, item: M, reason: str, label: str
+    ) -> bool:
+        return await self._publish_parked(
+            message,
+            item.SerializeToString(),
+            wire.type_name(item),
+            _item_id(item) or message.message_id,
+            reason,
+            label,
+            trace=_item_trace(item),
+        )
+
+
+def _item_id(item: Message) -> str | None:
+    """The AMQP message_id the item would have had on its own."""
+    queue_id = getattr(item, "queue_id", "")
+    if queue_id:
+        return f"{queue_id}/{getattr(item, 'attempts', 0)}"
+    return getattr(item, "message_id", None) or None
+
+
+def _item_trace(item: Message) -> dict[str, str]:
+    """The trace headers of the item itself, not of the batch it came in."""
+    trace = {wire.TRACE_MESSAGE_ID: getattr(item, "message_id", "")}
+    queue_id = getattr(item, "queue_id", "")
+    if queue_id:
+        trace[wire.TRACE_QUEUE_ID] = queue_id
+    return trace
 
 
 def _delivery_count(message: AbstractIncomingMessage) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailyard.broker.client import BrokerClient
-from mailyard.broker.consumer import Consumer
+from mailyard.broker.consumer import QueueConsumer
 from mailyard.broker.topology import Topology
 from mailyard.config import BrokerConfig
 
@@ -17,9 +17,9 @@ class ConsumingService:
 
     def __init__(self, broker_config: BrokerConfig, topology: Topology) -> None:
         self.broker = BrokerClient(broker_config, topology, service=self.name)
-        self._consumers: list[Consumer[Any]] = []
+        self._consumers: list[QueueConsumer[Any]] = []
 
-    def consumers(self) -> list[Consumer[Any]]:
+    def consumers(self) -> list[QueueConsumer[Any]]:
         raise NotImplementedError
 
     async def started(self) -> None:

@@ -61,7 +61,9 @@ IDLE_SESSIONS = Gauge("mailyard_delivery_idle_sessions", "SMTP sessions kept ope
 TRANSACTIONS = Counter(
     "mailyard_delivery_transactions_total", "SMTP transactions, by encryption", ["tls"]
 )
-IN_FLIGHT = Gauge("mailyard_delivery_in_flight", "Jobs being delivered now")
+IN_FLIGHT = Gauge(
+    "mailyard_delivery_in_flight", "Jobs being delivered now, or waiting their turn in a batch"
+)
 POSSIBLE_DUPLICATES = Counter(
     "mailyard_delivery_possible_duplicates_total",
     "Redelivered jobs (an earlier attempt may have reached the remote 250 before a crash)",

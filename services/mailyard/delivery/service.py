@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailyard import wire
-from mailyard.broker import Consumer, Delivery, EventKind, Topology
+from mailyard.broker import (
+    BatchConsumer,
+    Delivery,
+    EventKind,
+    PublishError,
+    QueueConsumer,
+    Topology,
+)
 from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
 from mailyard.delivery import metrics
@@ -59,13 +66,13 @@ class DeliveryService(ConsumingService):
         self.limiter = DestinationLimiter(config.max_connections_per_destination)
         self.named_destinations = frozenset(settings.metrics.destinations)
 
-    def consumers(self) -> list[Consumer[Any]]:
+    def consumers(self) -> list[QueueConsumer[Any]]:
         return [
-            Consumer(
+            BatchConsumer(
                 self.broker,
                 self.broker.topology.delivery,
                 pb.DeliveryJob,
-                self.on_job,
+                self.on_jobs,
                 prefetch=self.config.concurrency,
             )
         ]
@@ -76,26 +83,95 @@ class DeliveryService(ConsumingService):
     async def stopped(self) -> None:
         await self.pool.close()
 
-    async def on_job(self, delivery: Delivery[pb.DeliveryJob]) -> None:
-        job = delivery.payload
+    async def on_jobs(self, delivery: Delivery[list[pb.DeliveryJob]]) -> None:
+        """Attempt a job, or the jobs of a batch side by side.
+
+        The jobs of a batch run concurrently, each within the destination's
+        connection limit and reusing its idle sessions, so a batch is as quick
+        as the jobs would have been alone. One deadline covers the batch, so
+        it is never held near the broker's consumer_timeout; jobs it cuts off
+        are deferred. A job of a batch whose handling raises is sent back to
+        the delivery queue on its own, where the usual retries and parking
+        apply to it alone: the others are not attempted again for its sake.
+        """
+        jobs = delivery.payload
         if delivery.redelivered:
-            metrics.POSSIBLE_DUPLICATES.inc()
+            metrics.POSSIBLE_DUPLICATES.inc(len(jobs))
+        in_batch = len(jobs) > 1
         deadline = self.config.attempt_timeout.total_seconds()
-        started = time.perf_counter()
-        metrics.IN_FLIGHT.inc()
+        metrics.IN_FLIGHT.inc(len(jobs))
+        attempts = [asyncio.ensure_future(self._attempt(job, in_batch=in_batch)) for job in jobs]
         try:
-            async with asyncio.timeout(deadline):
-                async with self.limiter.slot(job.domain):
-                    results = await self.deliverer.attempt(job)
-        except TimeoutError:
-            metrics.DEADLINE_EXCEEDED.inc()
-            cut_off = Reply(451, "4.4.1", f"delivery attempt cut off after {deadline:g}s")
-            results = [recipient_result(r, cut_off) for r in job.recipients]
+            _, late = await asyncio.wait(attempts, timeout=deadline)
+            if late:
+                metrics.DEADLINE_EXCEEDED.inc()
         finally:
-            metrics.IN_FLIGHT.dec()
+            # Past the deadline, or this handler itself cancelled (shutdown).
+            unfinished = [task for task in attempts if not task.done()]
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                await asyncio.wait(unfinished)
+            metrics.IN_FLIGHT.dec(len(jobs))
+        cut_off = Reply(451, "4.4.1", f"delivery attempt cut off after {deadline:g}s")
+        outcomes: list[list[pb.RecipientResult] | Exception] = []
+        for job, task in zip(jobs, attempts, strict=True):
+            if task.cancelled():
+                outcomes.append([recipient_result(r, cut_off) for r in job.recipients])
+                metrics.JOBS.inc()
+            else:
+                outcomes.append(task.result())  # a single job's error is raised here
+        finishing = [
+            self._finish(job, outcome, in_batch=in_batch)
+            for job, outcome in zip(jobs, outcomes, strict=True)
+        ]
+        await (finishing[0] if len(finishing) == 1 else asyncio.gather(*finishing))
+
+    async def _attempt(
+        self, job: pb.DeliveryJob, *, in_batch: bool
+    ) -> list[pb.RecipientResult] | Exception:
+        started = time.perf_counter()
+        try:
+            async with self.limiter.slot(job.domain):
+                results = await self.deliverer.attempt(job)
+        except Exception as exc:
+            if not in_batch:
+                raise
+            return exc
         metrics.JOBS.inc()
         metrics.ATTEMPT_SECONDS.observe(time.perf_counter() - started)
-        await self.report(job, results)
+        return results
+
+    async def _finish(
+        self, job: pb.DeliveryJob, outcome: list[pb.RecipientResult] | Exception, *, in_batch: bool
+    ) -> None:
+        if isinstance(outcome, Exception):
+            await self._send_back_alone(job, outcome)
+            return
+        try:
+            await self.report(job, outcome)
+        except PublishError:
+            raise  # the broker is in trouble: the whole input comes back
+        except Exception as exc:
+            if not in_batch:
+                raise
+            await self._send_back_alone(job, exc)
+
+    async def _send_back_alone(self, job: pb.DeliveryJob, error: Exception) -> None:
+        log.warning(
+            "a job failed in a batch; sent back to the queue on its own",
+            exc_info=error,
+            extra={"message_id": job.message_id, "queue_id": job.queue_id},
+        )
+        await self.broker.publish(
+            self.broker.topology.delivery,
+            wire.encode(
+                job,
+                message_id=f"{job.queue_id}/{job.attempts}",
+                trace_id=job.message_id,
+                queue_id=job.queue_id,
+            ),
+        )
 
     async def report(self, job: pb.DeliveryJob, results: list[pb.RecipientResult]) -> None:
         """Publish what happened; returns once the broker has confirmed all of it."""

@@ -21,6 +21,11 @@ STORE_SECONDS = Histogram(
     "From end of DATA to the broker's confirm",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15),
 )
+BATCH_MESSAGES = Histogram(
+    "mailyard_ingress_batch_messages",
+    "Messages stored per publish (group commit); grows with the load",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 MESSAGE_BYTES = Histogram(
     "mailyard_ingress_message_bytes",
     "Size of accepted messages",

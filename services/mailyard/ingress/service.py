@@ -8,6 +8,7 @@ import logging
 from mailyard import wire
 from mailyard.broker import BrokerClient, Topology
 from mailyard.config import Settings
+from mailyard.ingress.groupcommit import GroupCommit
 from mailyard.ingress.handler import IngressHandler
 from mailyard.ingress.policy import IngressPolicy
 from mailyard.ingress.server import MailyardSMTP, RefuseSession, SessionCounter
@@ -31,8 +32,18 @@ class IngressService:
             max_hops=self.config.max_hops,
             proxy_networks=self.config.proxy_protocol.trusted_networks,
         )
+        batching = self.config.group_commit
+        self.group_commit = GroupCommit(
+            self._publish,
+            max_messages=batching.max_messages,
+            max_bytes=batching.max_bytes,
+            max_in_flight=batching.max_in_flight,
+        )
         self.handler = IngressHandler(
-            self.policy, self._store, hostname=settings.hostname, broker_ready=self._broker_ready
+            self.policy,
+            self.group_commit.store,
+            hostname=settings.hostname,
+            broker_ready=self._broker_ready,
         )
         self.sessions = SessionCounter(self.config.max_connections)
         self._servers: list[asyncio.Server] = []
@@ -40,11 +51,17 @@ class IngressService:
     def _broker_ready(self) -> bool:
         return self.broker.connected
 
-    async def _store(self, message: pb.AcceptedMessage) -> None:
-        await self.broker.publish(
-            self.broker.topology.inbound,
-            wire.encode(message, message_id=message.message_id, trace_id=message.message_id),
-        )
+    async def _publish(self, messages: list[pb.AcceptedMessage]) -> None:
+        first = messages[0]
+        if len(messages) == 1:
+            body = wire.encode(first, message_id=first.message_id, trace_id=first.message_id)
+        else:
+            body = wire.encode(
+                pb.AcceptedBatch(messages=messages),
+                message_id=wire.batch_message_id(first.message_id, len(messages)),
+                trace_id=first.message_id,
+            )
+        await self.broker.publish(self.broker.topology.inbound, body)
 
     def _protocol(self) -> asyncio.BaseProtocol:
         if self.sessions.full:
@@ -97,4 +114,5 @@ class IngressService:
         self.sessions.close_all()
         for server in self._servers:
             await server.wait_closed()
+        await self.group_commit.drain()
         await self.broker.close()

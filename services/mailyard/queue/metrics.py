@@ -1,6 +1,6 @@
 """Queue service metrics."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 MESSAGES = Counter("mailyard_queue_messages_total", "Accepted messages split into jobs")
 JOBS = Counter(
@@ -22,4 +22,9 @@ EXPIRED = Counter(
 )
 EXPIRED_RECIPIENTS = Counter(
     "mailyard_queue_expired_recipients_total", "Recipients given up at expiry"
+)
+BATCH_JOBS = Histogram(
+    "mailyard_queue_delivery_batch_jobs",
+    "Jobs per publish to the delivery queue (one destination each)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailyard import wire
-from mailyard.broker import Consumer, Delivery, EventKind, Topology
+from mailyard.broker import BatchConsumer, Consumer, Delivery, EventKind, QueueConsumer, Topology
 from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
 from mailyard.durations import format_duration
 from mailyard.events import EventPublisher, event_for
 from mailyard.queue import metrics
 from mailyard.queue.schedule import Expire, after_deferral
-from mailyard.queue.split import split_message
+from mailyard.queue.split import Split, delivery_batches, split_message
 from mailyard.v1 import message_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,10 @@ class QueueService(ConsumingService):
         self.config = settings.queue
         self.local_domains = frozenset(settings.ingress.local_domains)
 
-    def consumers(self) -> list[Consumer[Any]]:
+    def consumers(self) -> list[QueueConsumer[Any]]:
         topology, prefetch = self.broker.topology, self.config.prefetch
         return [
-            Consumer(
+            BatchConsumer(
                 self.broker,
                 topology.inbound,
                 pb.AcceptedMessage,
@@ -48,24 +48,37 @@ class QueueService(ConsumingService):
             ),
         ]
 
-    async def on_accepted(self, delivery: Delivery[pb.AcceptedMessage]) -> None:
-        message = delivery.payload
-        split = split_message(
-            message,
-            local_domains=self.local_domains,
-            max_recipients_per_job=self.config.max_recipients_per_job,
-            lifetime=self.config.max_lifetime,
+    async def on_accepted(self, delivery: Delivery[list[pb.AcceptedMessage]]) -> None:
+        messages = delivery.payload
+        splits = [
+            split_message(
+                message,
+                local_domains=self.local_domains,
+                max_recipients_per_job=self.config.max_recipients_per_job,
+                lifetime=self.config.max_lifetime,
+            )
+            for message in messages
+        ]
+        topology, batching = self.broker.topology, self.config.delivery_batch
+        batches = delivery_batches(
+            (job for split in splits for job in split.remote),
+            max_jobs=batching.max_jobs,
+            max_bytes=batching.max_bytes,
         )
-        topology = self.broker.topology
-        publishes = [self._publish_job(topology.delivery, job) for job in split.remote] + [
-            self._publish_job(topology.local, job) for job in split.local
+        publishes = [self._publish_batch(topology.delivery, batch) for batch in batches] + [
+            self._publish_job(topology.local, job) for split in splits for job in split.local
         ]
         # All or nothing: the input is acked only when every job is confirmed.
-        # If one fails, the message comes back and is split again with the
+        # If one fails, the input comes back and is split again with the
         # same queue ids (jobs already stored are then duplicated; rare, and
         # within what at-least-once allows).
         await (publishes[0] if len(publishes) == 1 else asyncio.gather(*publishes))
+        for batch in batches:
+            metrics.BATCH_JOBS.observe(len(batch))
+        for message, split in zip(messages, splits, strict=True):
+            self._account(message, split)
 
+    def _account(self, message: pb.AcceptedMessage, split: Split) -> None:
         routed = sum(len(job.recipients) for job in split.remote + split.local)
         metrics.MESSAGES.inc()
         metrics.JOBS.labels("remote").inc(len(split.remote))
@@ -80,6 +93,21 @@ class QueueService(ConsumingService):
                 "jobs": len(split.remote) + len(split.local),
                 "domains": sorted({job.domain for job in split.remote + split.local})[:20],
             },
+        )
+
+    async def _publish_batch(self, queue: str, jobs: list[pb.DeliveryJob]) -> None:
+        if len(jobs) == 1:
+            await self._publish_job(queue, jobs[0])
+            return
+        first = jobs[0]
+        await self.broker.publish(
+            queue,
+            wire.encode(
+                pb.DeliveryBatch(domain=first.domain, jobs=jobs),
+                message_id=wire.batch_message_id(f"{first.queue_id}/{first.attempts}", len(jobs)),
+                trace_id=first.message_id,
+                queue_id=first.queue_id,
+            ),
         )
 
     async def _publish_job(self, queue: str, job: pb.DeliveryJob) -> None:

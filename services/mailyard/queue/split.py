@@ -8,7 +8,7 @@ Exact duplicate recipients are delivered once.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -60,3 +60,25 @@ def split_message(
             )
             (split.local if domain in local_domains else split.remote).append(job)
     return split
+
+
+def delivery_batches(
+    jobs: Iterable[pb.DeliveryJob], *, max_jobs: int, max_bytes: int
+) -> list[list[pb.DeliveryJob]]:
+    """Jobs grouped by destination domain, in chunks of at most ``max_jobs``
+    and ``max_bytes`` of content (a bigger job goes alone), in arrival order."""
+    by_domain: dict[str, list[pb.DeliveryJob]] = {}
+    for job in jobs:
+        by_domain.setdefault(job.domain, []).append(job)
+    batches: list[list[pb.DeliveryJob]] = []
+    for same_domain in by_domain.values():
+        batch: list[pb.DeliveryJob] = []
+        size = 0
+        for job in same_domain:
+            if batch and (len(batch) >= max_jobs or size + len(job.content) > max_bytes):
+                batches.append(batch)
+                batch, size = [], 0
+            batch.append(job)
+            size += len(job.content)
+        batches.append(batch)
+    return batches

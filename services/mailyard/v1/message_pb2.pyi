@@ -62,6 +62,12 @@ class Client(_message.Message):
     login: str
     def __init__(self, address: _Optional[str] = ..., helo: _Optional[str] = ..., tls: _Optional[bool] = ..., login: _Optional[str] = ...) -> None: ...
 
+class AcceptedBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[AcceptedMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[AcceptedMessage, _Mapping]]] = ...) -> None: ...
+
 class DeliveryJob(_message.Message):
     __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +93,14 @@ class DeliveryJob(_message.Message):
     last_results: _containers.RepeatedCompositeFieldContainer[RecipientResult]
     origin: Origin
     def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ...) -> None: ...
+
+class DeliveryBatch(_message.Message):
+    __slots__ = ("domain", "jobs")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    jobs: _containers.RepeatedCompositeFieldContainer[DeliveryJob]
+    def __init__(self, domain: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[DeliveryJob, _Mapping]]] = ...) -> None: ...
 
 class RecipientResult(_message.Message):
     __slots__ = ("recipient", "reply", "remote_mta")
