@@ -117,7 +117,7 @@ class GroupCommitConfig(Section):
     max_bytes: int = Field(1_048_576, ge=1024)
     # Publishes awaiting their confirm at once; more pending messages wait
     # for one to finish and then go out together.
-    max_in_flight: int = Field(2, ge=1)
+    max_in_flight: int = Field(4, ge=1)
 
 
 class IngressConfig(Section):
