@@ -223,6 +223,15 @@ def ingress() -> list[Row]:
             Target(depth("inbound"), "{{queue}}"),
             width=6,
         ),
+        timeseries(
+            "Messages per publish (group commit)",
+            "Messages stored with one publish and one confirm: those that finished DATA while "
+            "earlier publishes awaited their confirm (ingress.group_commit). 1 when quiet, "
+            "growing with the load; the broker works per publish, not per message. Bad: "
+            "large batches at modest load (confirms are slow: look at the store duration).",
+            *quantiles("mailyard_ingress_batch_messages"),
+            width=12,
+        ),
     )
     return [red, smtp]
 
@@ -286,6 +295,15 @@ def queue() -> list[Row]:
             colors={"jobs expired": BAD, "recipients expired": BAD},
         ),
         *queue_panels("inbound|deferred", "inbound and deferred, the queues it consumes"),
+        timeseries(
+            "Jobs per delivery publish",
+            "Jobs for one destination sent to delivery as one batch (queue.delivery_batch): "
+            "those split from messages accepted together. Larger batches cost the broker "
+            "less per email; a delivery pod killed mid-batch gets the whole batch back. "
+            "Bad: large batches while delivery is slow (a restart then redelivers many "
+            "jobs; lower queue.delivery_batch.max_jobs).",
+            *quantiles("mailyard_queue_delivery_batch_jobs"),
+        ),
         timeseries(
             "Retry ladder: depth",
             "Deferred jobs waiting out their delay (retry.<delay> TTL queues): mail is "
