@@ -141,3 +141,24 @@ async def test_up_to_max_in_flight_publishes_before_messages_wait():
     broker.confirm(2)
     await commit.drain()
     await asyncio.wait_for(asyncio.gather(*tasks), 1)
+
+
+async def test_batch_size_counts_the_envelope_not_only_the_body():
+    broker = Broker()
+    commit = group_commit(broker, max_bytes=1024)
+    tasks = [asyncio.create_task(commit.store(message("m0")))]
+    await settle()
+    crowded = message("crowded", size=10)
+    crowded.recipients.extend(f"recipient{n}@example.com" for n in range(100))
+    tasks += [
+        asyncio.create_task(commit.store(crowded)),
+        asyncio.create_task(commit.store(message("m2", size=10))),
+    ]
+    await settle()
+    broker.confirm(0)
+    await settle()
+    broker.confirm(1)
+    await settle()
+    assert broker.published == [["m0"], ["crowded"], ["m2"]]
+    broker.confirm(2)
+    await asyncio.wait_for(asyncio.gather(*tasks), 1)

@@ -62,11 +62,14 @@ class GroupCommit:
             self._in_flight.add(task)
 
     def _take_batch(self) -> list[tuple[pb.AcceptedMessage, asyncio.Future[None]]]:
-        """The oldest pending messages that fit one batch (a big one goes alone)."""
+        """The oldest pending messages that fit one batch (a big one goes alone).
+
+        Sizes are encoded sizes: a thousand recipients weigh as much as the body.
+        """
         batch = [self._pending.popleft()]
-        size = len(batch[0][0].content)
+        size = batch[0][0].ByteSize()
         while self._pending and len(batch) < self.max_messages:
-            following = len(self._pending[0][0].content)
+            following = self._pending[0][0].ByteSize()
             if size + following > self.max_bytes:
                 break
             batch.append(self._pending.popleft())

@@ -36,7 +36,8 @@ class IngressService:
         self.group_commit = GroupCommit(
             self._publish,
             max_messages=batching.max_messages,
-            max_bytes=batching.max_bytes,
+            # Never more than the size the start-up probe proved the broker takes.
+            max_bytes=min(batching.max_bytes, self.config.max_message_size),
             max_in_flight=batching.max_in_flight,
         )
         self.handler = IngressHandler(

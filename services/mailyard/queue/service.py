@@ -63,7 +63,8 @@ class QueueService(ConsumingService):
         batches = delivery_batches(
             (job for split in splits for job in split.remote),
             max_jobs=batching.max_jobs,
-            max_bytes=batching.max_bytes,
+            # Never more than the size ingress's start-up probe proved the broker takes.
+            max_bytes=min(batching.max_bytes, self.settings.ingress.max_message_size),
         )
         publishes = [self._publish_batch(topology.delivery, batch) for batch in batches] + [
             self._publish_job(topology.local, job) for split in splits for job in split.local

@@ -66,7 +66,7 @@ def delivery_batches(
     jobs: Iterable[pb.DeliveryJob], *, max_jobs: int, max_bytes: int
 ) -> list[list[pb.DeliveryJob]]:
     """Jobs grouped by destination domain, in chunks of at most ``max_jobs``
-    and ``max_bytes`` of content (a bigger job goes alone), in arrival order."""
+    and ``max_bytes`` encoded (a bigger job goes alone), in arrival order."""
     by_domain: dict[str, list[pb.DeliveryJob]] = {}
     for job in jobs:
         by_domain.setdefault(job.domain, []).append(job)
@@ -75,10 +75,11 @@ def delivery_batches(
         batch: list[pb.DeliveryJob] = []
         size = 0
         for job in same_domain:
-            if batch and (len(batch) >= max_jobs or size + len(job.content) > max_bytes):
+            job_size = job.ByteSize()
+            if batch and (len(batch) >= max_jobs or size + job_size > max_bytes):
                 batches.append(batch)
                 batch, size = [], 0
             batch.append(job)
-            size += len(job.content)
+            size += job_size
         batches.append(batch)
     return batches
