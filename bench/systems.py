@@ -178,6 +178,7 @@ class PostfixSystem:
         ]
         (etc / "master.cf").write_text("\n".join(daemons) + "\n")
         self.master_pid = 0
+        self._last_seen: dict[int, tuple[str, float]] = {}
 
     def start(self) -> None:
         subprocess.run([POSTFIX, "-c", str(self.etc), "start"], check=True, capture_output=True)
@@ -202,11 +203,22 @@ class PostfixSystem:
         return groups
 
     def cpu_seconds(self) -> dict[str, float]:
-        usage = {
-            name: sum(procstats.cpu_seconds(pid) for pid in pids)
-            for name, pids in self._by_daemon().items()
-        }
-        # Daemons that exited were reaped by master: their CPU is in its cutime.
+        """CPU per daemon name, and the exact total of the whole tree.
+
+        Postfix's daemons come and go (smtp, cleanup, ...), and one that exited
+        cannot be read any more. Per daemon, each process counts with the last
+        CPU time seen for it, so the figure never goes backwards between two
+        readings; it may miss what a process used between its last sighting and
+        its exit. The total is exact: master's cutime holds reaped children.
+        """
+        for name, pids in self._by_daemon().items():
+            for pid in pids:
+                seconds = procstats.cpu_seconds(pid)  # 0.0 if it just exited
+                if seconds >= self._last_seen.get(pid, (name, 0.0))[1]:
+                    self._last_seen[pid] = (name, seconds)
+        usage: dict[str, float] = {}
+        for name, seconds in self._last_seen.values():
+            usage[name] = usage.get(name, 0.0) + seconds
         usage["total"] = procstats.tree_cpu_seconds(self.master_pid)
         return usage
 

@@ -1,0 +1,58 @@
+"""`make bench` works: a small run end to end, Mailyard and (as root) Postfix side by side.
+
+This checks the harness, not the speed: speed is for `make bench` on a quiet
+machine, never for a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def postfix_available() -> bool:
+    """The comparison needs Postfix and root (its queue directories are chowned)."""
+    installed = shutil.which("postfix") or Path("/usr/sbin/postfix").exists()
+    if not installed and os.environ.get("CI"):
+        pytest.fail("postfix is not installed; .ci/run installs it")
+    return bool(installed) and os.geteuid() == 0
+
+
+def test_a_small_benchmark_runs_and_loses_nothing(broker: str, tmp_path: Path) -> None:
+    results = tmp_path / "results.jsonl"
+    command = [
+        sys.executable, "-m", "bench", "--count", "300", "--rounds", "1", "--modes", "split",
+        "--latency-seconds", "2", "--results", str(results),
+    ]  # fmt: skip
+    compare = postfix_available()
+    if compare:
+        command.append("--compare-postfix")
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'services'}:{REPO}"}
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "delivered msg/s (end to end)" in done.stdout
+
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    systems = {line["system"]: line for line in lines}
+    assert set(systems) == ({"mailyard-split", "postfix"} if compare else {"mailyard-split"})
+    for name, result in systems.items():
+        assert result["count"] == 300, name
+        assert (result["lost"], result["duplicated"], result["latency_lost"]) == (0, 0, 0), name
+        assert result["delivered_per_s"] > 0, name
+        assert set(result["latency_ms"]) == {"p50", "p95", "p99"}, name
+        assert all(seconds >= 0 for seconds in result["cpu_per_1000"].values()), result
+    mailyard = systems["mailyard-split"]
+    assert set(mailyard["cpu_per_1000"]) == {"ingress", "queue", "delivery", "bounce"}
+    assert mailyard["rabbitmq_cpu_per_1000"] > 0
+    if compare:
+        assert systems["postfix"]["cpu_per_1000"]["total"] > 0
