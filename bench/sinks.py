@@ -2,16 +2,22 @@
 
 Postfix's ``smtp-sink`` (C, fast) takes the throughput phase; it prints a
 running counter (``-c``) that we read to know when everything arrived. The
-latency phase uses an aiosmtpd sink in a thread that notes when each message
-arrived, keyed by the ``X-Bench-Id`` header the generator put in.
+latency phase uses an aiosmtpd sink that notes when each message arrived,
+keyed by the ``X-Bench-Id`` header the generator put in. It runs in a process
+of its own (``python -m bench.sinks HOST PORT``): in a thread of the harness it
+would wait for the generator's GIL, and the latency would be the harness's.
+Both sides stamp with ``time.monotonic()``, one clock for every process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -59,31 +65,52 @@ class CountingSink:
 
 
 class _Stamp:
-    def __init__(self, arrivals: dict[str, float]) -> None:
-        self.arrivals = arrivals
-
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
         match = _BENCH_ID.search(envelope.original_content)
         if match:
-            self.arrivals[match.group(1).decode()] = time.perf_counter()
+            sys.stdout.write(f"{match.group(1).decode()} {time.monotonic()!r}\n")
+            sys.stdout.flush()
         return "250 2.0.0 OK"
 
 
 class TimingSink:
-    """An aiosmtpd sink that records when each benchmark message arrives."""
+    """The aiosmtpd timing sink in its own process; ``arrivals`` fills as it reports."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.arrivals: dict[str, float] = {}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        handler = _Stamp(self.arrivals)
-        self._server = asyncio.run_coroutine_threadsafe(
-            self._loop.create_server(lambda: SMTP(handler), host, port), self._loop
-        ).result(10)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.sinks", host, str(port)],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        assert self._process.stdout is not None
+        if self._process.stdout.readline().strip() != b"listening":
+            raise RuntimeError(f"the timing sink did not start on {host}:{port}")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            bench_id, _, stamp = line.decode().partition(" ")
+            self.arrivals[bench_id] = float(stamp)
 
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._server.close)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._process.terminate()
+        self._process.wait(10)
+        self._reader.join(10)
+
+
+async def _serve(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(_Stamp()), host, port)
+    sys.stdout.write("listening\n")
+    sys.stdout.flush()
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(sys.argv[1], int(sys.argv[2])))
