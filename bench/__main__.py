@@ -101,7 +101,12 @@ def main() -> int:
     parser.add_argument("--modes", default="all,split", help="Mailyard modes: all, split")
     parser.add_argument("--compare-postfix", action="store_true")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
-    parser.add_argument("--latency-rate", type=float, help="default: half the throughput")
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        help="msg/s; default: half of Postfix's throughput with --compare-postfix, "
+        "else half the system's own",
+    )
     parser.add_argument("--results", type=Path, default=Path("bench/results.jsonl"))
     parser.add_argument("--keep", action="store_true", help="keep the logs and configs")
     parser.add_argument(
@@ -127,7 +132,8 @@ def main() -> int:
             for mode in args.modes.split(",") if mode
         ]  # fmt: skip
         if args.compare_postfix:
-            systems.append(
+            # First in every round: its throughput sets the round's latency load.
+            systems.insert(0,
                 PostfixSystem(workdir, sink_host=SINK_HOST, latency_host=LATENCY_HOST,
                               port=port, latency_domain=LATENCY_DOMAIN)
             )  # fmt: skip
@@ -138,9 +144,15 @@ def main() -> int:
         runs: dict[str, list[Result]] = {}
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number}/{args.rounds}")
+            # Latency is compared at one offered load for every system: half
+            # of Postfix's throughput in this round (the target's "half that
+            # load"); alone, each system at half its own throughput.
+            latency_rate = load.latency_rate
             for system in systems:
-                result = harness.run(system, load, port)
+                result = harness.run(system, load, port, latency_rate=latency_rate)
                 runs.setdefault(result.system, []).append(result)
+                if isinstance(system, PostfixSystem) and latency_rate is None:
+                    latency_rate = result.latency_rate
         results = [harness.combine(system_runs) for system_runs in runs.values()]
     finally:
         dns.stop()

@@ -27,7 +27,7 @@ class Load:
     size: int = 2048
     concurrency: int = 20
     latency_seconds: float = 20.0  # how long the half-load latency phase runs
-    latency_rate: float | None = None  # messages/s; default: half the measured throughput
+    latency_rate: float | None = None  # messages/s; default: see bench/__main__.py
 
 
 @dataclass
@@ -162,7 +162,9 @@ def blast(
     return accepted, sink.last_arrival - started
 
 
-def run(system: Any, load: Load, port: int) -> Result:
+def run(system: Any, load: Load, port: int, *, latency_rate: float | None = None) -> Result:
+    """One system through the throughput phase, then the latency phase at
+    ``latency_rate`` messages/s (default: half the throughput it just had)."""
     print(f"{system.name}:", flush=True)
     sink = CountingSink(SINK_HOST, port)
     timing = TimingSink(LATENCY_HOST, port)
@@ -182,7 +184,7 @@ def run(system: Any, load: Load, port: int) -> Result:
         delivered_rate = load.count / deliver_s
 
         # Latency at half the load this system just sustained.
-        rate = load.latency_rate or delivered_rate / 2
+        rate = latency_rate or delivered_rate / 2
         n = max(200, int(rate * load.latency_seconds))
         progress = Progress()
         with Display(
