@@ -56,6 +56,17 @@ def encode(
     )
 
 
+def job_message_id(job: pb.DeliveryJob) -> str:
+    """A job's AMQP message_id: stable per destination and attempt."""
+    return f"{job.queue_id}/{job.attempts}"
+
+
+def encode_job(job: pb.DeliveryJob) -> aio_pika.Message:
+    return encode(
+        job, message_id=job_message_id(job), trace_id=job.message_id, queue_id=job.queue_id
+    )
+
+
 def batch_message_id(first_id: str, size: int) -> str:
     """A batch's AMQP message_id: its first item's, and how many follow."""
     return f"{first_id}+{size - 1}"

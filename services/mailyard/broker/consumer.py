@@ -33,6 +33,7 @@ from google.protobuf.message import Message
 from mailyard import wire
 from mailyard.broker import metrics
 from mailyard.broker.client import BrokerClient, PublishError
+from mailyard.v1 import message_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -329,9 +330,8 @@ class BatchConsumer(QueueConsumer[M]):
 
 def _item_id(item: Message) -> str | None:
     """The AMQP message_id the item would have had on its own."""
-    queue_id = getattr(item, "queue_id", "")
-    if queue_id:
-        return f"{queue_id}/{getattr(item, 'attempts', 0)}"
+    if isinstance(item, pb.DeliveryJob):
+        return wire.job_message_id(item)
     return getattr(item, "message_id", None) or None
 
 

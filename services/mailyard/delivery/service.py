@@ -163,15 +163,7 @@ class DeliveryService(ConsumingService):
             exc_info=error,
             extra={"message_id": job.message_id, "queue_id": job.queue_id},
         )
-        await self.broker.publish(
-            self.broker.topology.delivery,
-            wire.encode(
-                job,
-                message_id=f"{job.queue_id}/{job.attempts}",
-                trace_id=job.message_id,
-                queue_id=job.queue_id,
-            ),
-        )
+        await self.broker.publish(self.broker.topology.delivery, wire.encode_job(job))
 
     async def report(self, job: pb.DeliveryJob, results: list[pb.RecipientResult]) -> None:
         """Publish what happened; returns once the broker has confirmed all of it."""
@@ -205,15 +197,7 @@ class DeliveryService(ConsumingService):
             del retry.last_results[:]
             retry.last_results.extend(by_outcome[Outcome.DEFERRED])
             publishes.append(
-                self.broker.publish(
-                    self.broker.topology.deferred,
-                    wire.encode(
-                        retry,
-                        message_id=f"{retry.queue_id}/{retry.attempts}",
-                        trace_id=retry.message_id,
-                        queue_id=retry.queue_id,
-                    ),
-                )
+                self.broker.publish(self.broker.topology.deferred, wire.encode_job(retry))
             )
         if len(publishes) == 1:
             await publishes[0]

@@ -105,22 +105,14 @@ class QueueService(ConsumingService):
             queue,
             wire.encode(
                 pb.DeliveryBatch(domain=first.domain, jobs=jobs),
-                message_id=wire.batch_message_id(f"{first.queue_id}/{first.attempts}", len(jobs)),
+                message_id=wire.batch_message_id(wire.job_message_id(first), len(jobs)),
                 trace_id=first.message_id,
                 queue_id=first.queue_id,
             ),
         )
 
     async def _publish_job(self, queue: str, job: pb.DeliveryJob) -> None:
-        await self.broker.publish(
-            queue,
-            wire.encode(
-                job,
-                message_id=f"{job.queue_id}/{job.attempts}",
-                trace_id=job.message_id,
-                queue_id=job.queue_id,
-            ),
-        )
+        await self.broker.publish(queue, wire.encode_job(job))
 
     async def on_deferred(self, delivery: Delivery[pb.DeliveryJob]) -> None:
         job = delivery.payload
