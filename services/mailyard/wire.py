@@ -9,8 +9,9 @@ the RabbitMQ management UI) without decoding bodies.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import aio_pika
 from google.protobuf.message import DecodeError, Message
@@ -70,6 +71,32 @@ def encode_job(job: pb.DeliveryJob) -> aio_pika.Message:
 def batch_message_id(first_id: str, size: int) -> str:
     """A batch's AMQP message_id: its first item's, and how many follow."""
     return f"{first_id}+{size - 1}"
+
+
+def encode_items(items: Sequence[Message]) -> aio_pika.Message:
+    """One item as itself, several as their batch: what :func:`decode_items` reads.
+
+    The items are all AcceptedMessage or all DeliveryJob (all of one domain).
+    """
+    first = items[0]
+    if isinstance(first, pb.DeliveryJob):
+        if len(items) == 1:
+            return encode_job(first)
+        return encode(
+            pb.DeliveryBatch(domain=first.domain, jobs=cast(Sequence[pb.DeliveryJob], items)),
+            message_id=batch_message_id(job_message_id(first), len(items)),
+            trace_id=first.message_id,
+            queue_id=first.queue_id,
+        )
+    if not isinstance(first, pb.AcceptedMessage):
+        raise TypeError(f"{type_name(first)} is not carried in batches")
+    if len(items) == 1:
+        return encode(first, message_id=first.message_id, trace_id=first.message_id)
+    return encode(
+        pb.AcceptedBatch(messages=cast(Sequence[pb.AcceptedMessage], items)),
+        message_id=batch_message_id(first.message_id, len(items)),
+        trace_id=first.message_id,
+    )
 
 
 # What a batch of each kind of item is, and the field that holds the items.

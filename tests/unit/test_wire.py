@@ -325,3 +325,25 @@ def test_decode_items_rejects_bad_batches(body, declared, problem):
 
 def test_batch_message_id_says_how_many_follow():
     assert wire.batch_message_id("01MSG.1/0", 5) == "01MSG.1/0+4"
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_encode_items_is_what_decode_items_reads(count):
+    jobs = [delivery_job() for _ in range(count)]
+    for n, job in enumerate(jobs):
+        job.queue_id = f"01MSG.{n + 1}"
+    amqp = wire.encode_items(jobs)
+    assert amqp.type == ("mailyard.v1.DeliveryJob" if count == 1 else "mailyard.v1.DeliveryBatch")
+    assert amqp.message_id == ("01MSG.1/2" if count == 1 else "01MSG.1/2+2")
+    assert amqp.headers == {"x-mailyard-message-id": "01MSG", "x-mailyard-queue-id": "01MSG.1"}
+    assert wire.decode_items(amqp.body, amqp.type, pb.DeliveryJob) == (jobs, [])
+
+    messages = [accepted_message() for _ in range(count)]
+    amqp = wire.encode_items(messages)
+    assert amqp.message_id == ("01MSG" if count == 1 else "01MSG+2")
+    assert wire.decode_items(amqp.body, amqp.type, pb.AcceptedMessage) == (messages, [])
+
+
+def test_encode_items_refuses_what_is_never_batched():
+    with pytest.raises(TypeError, match="DeliveryEvent"):
+        wire.encode_items([delivery_event()])

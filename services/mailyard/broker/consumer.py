@@ -276,12 +276,8 @@ class BatchConsumer(QueueConsumer[M]):
         except wire.UndecodableMessage as exc:
             await self._park(message, f"undecodable: {exc}", "undecodable")
             return
-        for item, reason in rejected:
-            if not await self._park_item(message, item, f"undecodable: {reason}", "undecodable"):
-                await self._requeue_later(message)
-                return
-        if not items:
-            await self._settle(message, requeue=None)
+        if rejected:
+            await self._set_apart(message, items, rejected)
             return
         count = _delivery_count(message)
         redelivered = bool(message.redelivered)
@@ -312,6 +308,27 @@ class BatchConsumer(QueueConsumer[M]):
                     if not await self._park_item(message, item, reason, "handler_error"):
                         await self._requeue_later(message)
                         return
+        await self._settle(message, requeue=None)
+
+    async def _set_apart(
+        self, message: AbstractIncomingMessage, items: list[M], rejected: list[tuple[M, str]]
+    ) -> None:
+        """Park a batch's incomplete items and queue the rest again on its own.
+
+        The input is then acked: its bad items are parked once, however
+        often the rest of the batch has to be retried afterwards.
+        """
+        for item, reason in rejected:
+            if not await self._park_item(message, item, f"undecodable: {reason}", "undecodable"):
+                await self._requeue_later(message)
+                return
+        if items:
+            try:
+                await self.client.publish(self.queue_name, wire.encode_items(items))
+            except PublishError as exc:
+                log.warning("could not queue a batch's good items again", extra={"error": str(exc)})
+                await self._requeue_later(message)
+                return
         await self._settle(message, requeue=None)
 
     async def _park_item(

@@ -53,16 +53,7 @@ class IngressService:
         return self.broker.connected
 
     async def _publish(self, messages: list[pb.AcceptedMessage]) -> None:
-        first = messages[0]
-        if len(messages) == 1:
-            body = wire.encode(first, message_id=first.message_id, trace_id=first.message_id)
-        else:
-            body = wire.encode(
-                pb.AcceptedBatch(messages=messages),
-                message_id=wire.batch_message_id(first.message_id, len(messages)),
-                trace_id=first.message_id,
-            )
-        await self.broker.publish(self.broker.topology.inbound, body)
+        await self.broker.publish(self.broker.topology.inbound, wire.encode_items(messages))
 
     def _protocol(self) -> asyncio.BaseProtocol:
         if self.sessions.full:

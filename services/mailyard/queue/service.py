@@ -97,19 +97,7 @@ class QueueService(ConsumingService):
         )
 
     async def _publish_batch(self, queue: str, jobs: list[pb.DeliveryJob]) -> None:
-        if len(jobs) == 1:
-            await self._publish_job(queue, jobs[0])
-            return
-        first = jobs[0]
-        await self.broker.publish(
-            queue,
-            wire.encode(
-                pb.DeliveryBatch(domain=first.domain, jobs=jobs),
-                message_id=wire.batch_message_id(wire.job_message_id(first), len(jobs)),
-                trace_id=first.message_id,
-                queue_id=first.queue_id,
-            ),
-        )
+        await self.broker.publish(queue, wire.encode_items(jobs))
 
     async def _publish_job(self, queue: str, job: pb.DeliveryJob) -> None:
         await self.broker.publish(queue, wire.encode_job(job))
