@@ -100,7 +100,7 @@ class DeliveryService(ConsumingService):
         in_batch = len(jobs) > 1
         deadline = self.config.attempt_timeout.total_seconds()
         metrics.IN_FLIGHT.inc(len(jobs))
-        attempts = [asyncio.ensure_future(self._attempt(job, in_batch=in_batch)) for job in jobs]
+        attempts = [asyncio.create_task(self._attempt(job, in_batch=in_batch)) for job in jobs]
         try:
             _, late = await asyncio.wait(attempts, timeout=deadline)
             if late:

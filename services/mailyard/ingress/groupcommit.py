@@ -42,13 +42,11 @@ class GroupCommit:
     async def store(self, message: pb.AcceptedMessage) -> None:
         """Return once ``message`` is confirmed by the broker; PublishError if not."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # Marks a failure as seen even when the client left before hearing of it.
-        done.add_done_callback(lambda future: future.cancelled() or future.exception())
         self._pending.append((message, done))
         self._send_what_fits()
-        # Shielded: a client that hangs up must not cancel the publish of the
-        # others' messages in the same batch.
-        await asyncio.shield(done)
+        # A client that hangs up cancels only its own future: the publish is a
+        # task of its own and carries the batch's other messages on.
+        await done
 
     async def drain(self) -> None:
         """Wait for every publish under way (for shutdown)."""
