@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +17,16 @@ from tests.support.dns_server import TEST_ZONE, TestDnsServer
 
 @pytest.fixture(scope="session")
 def broker() -> str:
+    """The RabbitMQ the tests use: skipped when there is none, except under CI."""
     problem = reachable()
     if problem is not None:
-        pytest.exit(
-            f"RabbitMQ is not reachable at {BROKER_URL} ({problem}): start it with "
-            "`rabbitmq-server -detached` (Debian package rabbitmq-server) or set "
-            "MAILYARD_TEST_BROKER_URL; `.ci/run` does both.",
-            returncode=3,
+        message = (
+            f"RabbitMQ is not reachable at {BROKER_URL}: install rabbitmq-server and start it "
+            "(rabbitmq-server -detached), or set MAILYARD_TEST_BROKER_URL"
         )
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} ({problem}); CI requires it", pytrace=False)
+        pytest.skip(message)
     return BROKER_URL
 
 

@@ -1,8 +1,8 @@
 """``mailyard`` — run a service, or all of them, or check the broker.
 
-mailyard ingress|queue|delivery|bounce [--config FILE]   one service
+mailyard ingress|queue|delivery|bounce [--config FILE]   one service (RabbitMQ)
 mailyard all [--config FILE]                             all four in one process
-mailyard check-broker [--config FILE]                    can we reach RabbitMQ?
+mailyard check-broker [--config FILE]                    can we reach the broker?
 """
 
 from __future__ import annotations
@@ -16,59 +16,62 @@ from pathlib import Path
 from typing import Any
 
 from mailyard import logs
-from mailyard.broker import BrokerClient, BrokerUnavailable, Topology
+from mailyard.broker import BrokerUnavailable, broker_factory, is_embedded
 from mailyard.broker.monitor import QueueMonitor
 from mailyard.config import ConfigError, Settings, load_settings
 from mailyard.runtime import Service, serve
 
 SERVICE_NAMES = ("ingress", "queue", "delivery", "bounce")
 
-
-def topology_for(settings: Settings) -> Topology:
-    return Topology(
-        prefix=settings.broker.prefix,
-        retry_delays=tuple(settings.queue.retry_delays),
-        delivery_limit=settings.broker.delivery_limit,
-    )
+EMBEDDED_IS_ONE_PROCESS = (
+    "mailyard: broker.url is 'embedded': one process owns a spool, so only `mailyard all` "
+    "can run on it; run the services one by one against RabbitMQ (broker.url: amqp://...)"
+)
 
 
 def build_services(names: Sequence[str], settings: Settings) -> list[Service]:
     # Imported here so that running one service loads only its own code.
-    topology = topology_for(settings)
+    broker_for = broker_factory(settings)
     services: list[Service] = []
     for name in names:
+        broker = broker_for(name)
         if name == "ingress":
             from mailyard.ingress.service import IngressService
 
-            services.append(IngressService(settings, topology))
+            services.append(IngressService(settings, broker))
         elif name == "queue":
             from mailyard.queue.service import QueueService
 
-            services.append(QueueService(settings, topology))
+            services.append(QueueService(settings, broker))
         elif name == "delivery":
             from mailyard.delivery.service import DeliveryService
 
-            services.append(DeliveryService(settings, topology))
+            services.append(DeliveryService(settings, broker))
         elif name == "bounce":
             from mailyard.bounce.service import BounceService
 
-            services.append(BounceService(settings, topology))
-    monitor_client = BrokerClient(settings.broker, topology, service="monitor")
+            services.append(BounceService(settings, broker))
     services.append(
-        QueueMonitor(monitor_client, settings.metrics.queue_poll_interval.total_seconds())
+        QueueMonitor(broker_for("monitor"), settings.metrics.queue_poll_interval.total_seconds())
     )
     return services
 
 
 async def check_broker(settings: Settings) -> int:
-    client = BrokerClient(settings.broker, topology_for(settings), service="check")
+    broker = broker_factory(settings)("check")
     try:
-        await client.connect(attempts=1)
-    except BrokerUnavailable as exc:
+        await broker.connect(attempts=1)
+    except (BrokerUnavailable, OSError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    await client.close()
-    print(f"RabbitMQ reachable; topology {settings.broker.prefix}.* declared")
+    except Exception as exc:  # the embedded spool's own errors name their cause
+        print(f"mailyard: {exc}", file=sys.stderr)
+        return 1
+    await broker.close()
+    if is_embedded(settings.broker):
+        print(f"embedded spool in {settings.broker.spool_dir} is usable")
+    else:
+        print(f"RabbitMQ reachable; topology {settings.broker.prefix}.* declared")
     return 0
 
 
@@ -113,14 +116,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mailyard: {exc}", file=sys.stderr)
         return 2
+    if args.command in SERVICE_NAMES and is_embedded(settings.broker):
+        print(EMBEDDED_IS_ONE_PROCESS, file=sys.stderr)
+        return 2
     logs.configure(settings.log.level)
     if args.command == "check-broker":
         return asyncio.run(check_broker(settings))
     if args.command == "status":
         from mailyard.status import status
 
-        client = BrokerClient(settings.broker, topology_for(settings), service="status")
-        return status(client, args.namespace, args.release)
+        return status(settings, args.namespace, args.release)
     names = SERVICE_NAMES if args.command == "all" else (args.command,)
     return run_loop(serve(build_services(names, settings), settings), settings.event_loop)
 

@@ -61,7 +61,10 @@ class Section(BaseModel):
 
 
 class BrokerConfig(Section):
+    # amqp:// or amqps:// for RabbitMQ; "embedded" for a local spool in
+    # spool_dir (SQLite), which only `mailyard all` can use: one process owns it.
     url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    spool_dir: Path = Path("var/spool")
     prefix: str = Field("mailyard", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
     # A message delivered this many times without an ack (crashes, handler
     # errors) is dead-lettered to the parking queue by the broker itself.
@@ -77,8 +80,8 @@ class BrokerConfig(Section):
     @field_validator("url")
     @classmethod
     def _amqp_url(cls, url: str) -> str:
-        if not url.startswith(("amqp://", "amqps://")):
-            raise ValueError("must start with amqp:// or amqps://")
+        if url != "embedded" and not url.startswith(("amqp://", "amqps://")):
+            raise ValueError("must be 'embedded' or start with amqp:// or amqps://")
         return url
 
 

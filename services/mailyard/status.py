@@ -3,8 +3,10 @@
 For each service: desired and ready replicas and container restarts (from
 the Kubernetes API, in-cluster or through your kubeconfig), next to the
 depth and consumer count of the queues it works from (from RabbitMQ).
-The summary and the table are pure functions of what was read, so they are
-tested without a cluster; reading is kept to the two small functions at the
+On the embedded spool there is no cluster: the queues' depths are read from
+the spool file, and whether ``mailyard all`` runs from its lock.
+The summary and the tables are pure functions of what was read, so they are
+tested without a cluster; reading is kept to the small functions at the
 bottom.
 """
 
@@ -16,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailyard.broker import BrokerClient
-from mailyard.broker.monitor import read_queue_states
+from mailyard.broker import QueueState, broker_factory, is_embedded
+from mailyard.config import Settings
 
 COMPONENTS = ("ingress", "queue", "delivery", "bounce")
 # The queues each service consumes (ingress consumes none: it only publishes).
@@ -38,12 +40,6 @@ class ServiceState:
     ready: int
     updated: int
     restarts: int
-
-
-@dataclass(frozen=True)
-class QueueState:
-    messages: int
-    consumers: int
 
 
 def summarize(deployments: Iterable[Any], pods: Iterable[Any]) -> list[ServiceState]:
@@ -127,14 +123,27 @@ def _queue_cells(name: str, queues: Mapping[str, QueueState] | None) -> tuple[st
     return str(queues[name].messages), str(queues[name].consumers)
 
 
-async def read_queues(client: BrokerClient) -> dict[str, QueueState]:
-    """Depth and consumers of every Mailyard queue."""
-    await client.connect(attempts=1)
+def render_embedded(depths: Mapping[str, int], *, running: bool, spool: str) -> str:
+    """The embedded spool's queues, in flow order, like ``postqueue``'s summary."""
+    rows = [("QUEUE", "MESSAGES")]
+    order = [q for names in WORK_QUEUES.values() for q in names]
+    retries = sorted(name for name in depths if name.startswith("retry."))
+    for name in [*order, *retries, "parking"]:
+        rows.append((name, str(depths.get(name, 0))))
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name.ljust(width)}  {count}" for name, count in rows]
+    state = "running" if running else "not running"
+    return "\n".join([f"embedded spool {spool}: mailyard all is {state}", *lines])
+
+
+async def read_queues(settings: Settings) -> dict[str, QueueState]:
+    """Depth and consumers of every Mailyard queue, from RabbitMQ."""
+    broker = broker_factory(settings)("status")
+    await broker.connect(attempts=1)
     try:
-        states = await read_queue_states(client)
+        return await broker.queue_states()
     finally:
-        await client.close()
-    return {role: QueueState(*state) for role, state in states.items()}
+        await broker.close()
 
 
 def read_cluster(namespace: str | None, release: str | None) -> tuple[list[Any], list[Any], str]:
@@ -158,7 +167,22 @@ def read_cluster(namespace: str | None, release: str | None) -> tuple[list[Any],
     return deployments, pods, namespace
 
 
-def status(client: BrokerClient, namespace: str | None, release: str | None) -> int:
+def embedded_status(settings: Settings) -> int:
+    from mailyard.broker.embedded.spool import SpoolError, is_locked, read_depths
+
+    directory = settings.broker.spool_dir
+    try:
+        depths = read_depths(directory)
+    except (SpoolError, OSError) as exc:
+        print(f"cannot read the embedded spool: {exc}")
+        return 1
+    print(render_embedded(depths, running=is_locked(directory), spool=str(directory)))
+    return 0
+
+
+def status(settings: Settings, namespace: str | None, release: str | None) -> int:
+    if is_embedded(settings.broker):
+        return embedded_status(settings)
     try:
         deployments, pods, namespace = read_cluster(namespace, release)
     except ImportError:
@@ -170,7 +194,7 @@ def status(client: BrokerClient, namespace: str | None, release: str | None) -> 
     queues: dict[str, QueueState] | None
     problem = ""
     try:
-        queues = asyncio.run(read_queues(client))
+        queues = asyncio.run(read_queues(settings))
     except Exception as exc:
         queues, problem = None, f"{type(exc).__name__}: {exc}"
     print(f"namespace {namespace}")

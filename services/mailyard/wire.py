@@ -1,19 +1,20 @@
-"""Protobuf messages in and out of AMQP messages.
+"""Protobuf messages as broker messages, whichever broker holds them.
 
-Each AMQP message carries the protobuf type's full name in ``type``
-(``mailyard.v1.DeliveryJob``: the package names the schema version),
-``content_type=application/x-protobuf``, a stable ``message_id``, and the
-trace ids in headers so one email can be followed across services (and in
-the RabbitMQ management UI) without decoding bodies.
+Every stored message is an :class:`Encoded`: the serialized body, the
+protobuf type's full name (``mailyard.v1.DeliveryJob``: the package names the
+schema version), a stable ``message_id``, and the trace ids in headers so one
+email can be followed across services (and in the RabbitMQ management UI)
+without decoding bodies. The RabbitMQ adapter turns it into AMQP properties
+(``broker/rabbitmq/amqp.py``); the embedded spool into columns.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar, cast
 
-import aio_pika
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -35,36 +36,45 @@ def type_name(message: Message | type[Message]) -> str:
     return message.DESCRIPTOR.full_name
 
 
-def encode(
-    message: Message,
-    *,
-    message_id: str,
-    trace_id: str,
-    queue_id: str = "",
-    expiration: float | None = None,
-) -> aio_pika.Message:
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A message as a broker stores it."""
+
+    body: bytes
+    type: str
+    message_id: str
+    headers: dict[str, str] = field(default_factory=dict)  # the trace ids
+
+
+def encode(message: Message, *, message_id: str, trace_id: str, queue_id: str = "") -> Encoded:
     headers: dict[str, str] = {TRACE_MESSAGE_ID: trace_id}
     if queue_id:
         headers[TRACE_QUEUE_ID] = queue_id
-    return aio_pika.Message(
-        message.SerializeToString(),
-        content_type=CONTENT_TYPE,
-        type=type_name(message),
-        message_id=message_id,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        headers=headers,  # type: ignore[arg-type]
-        expiration=expiration,
-    )
+    return Encoded(message.SerializeToString(), type_name(message), message_id, headers)
 
 
 def job_message_id(job: pb.DeliveryJob) -> str:
-    """A job's AMQP message_id: stable per destination and attempt."""
+    """A job's message_id: stable per destination and attempt.
+
+    It is also the job's key in the record of finished jobs: the queue
+    service splits a message the same way every time, so a job split again
+    after a crash has the same id as the copy that may already be delivered.
+    """
     return f"{job.queue_id}/{job.attempts}"
 
 
-def encode_job(job: pb.DeliveryJob) -> aio_pika.Message:
+def encode_job(job: pb.DeliveryJob) -> Encoded:
     return encode(
         job, message_id=job_message_id(job), trace_id=job.message_id, queue_id=job.queue_id
+    )
+
+
+def encode_event(event: pb.DeliveryEvent, kind: str) -> Encoded:
+    return encode(
+        event,
+        message_id=f"{event.queue_id}/{event.attempts}/{kind}",
+        trace_id=event.message_id,
+        queue_id=event.queue_id,
     )
 
 
@@ -73,10 +83,11 @@ def batch_message_id(first_id: str, size: int) -> str:
     return f"{first_id}+{size - 1}"
 
 
-def encode_items(items: Sequence[Message]) -> aio_pika.Message:
+def encode_items(items: Sequence[Message]) -> Encoded:
     """One item as itself, several as their batch: what :func:`decode_items` reads.
 
-    The items are all AcceptedMessage or all DeliveryJob (all of one domain).
+    The items are all AcceptedMessage or all DeliveryJob (all of one domain);
+    a DeliveryEvent travels alone.
     """
     first = items[0]
     if isinstance(first, pb.DeliveryJob):
@@ -88,6 +99,8 @@ def encode_items(items: Sequence[Message]) -> aio_pika.Message:
             trace_id=first.message_id,
             queue_id=first.queue_id,
         )
+    if isinstance(first, pb.DeliveryEvent) and len(items) == 1:
+        return encode_event(first, _EVENT_NAMES.get(first.kind, "event"))
     if not isinstance(first, pb.AcceptedMessage):
         raise TypeError(f"{type_name(first)} is not carried in batches")
     if len(items) == 1:
@@ -114,9 +127,12 @@ def decode_items(
     Returns the usable items, and apart from them the incomplete items of a
     batch with what each lacks, so one bad item does not hold up the others.
     A single message, or a batch that cannot be parsed at all, raises
-    UndecodableMessage as :func:`decode` does.
+    UndecodableMessage as :func:`decode` does. Types that are never batched
+    (DeliveryEvent) are decoded as one item.
     """
-    batch_type, field = _BATCHES[type_name(expected)]
+    if type_name(expected) not in _BATCHES:
+        return [decode(body, declared_type, expected)], []
+    batch_type, items_field = _BATCHES[type_name(expected)]
     if declared_type != type_name(batch_type):
         if declared_type != type_name(expected):
             raise UndecodableMessage(
@@ -129,7 +145,7 @@ def decode_items(
         batch.ParseFromString(body)
     except DecodeError as exc:
         raise UndecodableMessage(f"not a valid {type_name(batch_type)}: {exc}") from exc
-    items: list[M] = list(getattr(batch, field))
+    items: list[M] = list(getattr(batch, items_field))
     if not items:
         raise UndecodableMessage(f"empty {type_name(batch_type)}")
     usable: list[M] = []
@@ -201,6 +217,13 @@ def _unsafe_addresses(message: Message) -> str | None:
             return f"unsafe address {address[:100]!r}"
     return None
 
+
+_EVENT_NAMES = {
+    pb.EVENT_KIND_DELIVERED: "delivered",
+    pb.EVENT_KIND_DEFERRED: "deferred",
+    pb.EVENT_KIND_FAILED: "failed",
+    pb.EVENT_KIND_EXPIRED: "expired",
+}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

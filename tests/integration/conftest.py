@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.support.dns_server import TestDnsServer
-from tests.support.pipeline import Pipeline, start_pipeline, stop_pipeline
+from tests.support.pipeline import ADAPTERS, Pipeline, start_pipeline, stop_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -18,13 +18,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every pipeline scenario runs on both adapters, unless it is about RabbitMQ itself."""
+    if "adapter" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("adapters")
+        adapters = only.args if only else ADAPTERS
+        metafunc.parametrize("adapter", adapters, indirect=True)
+
+
+@pytest.fixture
+def adapter(request: pytest.FixtureRequest) -> str:
+    if request.param == "rabbitmq":
+        request.getfixturevalue("broker")  # skips, or fails under CI, without RabbitMQ
+    return str(request.param)
+
+
 @pytest.fixture
 def pipeline_factory(
-    broker: str, dns_server: TestDnsServer, tmp_path: Path
+    adapter: str, dns_server: TestDnsServer, tmp_path: Path
 ) -> Iterator[Callable[..., Pipeline]]:
     started: list[tuple[Pipeline, list[str]]] = []
 
     def start(**options: Any) -> Pipeline:
+        options.setdefault("adapter", adapter)
         pipeline = start_pipeline(tmp_path, dns_server, **options)
         delays = (options.get("overrides") or {}).get("queue", {}).get("retry_delays", ["1s"])
         started.append((pipeline, delays))

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import aio_pika
+import pytest
 
 from mailyard import wire
 from mailyard.v1 import message_pb2 as pb
@@ -31,6 +32,9 @@ def subscribe(prefix: str, keys: list[str]) -> str:
 
 def take(queue: str) -> list[pb.DeliveryEvent]:
     return [wire.decode(m.body, m.type, pb.DeliveryEvent) for m in queue_messages(queue)]
+
+
+pytestmark = pytest.mark.adapters("rabbitmq")  # subscribers bind queues to the exchange
 
 
 def test_subscribers_get_delivered_and_failed_events(pipeline: Pipeline) -> None:

@@ -160,6 +160,7 @@ def test_health_endpoints(pipeline: Pipeline) -> None:
     assert 'mailyard_build_info{services="ingress,queue,delivery,bounce,monitor"' in metrics
 
 
+@pytest.mark.adapters("rabbitmq")
 def test_queue_depths_and_consumers_are_exported(pipeline_factory) -> None:
     pipeline = pipeline_factory(split=True, overrides={"metrics": {"queue_poll_interval": "200ms"}})
     ingress = pipeline.process("ingress")
@@ -175,6 +176,23 @@ def test_queue_depths_and_consumers_are_exported(pipeline_factory) -> None:
     for index in range(3):
         pipeline.send("app@sender.test", [f"q{index}@alpha.test"], message("backlog"))
     ingress.wait_metric("mailyard_broker_queue_messages", 3, 10, queue="delivery")
+
+
+def test_jobs_waiting_on_the_retry_ladder_show_in_the_queue_depths(pipeline_factory) -> None:
+    pipeline = pipeline_factory(
+        overrides={
+            "metrics": {"queue_poll_interval": "200ms"},
+            "queue": {"retry_delays": ["1h"]},
+        }
+    )
+    pipeline.sink.script.rcpt_always["later@alpha.test"] = "451 4.7.1 Try again later"
+    code, _ = pipeline.send("app@sender.test", ["later@alpha.test"], message("waits"))
+    assert code == 250
+    process = pipeline.process("ingress")
+    process.wait_metric("mailyard_broker_queue_messages", 1, 20, queue="retry.1h")
+    assert process.metric("mailyard_broker_queue_messages", queue="delivery") == 0
+    process.wait_metric("mailyard_broker_queue_consumers", 1, 10, queue="delivery")
+    assert process.metric("mailyard_broker_queue_consumers", queue="parking") == 0
 
 
 def test_start_up_fails_plainly_when_the_broker_cannot_hold_max_message_size(

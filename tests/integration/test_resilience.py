@@ -5,11 +5,14 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from mailyard.v1 import message_pb2 as pb
-from tests.support.broker import publish_raw, queue_messages, rabbitmqctl, wait_reachable
+from tests.support.broker import rabbitmqctl, wait_reachable
 from tests.support.pipeline import Pipeline, message, wait_until
 
 
+@pytest.mark.adapters("rabbitmq")
 def test_broker_outage_gives_4xx_never_250_and_mail_flows_again(pipeline: Pipeline) -> None:
     ingress = pipeline.process("ingress")
     code, _ = pipeline.send("app@sender.test", ["before@alpha.test"], message("before"))
@@ -47,6 +50,7 @@ def test_broker_outage_gives_4xx_never_250_and_mail_flows_again(pipeline: Pipeli
 
 
 def test_sigkill_of_delivery_mid_run_loses_nothing(pipeline_factory) -> None:
+    """Split services on RabbitMQ; the one process of the embedded spool."""
     pipeline = pipeline_factory(split=True)
     pipeline.sink.script.data_delay = 0.1  # slow enough to kill it mid-run
     count = 300
@@ -55,7 +59,7 @@ def test_sigkill_of_delivery_mid_run_loses_nothing(pipeline_factory) -> None:
             client.sendmail("app@sender.test", [f"k{index}@alpha.test"], message(f"kill {index}"))
 
     pipeline.sink.wait_for(lambda m: len(m) >= 40, 60, "delivery under way")
-    delivery = pipeline.processes["delivery"]
+    delivery = pipeline.process("delivery")
     delivery.kill()
     delivered_before_restart = len(pipeline.sink.received())
     assert delivered_before_restart < count, "delivery finished before it was killed"
@@ -74,15 +78,21 @@ def test_sigkill_of_delivery_mid_run_loses_nothing(pipeline_factory) -> None:
 
 def test_garbage_on_work_queues_is_parked_and_work_goes_on(pipeline: Pipeline) -> None:
     prefix = pipeline.prefix
-    publish_raw(f"{prefix}.delivery", b"\x00\xffnot protobuf at all")
-    publish_raw(f"{prefix}.inbound", b"\x08\x96\x01garbage", type="mailyard.v1.AcceptedMessage")
-    publish_raw(
-        f"{prefix}.bounce", pb.DeliveryEvent().SerializeToString(), type="mailyard.v1.DeliveryEvent"
+    pipeline.inject_many(
+        [
+            ("delivery", b"\x00\xffnot protobuf at all", {}),
+            ("inbound", b"\x08\x96\x01garbage", {"type": "mailyard.v1.AcceptedMessage"}),
+            (
+                "bounce",
+                pb.DeliveryEvent().SerializeToString(),
+                {"type": "mailyard.v1.DeliveryEvent"},
+            ),
+        ]
     )
 
     process = pipeline.process("queue")
     process.wait_metric("mailyard_parked_total", 3, timeout=20)
-    parked = queue_messages(f"{prefix}.parking")
+    parked = pipeline.parked()
     reasons = sorted(m.headers["x-mailyard-park-reason"] for m in parked)
     assert len(reasons) == 3
     assert all(reason.startswith("undecodable: ") for reason in reasons), reasons
@@ -108,13 +118,11 @@ def test_addresses_with_line_breaks_are_parked_not_used(pipeline: Pipeline) -> N
         mail_from="evil\r\nBcc: victim@alpha.test",
         results=[pb.RecipientResult(recipient="a@alpha.test", reply=pb.SmtpReply(code=550))],
     )
-    publish_raw(
-        f"{pipeline.prefix}.bounce", event.SerializeToString(), type="mailyard.v1.DeliveryEvent"
-    )
+    pipeline.inject("bounce", event.SerializeToString(), type="mailyard.v1.DeliveryEvent")
     pipeline.process("bounce").wait_metric(
         "mailyard_parked_total", 1, timeout=20, reason="undecodable"
     )
-    [parked] = queue_messages(f"{pipeline.prefix}.parking")
+    [parked] = pipeline.parked()
     assert "unsafe address" in parked.headers["x-mailyard-park-reason"]
     time.sleep(1)
     assert pipeline.sink.received() == []
@@ -133,12 +141,10 @@ def test_a_message_that_keeps_crashing_its_consumer_is_parked(pipeline_factory) 
         results=[pb.RecipientResult(recipient="a@alpha.test", reply=pb.SmtpReply(code=550))],
     )
     event.received_at.seconds = 253402300800
-    publish_raw(
-        f"{pipeline.prefix}.bounce", event.SerializeToString(), type="mailyard.v1.DeliveryEvent"
-    )
+    pipeline.inject("bounce", event.SerializeToString(), type="mailyard.v1.DeliveryEvent")
     bounce = pipeline.process("bounce")
     bounce.wait_metric("mailyard_parked_total", 1, timeout=30, reason="handler_error")
-    [parked] = queue_messages(f"{pipeline.prefix}.parking")
+    [parked] = pipeline.parked()
     assert parked.headers["x-mailyard-park-reason"].startswith("handler kept failing")
     assert bounce.metric("mailyard_broker_consumed_total", outcome="requeued") == 2
     # The service is still consuming.

@@ -1,23 +1,27 @@
-"""mailyard status reads queue depths and consumers from the real broker."""
+"""mailyard status reads queue depths and consumers: from RabbitMQ, or from the spool."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
-from mailyard.broker import BrokerClient
-from mailyard.cli import topology_for
+import pytest
+
+from mailyard.broker import QueueState
 from mailyard.config import load_settings
-from mailyard.status import QueueState, read_queues
+from mailyard.status import read_queues
 from tests.support.pipeline import Pipeline, message, wait_until
+from tests.support.processes import REPO
 
 
-def test_status_reads_depths_and_consumers(pipeline_factory, monkeypatch) -> None:
+@pytest.mark.adapters("rabbitmq")
+def test_status_reads_depths_and_consumers(pipeline_factory) -> None:
     pipeline: Pipeline = pipeline_factory(split=True)
     settings = load_settings(pipeline.config_path)
 
     def queues() -> dict[str, QueueState]:
-        client = BrokerClient(settings.broker, topology_for(settings), service="status")
-        return asyncio.run(read_queues(client))
+        return asyncio.run(read_queues(settings))
 
     running = queues()
     assert running["delivery"].consumers == 1
@@ -31,3 +35,38 @@ def test_status_reads_depths_and_consumers(pipeline_factory, monkeypatch) -> Non
         lambda: (q := queues())["delivery"].messages == 4 and q, 20, "4 jobs waiting for delivery"
     )
     assert stopped["delivery"].consumers == 0
+
+
+def _status(pipeline: Pipeline) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailyard", "status", "--config", str(pipeline.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO / "services"), "PATH": "/usr/bin:/bin"},
+    )
+
+
+@pytest.mark.adapters("embedded")
+def test_status_of_the_embedded_spool_reads_the_file(pipeline: Pipeline) -> None:
+    pipeline.sink.script.rcpt_always["later@alpha.test"] = "451 4.7.1 Try again later"
+    pipeline.sink.script.rcpt_always["other@alpha.test"] = "451 4.7.1 Try again later"
+    for recipient in ("later@alpha.test", "other@alpha.test"):
+        assert pipeline.send("app@sender.test", [recipient], message("waits"))[0] == 250
+    wait_until(
+        lambda: "retry.1s" in _status(pipeline).stdout or pipeline.sink.rcpt_attempts, 20, "work"
+    )
+    result = _status(pipeline)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "mailyard all is running" in result.stdout
+    assert result.stdout.splitlines()[1].split() == ["QUEUE", "MESSAGES"]
+    assert "parking" in result.stdout
+
+    pipeline.process("all").terminate()
+    stopped = _status(pipeline)
+    assert stopped.returncode == 0
+    assert "mailyard all is not running" in stopped.stdout
+    # Stopped mid-retry: the two jobs are still in the spool, on the ladder or in line.
+    counts = {line.split()[0]: int(line.split()[1]) for line in stopped.stdout.splitlines()[2:]}
+    assert counts.get("retry.1s", 0) + counts["delivery"] + counts["deferred"] == 2

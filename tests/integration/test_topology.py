@@ -8,8 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from mailyard.broker import BrokerClient, Topology
-from mailyard.broker.client import TopologyMismatch
+from mailyard.broker import Topology
+from mailyard.broker.rabbitmq.client import BrokerClient, TopologyMismatch
+from mailyard.broker.rabbitmq.declare import declare
 from mailyard.config import BrokerConfig
 from tests.support.broker import delete_prefix
 
@@ -60,7 +61,7 @@ def test_changed_queue_arguments_stop_start_up_with_a_clear_message(
     asyncio.run(run())
 
 
-class _NotThereYet(Topology):
+class _NotThereYet:
     """The first declarations meet a queue another process has not finished creating.
 
     Reproduced with the broker's real answer: a passive declare of a queue
@@ -69,24 +70,28 @@ class _NotThereYet(Topology):
     """
 
     failures = 2
-    attempts = 0
 
-    async def declare(self, channel) -> None:  # type: ignore[no-untyped-def]
-        type(self).attempts += 1
-        if type(self).attempts <= self.failures:
-            await channel.declare_queue(f"{self.prefix}.not-created-yet", passive=True)
-        await super().declare(channel)
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def __call__(self, topology: Topology, channel) -> None:  # type: ignore[no-untyped-def]
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            await channel.declare_queue(f"{topology.prefix}.not-created-yet", passive=True)
+        await declare(topology, channel)
 
 
 def test_declaration_is_retried_while_queues_are_being_created(broker: str, prefix: str) -> None:
-    topology = _NotThereYet(prefix, (timedelta(seconds=1),), 5)
+    late = _NotThereYet()
 
     async def run() -> bool:
-        client = BrokerClient(BrokerConfig(url=broker), topology, service="late")
+        client = BrokerClient(
+            BrokerConfig(url=broker), _topology(prefix), service="late", declare_topology=late
+        )
         await client.connect(attempts=1)
         connected = client.connected
         await client.close()
         return connected
 
     assert asyncio.run(run())
-    assert _NotThereYet.attempts == 3
+    assert late.attempts == 3

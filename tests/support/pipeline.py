@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from tests.support.broker import BROKER_URL, delete_prefix
+from tests.support import spool
+from tests.support.broker import BROKER_URL, delete_prefix, publish_raw, queue_messages
 from tests.support.dns_server import TestDnsServer
 from tests.support.processes import MailyardProcess, free_port
 from tests.support.smtp_sink import Sink
@@ -25,6 +26,17 @@ SENDER = "127.0.0.6"
 BOUNCES = "127.0.0.7"
 ALL_HOSTS = [ALPHA, BETA_PRIMARY, BETA_SECONDARY, GAMMA, SENDER, BOUNCES]
 SERVICES = ("ingress", "queue", "delivery", "bounce")
+ADAPTERS = ("rabbitmq", "embedded")
+
+
+@dataclass(frozen=True)
+class ParkedMessage:
+    """A parked message, as either adapter keeps it."""
+
+    type: str | None
+    message_id: str | None
+    headers: dict[str, Any]
+    body: bytes
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +72,42 @@ class Pipeline:
     ingress_port: int
     sink: Sink
     dns: TestDnsServer
+    adapter: str = "rabbitmq"
+    spool_dir: Path | None = None
     processes: dict[str, MailyardProcess] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return self.adapter == "embedded"
+
+    def parked(self) -> list[ParkedMessage]:
+        """Everything on the parking queue (taken off it, on RabbitMQ)."""
+        if self.spool_dir is not None:
+            return [ParkedMessage(*row) for row in spool.parked(self.spool_dir)]
+        return [
+            ParkedMessage(m.type, m.message_id, dict(m.headers or {}), m.body)
+            for m in queue_messages(f"{self.prefix}.parking")
+        ]
+
+    def inject(self, queue: str, body: bytes, **properties: Any) -> None:
+        """Put a raw message on a work queue, as a broken or hostile producer would."""
+        self.inject_many([(queue, body, properties)])
+
+    def inject_many(self, messages: list[tuple[str, bytes, dict[str, Any]]]) -> None:
+        """Several raw messages: (queue role, body, AMQP properties) each.
+
+        The embedded spool belongs to its process: it is stopped, the rows
+        written into the file, and started again (once for all of them).
+        """
+        if self.spool_dir is None:
+            for queue, body, properties in messages:
+                publish_raw(f"{self.prefix}.{queue}", body, **properties)
+            return
+        process = self.process("all")
+        assert process.terminate() == 0
+        for queue, body, properties in messages:
+            spool.insert(self.spool_dir, queue, body, properties.get("type"))
+        process.start().wait_ready()
 
     def process(self, service: str) -> MailyardProcess:
         """The process running ``service`` (the single 'all' process if not split)."""
@@ -119,14 +166,16 @@ def build_config(
     dns: TestDnsServer,
     sink_port: int,
     overrides: dict[str, Any],
+    spool_dir: Path | None = None,
 ) -> Path:
     config = {
         "hostname": "mx.mailyard.test",
         "broker": {
-            "url": BROKER_URL,
+            "url": BROKER_URL if spool_dir is None else "embedded",
             "prefix": prefix,
             "reconnect_interval": "1s",
             "publish_timeout": "5s",
+            **({"spool_dir": str(spool_dir)} if spool_dir is not None else {}),
         },
         "ingress": {
             "listen": [{"host": "127.0.0.1", "port": ingress_port}],
@@ -156,8 +205,17 @@ def start_pipeline(
     hosts: list[str] | None = None,
     split: bool = False,
     sink_tls: Any = None,
+    adapter: str = "rabbitmq",
 ) -> Pipeline:
+    """Sinks, then Mailyard on ``adapter``: split into four processes, or ``mailyard all``.
+
+    The embedded spool runs only as ``mailyard all``; ``split`` is ignored there.
+    """
+    if adapter not in ADAPTERS:
+        raise ValueError(f"adapter must be one of {ADAPTERS}")
     prefix = f"t{uuid.uuid4().hex[:10]}"
+    spool_dir = tmp_path / f"spool-{prefix}" if adapter == "embedded" else None
+    split = split and spool_dir is None
     sink_hosts = hosts or ALL_HOSTS
     for attempt in range(5):  # another process may take the port between check and bind
         sink_port = port_free_on_all(ALL_HOSTS)
@@ -174,9 +232,10 @@ def start_pipeline(
         dns=dns,
         sink_port=sink_port,
         overrides=overrides or {},
+        spool_dir=spool_dir,
     )
     ingress_port = yaml.safe_load(config.read_text())["ingress"]["listen"][0]["port"]
-    pipeline = Pipeline(prefix, config, ingress_port, sink, dns)
+    pipeline = Pipeline(prefix, config, ingress_port, sink, dns, adapter, spool_dir)
     try:
         for name in SERVICES if split else ("all",):
             pipeline.processes[name] = MailyardProcess(name, config, tmp_path).start()
@@ -198,6 +257,8 @@ def stop_pipeline(pipeline: Pipeline, retry_delays: list[str]) -> dict[str, int]
         finally:
             process.close()
     pipeline.sink.stop()
+    if pipeline.embedded:
+        return codes
     from mailyard.broker.topology import Topology
     from mailyard.durations import parse_duration
 

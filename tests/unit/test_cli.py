@@ -50,7 +50,8 @@ def test_config_file_from_the_environment(tmp_path, capsys, monkeypatch):
 def test_bad_environment_value_returns_2(capsys, monkeypatch):
     monkeypatch.setenv("MAILYARD_BROKER__URL", "http://rabbit/")
     assert main(["all"]) == 2
-    assert "broker.url: must start with amqp:// or amqps://" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "broker.url: must be 'embedded' or start with amqp:// or amqps://" in error
 
 
 @pytest.mark.parametrize("argv", [["bogus"], [], ["all", "--no-such-option"]])
@@ -68,3 +69,13 @@ def test_unknown_command_lists_the_choices(capsys):
     assert "invalid choice: 'bogus'" in err
     for name in ("ingress", "queue", "delivery", "bounce", "all", "check-broker"):
         assert name in err
+
+
+@pytest.mark.parametrize("service", ["ingress", "queue", "delivery", "bounce"])
+def test_split_services_refuse_the_embedded_spool(capsys, monkeypatch, tmp_path, service):
+    monkeypatch.setenv("MAILYARD_BROKER__URL", "embedded")
+    monkeypatch.setenv("MAILYARD_BROKER__SPOOL_DIR", str(tmp_path))
+    assert main([service]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "one process owns a spool, so only `mailyard all` can run on it" in line
+    assert list(tmp_path.iterdir()) == []  # refused before touching the spool

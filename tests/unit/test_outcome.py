@@ -1,16 +1,11 @@
-"""outcome_of: what a reply means for a recipient."""
+"""What a reply means for a recipient, and the one type that carries it to the event."""
 
 from __future__ import annotations
 
 import pytest
 
-from mailyard.delivery.outcome import (
-    Outcome,
-    outcome_of,
-    outcome_of_result,
-    recipient_result,
-    reply_from_pb,
-)
+from mailyard.broker import EventKind
+from mailyard.delivery.outcome import EVENT_KINDS, Outcome, RecipientOutcome, outcome_of
 from mailyard.reply import Reply
 
 
@@ -38,16 +33,31 @@ def test_outcome_values_are_event_names():
     assert [o.value for o in Outcome] == ["delivered", "deferred", "failed"]
 
 
-def test_recipient_result_round_trip():
-    reply = Reply(550, "5.1.1", "No such user")
-    result = recipient_result("a@example.net", reply, "mx.example.net")
+def test_every_outcome_has_its_event_kind():
+    assert {o.value: k.value for o, k in EVENT_KINDS.items()} == {
+        "delivered": "delivered",
+        "deferred": "deferred",
+        "failed": "failed",
+    }
+    assert set(EVENT_KINDS.values()) <= set(EventKind)
+
+
+def test_recipient_outcome_becomes_protobuf_once_with_everything():
+    outcome = RecipientOutcome("a@example.net", Reply(550, "5.1.1", "No such user"), "mx.net", 0.25)
+    assert outcome.outcome is Outcome.FAILED
+    result = outcome.to_pb()
     assert result.recipient == "a@example.net"
-    assert result.remote_mta == "mx.example.net"
-    assert reply_from_pb(result.reply) == reply
-    assert outcome_of_result(result) is Outcome.FAILED
+    assert (result.reply.code, result.reply.status, result.reply.text) == (
+        550,
+        "5.1.1",
+        "No such user",
+    )
+    assert result.remote_mta == "mx.net"
+    assert result.elapsed_ms == 250
 
 
-def test_recipient_result_without_remote_mta():
-    result = recipient_result("a@example.net", Reply(451, "4.4.1", "No answer"))
-    assert result.remote_mta == ""
-    assert outcome_of_result(result) is Outcome.DEFERRED
+def test_recipient_outcome_without_remote_mta():
+    outcome = RecipientOutcome("a@example.net", Reply(451, "4.4.1", "No answer"))
+    assert outcome.outcome is Outcome.DEFERRED
+    assert outcome.to_pb().remote_mta == ""
+    assert outcome.to_pb().elapsed_ms == 0

@@ -12,7 +12,8 @@ from kubernetes.client import (
     V1PodTemplateSpec,
 )
 
-from mailyard.status import QueueState, ServiceState, render, summarize
+from mailyard.broker import QueueState
+from mailyard.status import ServiceState, render, render_embedded, summarize
 
 
 def deployment(component, desired, ready, updated=None):
@@ -95,3 +96,22 @@ def test_table_without_broker_says_why():
 
 def test_no_deployments_found_is_said():
     assert "no Mailyard deployments found" in render([], {})
+
+
+def test_embedded_table_lists_every_queue_in_flow_order():
+    table = render_embedded(
+        {"delivery": 3, "retry.5m": 2, "parking": 1}, running=True, spool="/var/spool/mailyard"
+    )
+    lines = table.splitlines()
+    assert lines[0] == "embedded spool /var/spool/mailyard: mailyard all is running"
+    assert [line.split() for line in lines[1:]] == [
+        ["QUEUE", "MESSAGES"],
+        ["inbound", "0"],
+        ["deferred", "0"],
+        ["delivery", "3"],
+        ["bounce", "0"],
+        ["local", "0"],
+        ["retry.5m", "2"],
+        ["parking", "1"],
+    ]
+    assert "not running" in render_embedded({}, running=False, spool="x")

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from mailyard.broker.topology import BOUNCE_EVENTS, EventKind, Topology
+from mailyard.broker.rabbitmq.declare import retry_queue_arguments, work_queue_arguments
+from mailyard.broker.topology import BOUNCE_EVENTS, EventKind, QueueName, Topology
 
 LADDER = (
     timedelta(minutes=5),
@@ -63,7 +64,10 @@ def test_every_queue_is_listed_once(topology):
         *topology.retry_queues,
         "test-1.parking",
         "test-1.suppression",
+        "test-1.done",
     )
+    assert topology.logs == ("test-1.suppression", "test-1.done")
+    assert topology.work_queues == tuple(topology.queue(role) for role in QueueName)
     assert len(set(topology.queues)) == len(topology.queues)
     assert all(name.startswith("test-1.") for name in topology.queues)
 
@@ -75,7 +79,7 @@ def test_prefixes_keep_installs_apart():
 
 
 def test_work_queue_arguments(topology):
-    assert topology.work_queue_arguments() == {
+    assert work_queue_arguments(topology) == {
         "x-queue-type": "quorum",
         "x-delivery-limit": 7,
         "x-dead-letter-exchange": "",
@@ -96,7 +100,7 @@ def test_work_queue_arguments(topology):
     ],
 )
 def test_retry_queue_arguments(topology, delay, ttl):
-    arguments = topology.retry_queue_arguments(delay)
+    arguments = retry_queue_arguments(topology, delay)
     assert arguments == {
         "x-queue-type": "quorum",
         "x-message-ttl": ttl,
@@ -109,10 +113,15 @@ def test_retry_queue_arguments(topology, delay, ttl):
 
 
 def test_arguments_are_fresh_copies(topology):
-    first = topology.work_queue_arguments()
+    first = work_queue_arguments(topology)
     first["x-queue-type"] = "classic"
-    assert topology.work_queue_arguments()["x-queue-type"] == "quorum"
-    assert topology.retry_queue_arguments(timedelta(minutes=5))["x-queue-type"] == "quorum"
+    assert work_queue_arguments(topology)["x-queue-type"] == "quorum"
+    assert retry_queue_arguments(topology, timedelta(minutes=5))["x-queue-type"] == "quorum"
+
+
+def test_role_is_the_name_without_the_prefix(topology):
+    assert topology.role("test-1.retry.5m") == "retry.5m"
+    assert topology.role(topology.delivery) == "delivery"
 
 
 def test_bounce_events():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-import aio_pika
 import pytest
 from google.protobuf.message import Message
 
@@ -106,20 +105,42 @@ def test_encode_decode_round_trip(name):
 
 
 def test_encode_properties():
-    amqp = wire.encode(delivery_job(), message_id="01MSG.1/2", trace_id="01MSG", queue_id="01MSG.1")
+    encoded = wire.encode(
+        delivery_job(), message_id="01MSG.1/2", trace_id="01MSG", queue_id="01MSG.1"
+    )
+    assert encoded.type == "mailyard.v1.DeliveryJob"
+    assert encoded.message_id == "01MSG.1/2"
+    assert encoded.headers == {"x-mailyard-message-id": "01MSG", "x-mailyard-queue-id": "01MSG.1"}
+    assert encoded.body == delivery_job().SerializeToString()
+
+
+def test_amqp_properties_of_an_encoded_message():
+    from aio_pika import DeliveryMode
+
+    from mailyard.broker.rabbitmq.amqp import amqp_message
+
+    amqp = amqp_message(wire.encode_job(delivery_job()))
     assert amqp.content_type == "application/x-protobuf"
     assert amqp.type == "mailyard.v1.DeliveryJob"
     assert amqp.message_id == "01MSG.1/2"
-    assert amqp.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert amqp.delivery_mode == DeliveryMode.PERSISTENT
     assert amqp.headers == {"x-mailyard-message-id": "01MSG", "x-mailyard-queue-id": "01MSG.1"}
     assert amqp.expiration is None
-    assert amqp.body == delivery_job().SerializeToString()
 
 
-def test_encode_without_queue_id_and_with_expiration():
-    amqp = wire.encode(accepted_message(), message_id="m", trace_id="01MSG", expiration=5)
-    assert amqp.headers == {"x-mailyard-message-id": "01MSG"}
-    assert amqp.expiration == 5
+def test_encode_without_queue_id():
+    encoded = wire.encode(accepted_message(), message_id="m", trace_id="01MSG")
+    assert encoded.headers == {"x-mailyard-message-id": "01MSG"}
+
+
+def test_an_event_is_encoded_with_its_kind_in_the_id():
+    encoded = wire.encode_items([delivery_event()])
+    assert encoded.type == "mailyard.v1.DeliveryEvent"
+    assert encoded.message_id == "01MSG.1/4/failed"
+    assert wire.decode_items(encoded.body, encoded.type, pb.DeliveryEvent) == (
+        [delivery_event()],
+        [],
+    )
 
 
 def test_type_name():
@@ -346,4 +367,4 @@ def test_encode_items_is_what_decode_items_reads(count):
 
 def test_encode_items_refuses_what_is_never_batched():
     with pytest.raises(TypeError, match="DeliveryEvent"):
-        wire.encode_items([delivery_event()])
+        wire.encode_items([delivery_event(), delivery_event()])

@@ -2,94 +2,82 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
-from mailyard import ids, wire
+from mailyard import ids
 from mailyard.bounce import metrics
-from mailyard.bounce.dsn import build_dsn
-from mailyard.broker import Consumer, Delivery, QueueConsumer, Topology
+from mailyard.bounce.plan import DsnPlan, plan_dsn
+from mailyard.broker import Broker, Consumer, Output, QueueName, Work
 from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
 from mailyard.v1 import message_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-_KIND_NAMES = {pb.EVENT_KIND_FAILED: "failed", pb.EVENT_KIND_EXPIRED: "expired"}
-
 
 class BounceService(ConsumingService):
     name = "bounce"
 
-    def __init__(self, settings: Settings, topology: Topology) -> None:
-        super().__init__(settings.broker, topology)
+    def __init__(self, settings: Settings, broker: Broker) -> None:
+        super().__init__(broker)
         self.settings = settings
 
-    def consumers(self) -> list[QueueConsumer[Any]]:
-        topology, prefetch = self.broker.topology, self.settings.bounce.prefetch
+    def consumers(self) -> list[Consumer]:
+        prefetch = self.settings.bounce.prefetch
         return [
-            Consumer(
-                self.broker, topology.bounce, pb.DeliveryEvent, self.on_event, prefetch=prefetch
+            self.broker.consumer(
+                QueueName.BOUNCE, pb.DeliveryEvent, self.on_event, prefetch=prefetch
             ),
-            Consumer(self.broker, topology.local, pb.DeliveryJob, self.on_local, prefetch=prefetch),
+            self.broker.consumer(QueueName.LOCAL, pb.DeliveryJob, self.on_local, prefetch=prefetch),
         ]
 
-    async def on_event(self, delivery: Delivery[pb.DeliveryEvent]) -> None:
-        event = delivery.payload
-        kind = _KIND_NAMES.get(event.kind)
-        if kind is None:
-            return  # only failed/expired are bound to our queue; anything else is not ours
-        if not event.mail_from:
-            # RFC 3461 §6.2 / RFC 5321 §4.5.5: never a notification to <>,
-            # which is what stops bounce loops.
-            metrics.DSNS_SKIPPED.labels("null_sender").inc()
-            log.info(
-                "no DSN for the null sender",
-                extra={"message_id": event.message_id, "queue_id": event.queue_id},
-            )
-            return
+    async def on_event(self, work: Work[pb.DeliveryEvent]) -> Sequence[Output]:
+        outputs: list[Output] = []
         now = datetime.now(UTC)
-        dsn_id = ids.new_message_id()
-        content = build_dsn(event, reporting_mta=self.settings.hostname, dsn_id=dsn_id, now=now)
-        notice = pb.AcceptedMessage(
-            message_id=dsn_id,
-            mail_from="",
-            recipients=[event.mail_from],
-            content=content,
-            received_at=wire.timestamp(now),
-            client=pb.Client(address="", helo=self.settings.hostname),
-            origin=pb.ORIGIN_DSN,
-        )
-        await self.broker.publish(
-            self.broker.topology.inbound,
-            wire.encode(notice, message_id=dsn_id, trace_id=dsn_id),
-        )
-        metrics.DSNS.labels(kind).inc()
-        metrics.DSN_RECIPIENTS.labels(kind).inc(len(event.results))
-        log.info(
-            "DSN queued",
-            extra={
-                "message_id": event.message_id,
-                "queue_id": event.queue_id,
-                "dsn_id": dsn_id,
-                "to": event.mail_from,
-                "kind": kind,
-                "recipients": len(event.results),
-            },
-        )
+        for event in work.items:
+            dsn_id = ids.new_message_id()
+            plan = plan_dsn(event, reporting_mta=self.settings.hostname, dsn_id=dsn_id, now=now)
+            outputs += plan.outputs
+            work.then(functools.partial(_account, event, plan, dsn_id))
+        return outputs
 
-    async def on_local(self, delivery: Delivery[pb.DeliveryJob]) -> None:
-        job = delivery.payload
+    async def on_local(self, work: Work[pb.DeliveryJob]) -> Sequence[Output]:
         # Parsing asynchronous bounces and complaints comes later; for now
         # the message is counted, logged and kept from ever being relayed.
-        metrics.LOCAL_MESSAGES.inc()
-        log.info(
-            "received for a local domain",
-            extra={
-                "message_id": job.message_id,
-                "from": job.mail_from or "<>",
-                "to": list(job.recipients),
-                "size": len(job.content),
-            },
-        )
+        for job in work.items:
+            metrics.LOCAL_MESSAGES.inc()
+            log.info(
+                "received for a local domain",
+                extra={
+                    "message_id": job.message_id,
+                    "from": job.mail_from or "<>",
+                    "to": list(job.recipients),
+                    "size": len(job.content),
+                },
+            )
+        return []
+
+
+def _account(event: pb.DeliveryEvent, plan: DsnPlan, dsn_id: str) -> None:
+    trace = {"message_id": event.message_id, "queue_id": event.queue_id}
+    if plan.skipped == "null_sender":
+        metrics.DSNS_SKIPPED.labels("null_sender").inc()
+        log.info("no DSN for the null sender", extra=trace)
+        return
+    if plan.skipped is not None:
+        return
+    metrics.DSNS.labels(plan.kind).inc()
+    metrics.DSN_RECIPIENTS.labels(plan.kind).inc(len(event.results))
+    log.info(
+        "DSN queued",
+        extra={
+            **trace,
+            "dsn_id": dsn_id,
+            "to": event.mail_from,
+            "kind": plan.kind,
+            "recipients": len(event.results),
+        },
+    )

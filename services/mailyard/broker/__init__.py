@@ -1,19 +1,90 @@
-"""RabbitMQ plumbing shared by every service: topology, confirmed publishing, consuming."""
+"""The broker port and its adapters.
 
-from mailyard.broker.client import BrokerClient, BrokerUnavailable, PublishError, Unroutable
-from mailyard.broker.consumer import BatchConsumer, Consumer, Delivery, QueueConsumer
-from mailyard.broker.topology import BOUNCE_EVENTS, EventKind, Topology
+Services see the broker only through :class:`~mailyard.broker.port.Broker`
+(see ``port.py``). :func:`broker_factory` picks the adapter from
+``broker.url``: RabbitMQ for ``amqp://`` and ``amqps://``, the embedded spool
+for ``embedded``. Nothing outside this package imports aio-pika.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mailyard.broker.port import (
+    Broker,
+    BrokerUnavailable,
+    Consumer,
+    Emit,
+    Handler,
+    Log,
+    LogEntry,
+    MessageSizeMismatch,
+    Output,
+    Publish,
+    PublishError,
+    QueueState,
+    Unroutable,
+    Work,
+)
+from mailyard.broker.topology import BOUNCE_EVENTS, EventKind, QueueName, Topology
+from mailyard.config import BrokerConfig, Settings
+
+EMBEDDED = "embedded"
+
+BrokerFactory = Callable[[str], Broker]
+
+
+def topology_for(settings: Settings) -> Topology:
+    return Topology(
+        prefix=settings.broker.prefix,
+        retry_delays=tuple(settings.queue.retry_delays),
+        delivery_limit=settings.broker.delivery_limit,
+    )
+
+
+def is_embedded(config: BrokerConfig) -> bool:
+    return config.url == EMBEDDED
+
+
+def broker_factory(settings: Settings) -> BrokerFactory:
+    """A function that gives each service (by name) its broker handle.
+
+    On the embedded spool every service of the process shares one spool.
+    """
+    topology = topology_for(settings)
+    if is_embedded(settings.broker):
+        from mailyard.broker.embedded.adapter import EmbeddedBroker
+        from mailyard.broker.embedded.spool import Spool
+
+        spool = Spool(settings.broker.spool_dir)
+        return lambda service: EmbeddedBroker(spool, topology, service=service)
+    from mailyard.broker.rabbitmq.adapter import RabbitBroker
+
+    return lambda service: RabbitBroker(settings.broker, topology, service=service)
+
 
 __all__ = [
     "BOUNCE_EVENTS",
-    "BatchConsumer",
-    "BrokerClient",
+    "EMBEDDED",
+    "Broker",
+    "BrokerFactory",
     "BrokerUnavailable",
     "Consumer",
-    "Delivery",
+    "Emit",
     "EventKind",
+    "Handler",
+    "Log",
+    "LogEntry",
+    "MessageSizeMismatch",
+    "Output",
+    "Publish",
     "PublishError",
-    "QueueConsumer",
+    "QueueName",
+    "QueueState",
     "Topology",
     "Unroutable",
+    "Work",
+    "broker_factory",
+    "is_embedded",
+    "topology_for",
 ]

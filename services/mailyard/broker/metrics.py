@@ -34,3 +34,13 @@ HANDLE_SECONDS = Histogram(
     ["service", "queue"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+SKIPPED_FINISHED = Counter(
+    "mailyard_broker_skipped_finished_total",
+    "Items of a redelivered message left out because the record of finished work holds them",
+    ["service", "queue"],
+)
+UNSUBSCRIBED = Counter(
+    "mailyard_events_unsubscribed_total",
+    "Times an optional event kind was found with no queue bound, and paused",
+    ["service", "kind"],
+)

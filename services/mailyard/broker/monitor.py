@@ -1,10 +1,10 @@
 """Queue depths and consumer counts, as the broker reports them, for dashboards and alerts.
 
-Every Mailyard process polls the broker (passive declares: cheap, no
-management plugin needed) and exports the same gauges; dashboards and alerts
-take ``max by (queue)``. That way the numbers exist as long as any Mailyard
-process runs, including when every consumer of a queue is gone — which is
-exactly when the "no consumers" alert must fire.
+Every Mailyard process polls its broker and exports the same gauges;
+dashboards and alerts take ``max by (queue)``. That way the numbers exist as
+long as any Mailyard process runs, including when every consumer of a queue
+is gone — which is exactly when the "no consumers" alert must fire. On the
+embedded spool the numbers come from the spool's own index.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 
 from prometheus_client import Gauge
 
-from mailyard.broker.client import BrokerClient
+from mailyard.broker.port import Broker
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,13 @@ QUEUE_CONSUMERS = Gauge(
 class QueueMonitor:
     name = "monitor"
 
-    def __init__(self, client: BrokerClient, interval: float) -> None:
-        self.client = client
+    def __init__(self, broker: Broker, interval: float) -> None:
+        self.broker = broker
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.client.connect()
+        await self.broker.connect()
         self._task = asyncio.create_task(self._poll_forever(), name="queue-monitor")
 
     def ready(self) -> bool:
@@ -46,7 +46,7 @@ class QueueMonitor:
     async def stop(self, grace: float) -> None:
         if self._task is not None:
             self._task.cancel()
-        await self.client.close()
+        await self.broker.close()
 
     async def _poll_forever(self) -> None:
         while True:
@@ -57,26 +57,6 @@ class QueueMonitor:
             await asyncio.sleep(self.interval)
 
     async def poll(self) -> None:
-        for role, (messages, consumers) in (await read_queue_states(self.client)).items():
-            QUEUE_MESSAGES.labels(role).set(messages)
-            QUEUE_CONSUMERS.labels(role).set(consumers)
-
-
-async def read_queue_states(client: BrokerClient) -> dict[str, tuple[int, int]]:
-    """(ready messages, consumers) of every Mailyard queue, by role, from passive declares."""
-    topology = client.topology
-    channel = await client.connection.channel(publisher_confirms=False)
-    try:
-        states = {}
-        for name in topology.queues:
-            if name == topology.suppression:
-                continue  # a stream: its length is not a backlog
-            result = (await channel.declare_queue(name, passive=True)).declaration_result
-            states[name.removeprefix(topology.prefix + ".")] = (
-                result.message_count or 0,
-                result.consumer_count or 0,
-            )
-        return states
-    finally:
-        if not channel.is_closed:
-            await channel.close()
+        for role, state in (await self.broker.queue_states()).items():
+            QUEUE_MESSAGES.labels(role).set(state.messages)
+            QUEUE_CONSUMERS.labels(role).set(state.consumers)

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from mailyard.broker.client import BrokerClient
-from mailyard.broker.consumer import QueueConsumer
-from mailyard.broker.topology import Topology
-from mailyard.config import BrokerConfig
+from mailyard.broker.port import Broker, Consumer
 
 
 class ConsumingService:
@@ -15,11 +10,11 @@ class ConsumingService:
 
     name: str
 
-    def __init__(self, broker_config: BrokerConfig, topology: Topology) -> None:
-        self.broker = BrokerClient(broker_config, topology, service=self.name)
-        self._consumers: list[QueueConsumer[Any]] = []
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._consumers: list[Consumer] = []
 
-    def consumers(self) -> list[QueueConsumer[Any]]:
+    def consumers(self) -> list[Consumer]:
         raise NotImplementedError
 
     async def started(self) -> None:

@@ -1,23 +1,22 @@
-"""The RabbitMQ topology: every queue and exchange Mailyard uses, by name.
+"""The names of everything Mailyard keeps on a broker, whichever adapter holds it.
 
 All names start with the configured prefix so that several installs (or test
-runs) can share one broker. Every service declares the whole topology at
-start-up; declaring is idempotent as long as the arguments do not change.
+runs) can share one broker.
 
-    <p>.inbound        quorum   accepted messages (ingress, bounce → queue)
-    <p>.delivery       quorum   delivery jobs (queue, retry ladder → delivery)
-    <p>.deferred       quorum   attempts that ended in a 4xx (delivery → queue)
-    <p>.retry.<delay>  quorum   TTL queues; expired jobs dead-letter to <p>.delivery
-    <p>.bounce         quorum   failed/expired events (events → bounce)
-    <p>.local          quorum   mail for ingress.local_domains (queue → bounce)
-    <p>.parking        quorum   poison and undecodable messages, with reason headers
-    <p>.events         topic    delivered / deferred / failed / expired
-    <p>.suppression    stream   suppression list changes
+    <p>.inbound        accepted messages (ingress, bounce → queue)
+    <p>.delivery       delivery jobs (queue, retry ladder → delivery)
+    <p>.deferred       attempts that ended in a 4xx (delivery → queue)
+    <p>.retry.<delay>  the retry ladder; each rung hands its jobs back to <p>.delivery
+    <p>.bounce         failed/expired events (events → bounce)
+    <p>.local          mail for ingress.local_domains (queue → bounce)
+    <p>.parking        poison and undecodable messages, with reason headers
+    <p>.events         delivered / deferred / failed / expired
+    <p>.suppression    log: suppression list changes
+    <p>.done           log: delivery jobs finished (consulted when a batch comes back)
 
-Work queues dead-letter to the parking queue after ``delivery_limit``
-deliveries without an ack (a consumer that keeps crashing on a message). All
-dead-lettering is at-least-once, so a message moving between queues inside
-the broker is never dropped on the way.
+How each adapter lays these out (quorum queues, a topic exchange and streams
+on RabbitMQ; tables of one SQLite file for the embedded spool) is its own
+business; services only use the roles in :class:`QueueName`.
 """
 
 from __future__ import annotations
@@ -26,11 +25,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-import aio_pika
-from aio_pika.abc import AbstractChannel
-from pamqp.common import FieldTable
-
 from mailyard.durations import format_duration
+
+
+class QueueName(StrEnum):
+    """The work queues a service can publish to or consume from, by role."""
+
+    INBOUND = "inbound"
+    DELIVERY = "delivery"
+    DEFERRED = "deferred"
+    BOUNCE = "bounce"
+    LOCAL = "local"
 
 
 class EventKind(StrEnum):
@@ -42,16 +47,8 @@ class EventKind(StrEnum):
     EXPIRED = "expired"
 
 
-# Events that a DSN depends on: published mandatory, consumed by bounce.
+# Events that a DSN depends on: they must reach the bounce queue.
 BOUNCE_EVENTS = (EventKind.FAILED, EventKind.EXPIRED)
-
-_QUORUM: FieldTable = {"x-queue-type": "quorum"}
-_AT_LEAST_ONCE: FieldTable = {
-    "x-dead-letter-exchange": "",
-    "x-dead-letter-strategy": "at-least-once",
-    # at-least-once dead-lettering requires reject-publish overflow.
-    "x-overflow": "reject-publish",
-}
 
 
 @dataclass(frozen=True)
@@ -60,25 +57,28 @@ class Topology:
     retry_delays: tuple[timedelta, ...]
     delivery_limit: int
 
+    def queue(self, role: QueueName) -> str:
+        return f"{self.prefix}.{role.value}"
+
     @property
     def inbound(self) -> str:
-        return f"{self.prefix}.inbound"
+        return self.queue(QueueName.INBOUND)
 
     @property
     def delivery(self) -> str:
-        return f"{self.prefix}.delivery"
+        return self.queue(QueueName.DELIVERY)
 
     @property
     def deferred(self) -> str:
-        return f"{self.prefix}.deferred"
+        return self.queue(QueueName.DEFERRED)
 
     @property
     def bounce(self) -> str:
-        return f"{self.prefix}.bounce"
+        return self.queue(QueueName.BOUNCE)
 
     @property
     def local(self) -> str:
-        return f"{self.prefix}.local"
+        return self.queue(QueueName.LOCAL)
 
     @property
     def parking(self) -> str:
@@ -92,53 +92,30 @@ class Topology:
     def suppression(self) -> str:
         return f"{self.prefix}.suppression"
 
+    @property
+    def done(self) -> str:
+        return f"{self.prefix}.done"
+
     def retry_queue(self, delay: timedelta) -> str:
         return f"{self.prefix}.retry.{format_duration(delay)}"
 
     @property
     def work_queues(self) -> tuple[str, ...]:
-        return (self.inbound, self.delivery, self.deferred, self.bounce, self.local)
+        return tuple(self.queue(role) for role in QueueName)
 
     @property
     def retry_queues(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.retry_queue(d) for d in self.retry_delays))
 
     @property
+    def logs(self) -> tuple[str, ...]:
+        return (self.suppression, self.done)
+
+    @property
     def queues(self) -> tuple[str, ...]:
-        """Every queue (and the stream), for listing and for cleaning up."""
-        return (*self.work_queues, *self.retry_queues, self.parking, self.suppression)
+        """Every queue (and log), for listing and for cleaning up."""
+        return (*self.work_queues, *self.retry_queues, self.parking, *self.logs)
 
-    def work_queue_arguments(self) -> FieldTable:
-        return {
-            **_QUORUM,
-            **_AT_LEAST_ONCE,
-            "x-delivery-limit": self.delivery_limit,
-            "x-dead-letter-routing-key": self.parking,
-        }
-
-    def retry_queue_arguments(self, delay: timedelta) -> FieldTable:
-        return {
-            **_QUORUM,
-            **_AT_LEAST_ONCE,
-            "x-message-ttl": max(1, round(delay.total_seconds() * 1000)),
-            "x-dead-letter-routing-key": self.delivery,
-        }
-
-    async def declare(self, channel: AbstractChannel) -> None:
-        """Declare everything. Safe to run from every service at every start."""
-        await channel.declare_queue(self.parking, durable=True, arguments=_QUORUM)
-        for name in self.work_queues:
-            await channel.declare_queue(name, durable=True, arguments=self.work_queue_arguments())
-        for delay in dict.fromkeys(self.retry_delays):
-            await channel.declare_queue(
-                self.retry_queue(delay), durable=True, arguments=self.retry_queue_arguments(delay)
-            )
-        await channel.declare_queue(
-            self.suppression, durable=True, arguments={"x-queue-type": "stream"}
-        )
-        events = await channel.declare_exchange(
-            self.events, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        bounce = await channel.get_queue(self.bounce, ensure=False)
-        for kind in BOUNCE_EVENTS:
-            await bounce.bind(events, routing_key=kind.value)
+    def role(self, name: str) -> str:
+        """``"<p>.retry.5m"`` → ``"retry.5m"``: the name without the prefix."""
+        return name.removeprefix(self.prefix + ".")

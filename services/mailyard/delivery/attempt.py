@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 
 from mailyard.delivery import metrics
-from mailyard.delivery.outcome import recipient_result
+from mailyard.delivery.outcome import RecipientOutcome
 from mailyard.delivery.pool import SessionPool
 from mailyard.delivery.resolver import MxResolver, RouteError
 from mailyard.delivery.smtp import (
@@ -50,13 +51,24 @@ class Deliverer:
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
 
-    async def attempt(self, job: pb.DeliveryJob) -> list[pb.RecipientResult]:
+    async def attempt(self, job: pb.DeliveryJob) -> list[RecipientOutcome]:
         recipients = list(job.recipients)
+        started = time.perf_counter()
+
+        def outcomes(replies: dict[str, Reply] | Reply, remote: str = "") -> list[RecipientOutcome]:
+            elapsed = time.perf_counter() - started
+            return [
+                RecipientOutcome(
+                    r, replies if isinstance(replies, Reply) else replies[r], remote, elapsed
+                )
+                for r in recipients
+            ]
+
         try:
             hosts = await self.resolver.route(job.domain)
         except RouteError as exc:
             metrics.ROUTE_FAILURES.labels(exc.kind).inc()
-            return [recipient_result(r, exc.reply) for r in recipients]
+            return outcomes(exc.reply)
 
         last_problem = NO_HOST_ANSWERED
         for host in hosts:
@@ -71,14 +83,13 @@ class Deliverer:
                     )
                     last_problem = exc.reply
                     continue
-                remote = session.mx
-                return [recipient_result(r, replies[r], remote) for r in recipients]
+                return outcomes(replies, session.mx)
         # Every host failed before MAIL FROM. Even 5xx greetings are retried:
         # a host refusing everyone is more often broken than meaning it.
         reply = last_problem
         if reply.is_permanent:
             reply = Reply(451, reply.status.replace("5.", "4.", 1), reply.text)
-        return [recipient_result(r, reply) for r in recipients]
+        return outcomes(reply)
 
     async def _transact(
         self, mx: str, address: str, job: pb.DeliveryJob

@@ -1,12 +1,16 @@
-"""What a reply means for a recipient — no I/O.
+"""What became of one recipient in one attempt — one type from the SMTP client to the event.
 
 2xx delivered, 4xx deferred (back into the retry ladder), 5xx failed (a DSN).
+:data:`EVENT_KINDS` is the one table from outcome to event kind; protobuf is
+made once, in :meth:`RecipientOutcome.to_pb`, when the event is built.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
+from mailyard.broker import EventKind
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
 
@@ -17,6 +21,13 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
+EVENT_KINDS: dict[Outcome, EventKind] = {
+    Outcome.DELIVERED: EventKind.DELIVERED,
+    Outcome.DEFERRED: EventKind.DEFERRED,
+    Outcome.FAILED: EventKind.FAILED,
+}
+
+
 def outcome_of(reply: Reply) -> Outcome:
     if reply.is_positive:
         return Outcome.DELIVERED
@@ -25,17 +36,23 @@ def outcome_of(reply: Reply) -> Outcome:
     return Outcome.FAILED
 
 
-def outcome_of_result(result: pb.RecipientResult) -> Outcome:
-    return outcome_of(reply_from_pb(result.reply))
+@dataclass(frozen=True, slots=True)
+class RecipientOutcome:
+    recipient: str
+    reply: Reply
+    remote_mta: str = ""  # the host that replied; "" when none was reached
+    elapsed: float = 0.0  # seconds from the start of the attempt to the reply
 
+    @property
+    def outcome(self) -> Outcome:
+        return outcome_of(self.reply)
 
-def recipient_result(recipient: str, reply: Reply, remote_mta: str = "") -> pb.RecipientResult:
-    return pb.RecipientResult(
-        recipient=recipient,
-        reply=pb.SmtpReply(code=reply.code, status=reply.status, text=reply.text),
-        remote_mta=remote_mta,
-    )
-
-
-def reply_from_pb(reply: pb.SmtpReply) -> Reply:
-    return Reply(reply.code, reply.status, reply.text)
+    def to_pb(self) -> pb.RecipientResult:
+        return pb.RecipientResult(
+            recipient=self.recipient,
+            reply=pb.SmtpReply(
+                code=self.reply.code, status=self.reply.status, text=self.reply.text
+            ),
+            remote_mta=self.remote_mta,
+            elapsed_ms=min(round(self.elapsed * 1000), 2**32 - 1),
+        )

@@ -1,32 +1,37 @@
-"""The delivery service: take a job, attempt it, report every recipient's fate."""
+"""The delivery service: take jobs, attempt them, report every recipient's fate.
+
+``delivery.concurrency`` is the number of jobs one process works on at once,
+whatever the batches they came in. A job holds its slot from its first DNS
+query until its outcome is stored with :meth:`Work.complete`, which also
+records it as finished: if the process dies, its batch comes back without
+the jobs that were done, and only the transactions in flight at that moment
+can be sent twice (Postfix's window).
+
+One deadline (``delivery.attempt_timeout``) covers a batch, so it is never
+held near the broker's consumer_timeout: a job cut off mid-attempt is
+deferred (``451 4.4.1``); a job that never got a slot goes back in line
+unchanged, not counted as an attempt.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from mailyard import wire
-from mailyard.broker import (
-    BatchConsumer,
-    Delivery,
-    EventKind,
-    PublishError,
-    QueueConsumer,
-    Topology,
-)
+from mailyard.broker import Broker, Consumer, Output, Publish, QueueName, Work
 from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
 from mailyard.delivery import metrics
 from mailyard.delivery.attempt import Deliverer
 from mailyard.delivery.limits import DestinationLimiter
-from mailyard.delivery.outcome import Outcome, outcome_of_result, recipient_result
+from mailyard.delivery.outcome import Outcome, RecipientOutcome
+from mailyard.delivery.plan import by_outcome, plan_report
 from mailyard.delivery.pool import SessionPool
 from mailyard.delivery.resolver import MxResolver
 from mailyard.delivery.smtp import opportunistic_tls_context
-from mailyard.events import EventPublisher, event_for
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
 
@@ -36,11 +41,10 @@ log = logging.getLogger(__name__)
 class DeliveryService(ConsumingService):
     name = "delivery"
 
-    def __init__(self, settings: Settings, topology: Topology) -> None:
-        super().__init__(settings.broker, topology)
-        self.events = EventPublisher(
-            self.broker, recheck=settings.broker.unrouted_event_recheck.total_seconds()
-        )
+    def __init__(
+        self, settings: Settings, broker: Broker, *, deliverer: Deliverer | None = None
+    ) -> None:
+        super().__init__(broker)
         self.settings = settings
         self.config = config = settings.delivery
         self.pool = SessionPool(
@@ -49,7 +53,7 @@ class DeliveryService(ConsumingService):
             max_transactions=config.max_messages_per_connection,
             max_idle_per_host=config.max_connections_per_destination,
         )
-        self.deliverer = Deliverer(
+        self.deliverer = deliverer or Deliverer(
             MxResolver(
                 config.nameservers,
                 timeout=config.dns_timeout.total_seconds(),
@@ -64,16 +68,15 @@ class DeliveryService(ConsumingService):
             command_timeout=config.command_timeout.total_seconds(),
         )
         self.limiter = DestinationLimiter(config.max_connections_per_destination)
+        self.slots = asyncio.Semaphore(config.concurrency)
         self.named_destinations = frozenset(settings.metrics.destinations)
 
-    def consumers(self) -> list[QueueConsumer[Any]]:
+    def consumers(self) -> list[Consumer]:
+        # Batches held at once: as many as there are job slots, so that
+        # single-job messages (a quiet system) can fill every slot.
         return [
-            BatchConsumer(
-                self.broker,
-                self.broker.topology.delivery,
-                pb.DeliveryJob,
-                self.on_jobs,
-                prefetch=self.config.concurrency,
+            self.broker.consumer(
+                QueueName.DELIVERY, pb.DeliveryJob, self.on_jobs, prefetch=self.config.concurrency
             )
         ]
 
@@ -83,152 +86,103 @@ class DeliveryService(ConsumingService):
     async def stopped(self) -> None:
         await self.pool.close()
 
-    async def on_jobs(self, delivery: Delivery[list[pb.DeliveryJob]]) -> None:
-        """Attempt a job, or the jobs of a batch side by side.
+    async def on_jobs(self, work: Work[pb.DeliveryJob]) -> Sequence[Output]:
+        """Attempt the jobs of a batch side by side; what is left goes back in line.
 
-        The jobs of a batch run concurrently, each within the destination's
-        connection limit and reusing its idle sessions, so a batch is as quick
-        as the jobs would have been alone. One deadline covers the batch, so
-        it is never held near the broker's consumer_timeout; jobs it cuts off
-        are deferred. A job of a batch whose handling raises is sent back to
-        the delivery queue on its own, where the usual retries and parking
-        apply to it alone: the others are not attempted again for its sake.
+        A job whose handling raises makes the whole input come back after
+        the others are stored; their finished records leave only it to be
+        tried again, and parked if it keeps failing.
         """
-        jobs = delivery.payload
-        if delivery.redelivered:
+        jobs = work.items
+        if work.redelivered or any(job.may_repeat for job in jobs):
+            # Not in the record of finished jobs: any of these may have been
+            # in flight when an earlier process died.
             metrics.POSSIBLE_DUPLICATES.inc(len(jobs))
-        in_batch = len(jobs) > 1
-        deadline = self.config.attempt_timeout.total_seconds()
+        deadline = asyncio.get_running_loop().time() + self.config.attempt_timeout.total_seconds()
         metrics.IN_FLIGHT.inc(len(jobs))
-        attempts = [asyncio.create_task(self._attempt(job, in_batch=in_batch)) for job in jobs]
         try:
-            _, late = await asyncio.wait(attempts, timeout=deadline)
-            if late:
-                metrics.DEADLINE_EXCEEDED.inc()
+            runs = [asyncio.create_task(self._run(work, job, deadline)) for job in jobs]
+            results = await asyncio.gather(*runs, return_exceptions=True)
         finally:
-            # Past the deadline, or this handler itself cancelled (shutdown).
-            unfinished = [task for task in attempts if not task.done()]
-            for task in unfinished:
-                task.cancel()
-            if unfinished:
-                await asyncio.wait(unfinished)
+            for run in runs:
+                run.cancel()  # only when this handler itself was cancelled (shutdown)
             metrics.IN_FLIGHT.dec(len(jobs))
-        cut_off = Reply(451, "4.4.1", f"delivery attempt cut off after {deadline:g}s")
-        outcomes: list[list[pb.RecipientResult] | Exception] = []
-        for job, task in zip(jobs, attempts, strict=True):
-            if task.cancelled():
-                outcomes.append([recipient_result(r, cut_off) for r in job.recipients])
-                metrics.JOBS.inc()
-            else:
-                outcomes.append(task.result())  # a single job's error is raised here
-        finishing = [
-            self._finish(job, outcome, in_batch=in_batch)
-            for job, outcome in zip(jobs, outcomes, strict=True)
-        ]
-        await (finishing[0] if len(finishing) == 1 else asyncio.gather(*finishing))
-
-    async def _attempt(
-        self, job: pb.DeliveryJob, *, in_batch: bool
-    ) -> list[pb.RecipientResult] | Exception:
-        started = time.perf_counter()
-        try:
-            async with self.limiter.slot(job.domain):
-                results = await self.deliverer.attempt(job)
-        except Exception as exc:
-            if not in_batch:
-                raise
-            return exc
-        metrics.JOBS.inc()
-        metrics.ATTEMPT_SECONDS.observe(time.perf_counter() - started)
-        return results
-
-    async def _finish(
-        self, job: pb.DeliveryJob, outcome: list[pb.RecipientResult] | Exception, *, in_batch: bool
-    ) -> None:
-        if isinstance(outcome, Exception):
-            await self._send_back_alone(job, outcome)
-            return
-        try:
-            await self.report(job, outcome)
-        except PublishError:
-            raise  # the broker is in trouble: the whole input comes back
-        except Exception as exc:
-            if not in_batch:
-                raise
-            await self._send_back_alone(job, exc)
-
-    async def _send_back_alone(self, job: pb.DeliveryJob, error: Exception) -> None:
-        log.warning(
-            "a job failed in a batch; sent back to the queue on its own",
-            exc_info=error,
-            extra={"message_id": job.message_id, "queue_id": job.queue_id},
-        )
-        await self.broker.publish(self.broker.topology.delivery, wire.encode_job(job))
-
-    async def report(self, job: pb.DeliveryJob, results: list[pb.RecipientResult]) -> None:
-        """Publish what happened; returns once the broker has confirmed all of it."""
-        now = datetime.now(UTC)
-        by_outcome: dict[Outcome, list[pb.RecipientResult]] = {o: [] for o in Outcome}
+        back_in_line: list[Output] = []
         for result in results:
-            by_outcome[outcome_of_result(result)].append(result)
-        attempts = job.attempts + 1
+            if isinstance(result, BaseException):
+                raise result
+            if result is not None:
+                back_in_line.append(result)
+        return back_in_line
 
-        publishes = []
-        kinds = {
-            Outcome.DELIVERED: EventKind.DELIVERED,
-            Outcome.FAILED: EventKind.FAILED,
-            Outcome.DEFERRED: EventKind.DEFERRED,
-        }
-        quote_limit = self.settings.bounce.max_quoted_headers
-        for outcome, kind in kinds.items():
-            if by_outcome[outcome]:
-                event = event_for(
-                    kind, job, by_outcome[outcome], now=now, attempts=attempts,
-                    quote_limit=quote_limit,
-                )  # fmt: skip
-                publishes.append(self.events.publish(kind, event))
-        if by_outcome[Outcome.DEFERRED]:
-            # The only place the body is copied: the job goes round again.
-            retry = pb.DeliveryJob()
-            retry.CopyFrom(job)
-            retry.attempts = attempts
-            del retry.recipients[:]
-            retry.recipients.extend(r.recipient for r in by_outcome[Outcome.DEFERRED])
-            del retry.last_results[:]
-            retry.last_results.extend(by_outcome[Outcome.DEFERRED])
-            publishes.append(
-                self.broker.publish(self.broker.topology.deferred, wire.encode_job(retry))
+    async def _run(
+        self, work: Work[pb.DeliveryJob], job: pb.DeliveryJob, deadline: float
+    ) -> Output | None:
+        """One job: wait for a slot, attempt, store the outcome. Returns the job
+        itself when the deadline came before a slot did."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.slots.acquire()
+        except TimeoutError:
+            metrics.DEADLINE_EXCEEDED.inc()
+            return Publish(QueueName.DELIVERY, (job,))
+        try:
+            outcomes = await self._attempt(job, deadline)
+            now = datetime.now(UTC)
+            outputs = plan_report(
+                job, outcomes, now=now, quote_limit=self.settings.bounce.max_quoted_headers
             )
-        if len(publishes) == 1:
-            await publishes[0]
-        elif publishes:
-            await asyncio.gather(*publishes)
-        self._account(job, by_outcome, now)
+            account = self._accounting(job, outcomes, now)
+            await work.complete(job, outputs)
+        finally:
+            self.slots.release()
+        account()
+        return None
 
-    def _account(
-        self,
-        job: pb.DeliveryJob,
-        by_outcome: dict[Outcome, list[pb.RecipientResult]],
-        now: datetime,
-    ) -> None:
+    async def _attempt(self, job: pb.DeliveryJob, deadline: float) -> list[RecipientOutcome]:
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout_at(deadline), self.limiter.slot(job.domain):
+                outcomes = await self.deliverer.attempt(job)
+        except TimeoutError:
+            metrics.DEADLINE_EXCEEDED.inc()
+            timeout = self.config.attempt_timeout.total_seconds()
+            cut_off = Reply(451, "4.4.1", f"delivery attempt cut off after {timeout:g}s")
+            outcomes = [RecipientOutcome(r, cut_off) for r in job.recipients]
+        metrics.JOBS.inc()
+        metrics.ATTEMPT_SECONDS.observe(asyncio.get_running_loop().time() - started)
+        return outcomes
+
+    def _accounting(
+        self, job: pb.DeliveryJob, outcomes: list[RecipientOutcome], now: datetime
+    ) -> Callable[[], None]:
+        """Metrics and log lines for after the outcome is stored (worked out before,
+        so that a job that cannot be accounted fails before it counts as done)."""
         age = (now - wire.to_datetime(job.received_at)).total_seconds()
         destination = job.domain if job.domain in self.named_destinations else "other"
-        for outcome, results in by_outcome.items():
-            if results:
-                metrics.DESTINATION_RECIPIENTS.labels(destination, outcome.value).inc(len(results))
-            for result in results:
-                metrics.RECIPIENTS.labels(outcome.value, f"{result.reply.code // 100}xx").inc()
-                if outcome is Outcome.DELIVERED:
-                    metrics.LATENCY_SECONDS.observe(age)
-                log.info(
-                    outcome.value,
-                    extra={
-                        "message_id": job.message_id,
-                        "queue_id": job.queue_id,
-                        "to": result.recipient,
-                        "relay": result.remote_mta or "none",
-                        "delay": round(age, 3),
-                        "attempt": job.attempts + 1,
-                        "reply": f"{result.reply.code} {result.reply.status} {result.reply.text}",
-                    },
-                )
+        grouped = by_outcome(outcomes)
+
+        def account() -> None:
+            for outcome, group in grouped.items():
+                if group:
+                    metrics.DESTINATION_RECIPIENTS.labels(destination, outcome.value).inc(
+                        len(group)
+                    )
+                for result in group:
+                    metrics.RECIPIENTS.labels(outcome.value, result.reply.status_class).inc()
+                    if outcome is Outcome.DELIVERED:
+                        metrics.LATENCY_SECONDS.observe(age)
+                    log.info(
+                        outcome.value,
+                        extra={
+                            "message_id": job.message_id,
+                            "queue_id": job.queue_id,
+                            "to": result.recipient,
+                            "relay": result.remote_mta or "none",
+                            "delay": round(age, 3),
+                            "attempt": job.attempts + 1,
+                            "reply": str(result.reply),
+                        },
+                    )
+
+        return account

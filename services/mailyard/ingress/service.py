@@ -5,26 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from mailyard import wire
-from mailyard.broker import BrokerClient, Topology
+from mailyard.broker import Broker, MessageSizeMismatch, Publish, QueueName
 from mailyard.config import Settings
 from mailyard.ingress.groupcommit import GroupCommit
 from mailyard.ingress.handler import IngressHandler
 from mailyard.ingress.policy import IngressPolicy
 from mailyard.ingress.server import MailyardSMTP, RefuseSession, SessionCounter
-from mailyard.ingress.sizecheck import check_broker_accepts
 from mailyard.v1 import message_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+# Room for our Received: header and the protobuf envelope around the content.
+ENVELOPE_ALLOWANCE = 64 * 1024
 
 
 class IngressService:
     name = "ingress"
 
-    def __init__(self, settings: Settings, topology: Topology) -> None:
+    def __init__(self, settings: Settings, broker: Broker) -> None:
         self.settings = settings
         self.config = settings.ingress
-        self.broker = BrokerClient(settings.broker, topology, service=self.name)
+        self.broker = broker
         self.policy = IngressPolicy.build(
             self.config.relay_networks,
             self.config.local_domains,
@@ -53,7 +54,7 @@ class IngressService:
         return self.broker.connected
 
     async def _publish(self, messages: list[pb.AcceptedMessage]) -> None:
-        await self.broker.publish(self.broker.topology.inbound, wire.encode_items(messages))
+        await self.broker.store([Publish(QueueName.INBOUND, tuple(messages))])
 
     def _protocol(self) -> asyncio.BaseProtocol:
         if self.sessions.full:
@@ -74,7 +75,14 @@ class IngressService:
 
     async def start(self) -> None:
         await self.broker.connect()
-        await check_broker_accepts(self.broker, self.config.max_message_size)
+        size = self.config.max_message_size + ENVELOPE_ALLOWANCE
+        try:
+            await self.broker.check_message_size(size)
+        except MessageSizeMismatch as exc:
+            raise MessageSizeMismatch(
+                f"ingress.max_message_size is {self.config.max_message_size} bytes, but {exc}. "
+                "Lower ingress.max_message_size, or raise max_message_size in rabbitmq.conf."
+            ) from exc
         loop = asyncio.get_running_loop()
         for listener in self.config.listen:
             server = await loop.create_server(

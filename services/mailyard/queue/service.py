@@ -1,21 +1,25 @@
-"""The queue service: split accepted mail into jobs; schedule or expire deferrals."""
+"""The queue service: split accepted mail into jobs; schedule or expire deferrals.
+
+Each handler decodes nothing and publishes nothing itself: the broker port
+hands it decoded work, ``plan.py`` says what to publish, the port stores it
+and releases the input, and the handler accounts.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
-from mailyard import wire
-from mailyard.broker import BatchConsumer, Consumer, Delivery, EventKind, QueueConsumer, Topology
+from mailyard.broker import Broker, Consumer, Output, QueueName, Work
 from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
 from mailyard.durations import format_duration
-from mailyard.events import EventPublisher, event_for
 from mailyard.queue import metrics
-from mailyard.queue.schedule import Expire, after_deferral
-from mailyard.queue.split import Split, delivery_batches, split_message
+from mailyard.queue.plan import plan_accepted, plan_deferral
+from mailyard.queue.schedule import Expire, Retry
+from mailyard.queue.split import Split
 from mailyard.v1 import message_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -24,62 +28,47 @@ log = logging.getLogger(__name__)
 class QueueService(ConsumingService):
     name = "queue"
 
-    def __init__(self, settings: Settings, topology: Topology) -> None:
-        super().__init__(settings.broker, topology)
-        self.events = EventPublisher(
-            self.broker, recheck=settings.broker.unrouted_event_recheck.total_seconds()
-        )
+    def __init__(self, settings: Settings, broker: Broker) -> None:
+        super().__init__(broker)
         self.settings = settings
         self.config = settings.queue
         self.local_domains = frozenset(settings.ingress.local_domains)
 
-    def consumers(self) -> list[QueueConsumer[Any]]:
-        topology, prefetch = self.broker.topology, self.config.prefetch
+    def consumers(self) -> list[Consumer]:
+        prefetch = self.config.prefetch
         return [
-            BatchConsumer(
-                self.broker,
-                topology.inbound,
-                pb.AcceptedMessage,
-                self.on_accepted,
-                prefetch=prefetch,
+            self.broker.consumer(
+                QueueName.INBOUND, pb.AcceptedMessage, self.on_accepted, prefetch=prefetch
             ),
-            Consumer(
-                self.broker, topology.deferred, pb.DeliveryJob, self.on_deferred, prefetch=prefetch
+            self.broker.consumer(
+                QueueName.DEFERRED, pb.DeliveryJob, self.on_deferred, prefetch=prefetch
             ),
         ]
 
-    async def on_accepted(self, delivery: Delivery[list[pb.AcceptedMessage]]) -> None:
-        messages = delivery.payload
-        splits = [
-            split_message(
-                message,
-                local_domains=self.local_domains,
-                max_recipients_per_job=self.config.max_recipients_per_job,
-                lifetime=self.config.max_lifetime,
-            )
-            for message in messages
-        ]
-        topology, batching = self.broker.topology, self.config.delivery_batch
-        batches = delivery_batches(
-            (job for split in splits for job in split.remote),
+    async def on_accepted(self, work: Work[pb.AcceptedMessage]) -> Sequence[Output]:
+        batching = self.config.delivery_batch
+        plan = plan_accepted(
+            work.items,
+            local_domains=self.local_domains,
+            max_recipients_per_job=self.config.max_recipients_per_job,
+            lifetime=self.config.max_lifetime,
             max_jobs=batching.max_jobs,
             # Never more than the size ingress's start-up probe proved the broker takes.
             max_bytes=min(batching.max_bytes, self.settings.ingress.max_message_size),
+            may_repeat=work.redelivered,
         )
-        publishes = [self._publish_batch(topology.delivery, batch) for batch in batches] + [
-            self._publish_job(topology.local, job) for split in splits for job in split.local
-        ]
-        # All or nothing: the input is acked only when every job is confirmed.
-        # If one fails, the input comes back and is split again with the
-        # same queue ids (jobs already stored are then duplicated; rare, and
-        # within what at-least-once allows).
-        await (publishes[0] if len(publishes) == 1 else asyncio.gather(*publishes))
-        for batch in batches:
-            metrics.BATCH_JOBS.observe(len(batch))
-        for message, split in zip(messages, splits, strict=True):
-            self._account(message, split)
+        work.then(lambda: self._account(work.items, plan.splits, plan.batch_sizes))
+        return plan.outputs
 
-    def _account(self, message: pb.AcceptedMessage, split: Split) -> None:
+    def _account(
+        self, messages: list[pb.AcceptedMessage], splits: list[Split], batch_sizes: list[int]
+    ) -> None:
+        for size in batch_sizes:
+            metrics.BATCH_JOBS.observe(size)
+        for message, split in zip(messages, splits, strict=True):
+            self._account_message(message, split)
+
+    def _account_message(self, message: pb.AcceptedMessage, split: Split) -> None:
         routed = sum(len(job.recipients) for job in split.remote + split.local)
         metrics.MESSAGES.inc()
         metrics.JOBS.labels("remote").inc(len(split.remote))
@@ -96,61 +85,32 @@ class QueueService(ConsumingService):
             },
         )
 
-    async def _publish_batch(self, queue: str, jobs: list[pb.DeliveryJob]) -> None:
-        await self.broker.publish(queue, wire.encode_items(jobs))
-
-    async def _publish_job(self, queue: str, job: pb.DeliveryJob) -> None:
-        await self.broker.publish(queue, wire.encode_job(job))
-
-    async def on_deferred(self, delivery: Delivery[pb.DeliveryJob]) -> None:
-        job = delivery.payload
+    async def on_deferred(self, work: Work[pb.DeliveryJob]) -> Sequence[Output]:
+        outputs: list[Output] = []
         now = datetime.now(UTC)
-        step = after_deferral(
-            attempts=job.attempts,
-            expires_at=wire.to_datetime(job.expires_at),
-            now=now,
-            retry_delays=self.config.retry_delays,
-        )
-        if isinstance(step, Expire):
-            results = list(job.last_results) or [
-                pb.RecipientResult(
-                    recipient=r,
-                    reply=pb.SmtpReply(code=451, status="4.4.7", text="delivery time expired"),
-                )
-                for r in job.recipients
-            ]
-            await self.events.publish(
-                EventKind.EXPIRED,
-                event_for(
-                    EventKind.EXPIRED,
-                    job,
-                    results,
-                    now=now,
-                    quote_limit=self.settings.bounce.max_quoted_headers,
-                ),
+        for job in work.items:
+            planned, step = plan_deferral(
+                job,
+                now=now,
+                retry_delays=self.config.retry_delays,
+                quote_limit=self.settings.bounce.max_quoted_headers,
             )
-            metrics.EXPIRED.inc()
-            metrics.EXPIRED_RECIPIENTS.inc(len(job.recipients))
-            log.warning(
-                "expired",
-                extra={
-                    "message_id": job.message_id,
-                    "queue_id": job.queue_id,
-                    "domain": job.domain,
-                    "attempts": job.attempts,
-                    "recipients": len(job.recipients),
-                },
-            )
-            return
-        await self._publish_job(self.broker.topology.retry_queue(step.delay), job)
+            outputs += planned
+            work.then(functools.partial(_account_deferral, job, step))
+        return outputs
+
+
+def _account_deferral(job: pb.DeliveryJob, step: Retry | Expire) -> None:
+    context = {
+        "message_id": job.message_id,
+        "queue_id": job.queue_id,
+        "domain": job.domain,
+        "attempts": job.attempts,
+    }
+    if isinstance(step, Expire):
+        metrics.EXPIRED.inc()
+        metrics.EXPIRED_RECIPIENTS.inc(len(job.recipients))
+        log.warning("expired", extra={**context, "recipients": len(job.recipients)})
+    else:
         metrics.RETRIES.labels(format_duration(step.delay)).inc()
-        log.info(
-            "retry scheduled",
-            extra={
-                "message_id": job.message_id,
-                "queue_id": job.queue_id,
-                "domain": job.domain,
-                "attempts": job.attempts,
-                "delay": format_duration(step.delay),
-            },
-        )
+        log.info("retry scheduled", extra={**context, "delay": format_duration(step.delay)})

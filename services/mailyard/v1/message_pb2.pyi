@@ -69,7 +69,7 @@ class AcceptedBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[AcceptedMessage, _Mapping]]] = ...) -> None: ...
 
 class DeliveryJob(_message.Message):
-    __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin")
+    __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin", "may_repeat", "not_before")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,8 @@ class DeliveryJob(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     LAST_RESULTS_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    MAY_REPEAT_FIELD_NUMBER: _ClassVar[int]
+    NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     queue_id: str
     domain: str
@@ -92,7 +94,9 @@ class DeliveryJob(_message.Message):
     attempts: int
     last_results: _containers.RepeatedCompositeFieldContainer[RecipientResult]
     origin: Origin
-    def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ...) -> None: ...
+    may_repeat: bool
+    not_before: _timestamp_pb2.Timestamp
+    def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ..., may_repeat: _Optional[bool] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DeliveryBatch(_message.Message):
     __slots__ = ("domain", "jobs")
@@ -103,14 +107,16 @@ class DeliveryBatch(_message.Message):
     def __init__(self, domain: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[DeliveryJob, _Mapping]]] = ...) -> None: ...
 
 class RecipientResult(_message.Message):
-    __slots__ = ("recipient", "reply", "remote_mta")
+    __slots__ = ("recipient", "reply", "remote_mta", "elapsed_ms")
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     REMOTE_MTA_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
     recipient: str
     reply: SmtpReply
     remote_mta: str
-    def __init__(self, recipient: _Optional[str] = ..., reply: _Optional[_Union[SmtpReply, _Mapping]] = ..., remote_mta: _Optional[str] = ...) -> None: ...
+    elapsed_ms: int
+    def __init__(self, recipient: _Optional[str] = ..., reply: _Optional[_Union[SmtpReply, _Mapping]] = ..., remote_mta: _Optional[str] = ..., elapsed_ms: _Optional[int] = ...) -> None: ...
 
 class SmtpReply(_message.Message):
     __slots__ = ("code", "status", "text")

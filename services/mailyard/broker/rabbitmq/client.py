@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -21,29 +22,21 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from yarl import URL
 
 from mailyard.broker import metrics
+from mailyard.broker.port import BrokerUnavailable, PublishError, Unroutable
+from mailyard.broker.rabbitmq.declare import declare
+from mailyard.broker.rabbitmq.transport import CoalescingConnection, CoalescingTransportFactory
 from mailyard.broker.topology import Topology
-from mailyard.broker.transport import CoalescingConnection, CoalescingTransportFactory
 from mailyard.config import BrokerConfig
 
 log = logging.getLogger(__name__)
 
 DECLARE_ATTEMPTS = 10
 
-
-class PublishError(Exception):
-    """The broker did not take responsibility for a message."""
-
-
-class BrokerUnavailable(PublishError):
-    """There is no connection to the broker right now."""
+Declare = Callable[[Topology, AbstractChannel], Awaitable[None]]
 
 
 class TopologyMismatch(Exception):
     """A queue or exchange exists with arguments Mailyard would not give it."""
-
-
-class Unroutable(PublishError):
-    """A ``mandatory`` publish that no queue is bound to receive."""
 
 
 def redact(url: str) -> str:
@@ -53,10 +46,18 @@ def redact(url: str) -> str:
 
 
 class BrokerClient:
-    def __init__(self, config: BrokerConfig, topology: Topology, *, service: str) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        topology: Topology,
+        *,
+        service: str,
+        declare_topology: Declare = declare,
+    ) -> None:
         self.config = config
         self.topology = topology
         self.service = service
+        self._declare = declare_topology
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
@@ -137,7 +138,7 @@ class BrokerClient:
         for attempt in range(1, DECLARE_ATTEMPTS + 1):
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             try:
-                await self.topology.declare(channel)
+                await self._declare(self.topology, channel)
                 return channel
             except aio_pika.exceptions.ChannelPreconditionFailed as exc:
                 raise TopologyMismatch(

@@ -12,18 +12,11 @@ from __future__ import annotations
 
 import aio_pika
 
-from mailyard.broker import BrokerClient
-
-# Room for our Received: header and the protobuf envelope around the content.
-ENVELOPE_ALLOWANCE = 64 * 1024
+from mailyard.broker.port import MessageSizeMismatch
+from mailyard.broker.rabbitmq.client import BrokerClient
 
 
-class MessageSizeMismatch(Exception):
-    """ingress.max_message_size cannot be stored by this broker."""
-
-
-async def check_broker_accepts(client: BrokerClient, max_message_size: int) -> None:
-    size = max_message_size + ENVELOPE_ALLOWANCE
+async def check_broker_accepts(client: BrokerClient, size: int) -> None:
     channel = await client.connection.channel(publisher_confirms=True)
     try:
         await channel.default_exchange.publish(
@@ -33,11 +26,7 @@ async def check_broker_accepts(client: BrokerClient, max_message_size: int) -> N
             timeout=60,
         )
     except aio_pika.exceptions.ChannelPreconditionFailed as exc:
-        raise MessageSizeMismatch(
-            f"ingress.max_message_size is {max_message_size} bytes, but the broker refused a "
-            f"{size}-byte message ({exc}). Lower ingress.max_message_size, or raise "
-            "max_message_size in rabbitmq.conf."
-        ) from exc
+        raise MessageSizeMismatch(f"the broker refused a {size}-byte message ({exc})") from exc
     finally:
         if not channel.is_closed:
             await channel.close()

@@ -1,0 +1,210 @@
+"""The broker port in memory, for unit tests: no sockets, no files, no waiting.
+
+It records what a service stores, can hold every store until the test lets
+it through (to see what happens while a confirm is outstanding) or fail it,
+and hands a consumer's handler a message the test chose, running the same
+consumer core as the real adapters. What the core decided is returned as a
+:class:`Settled` for the test to look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from mailyard import wire
+from mailyard.broker.consuming import ConsumerCore, Incoming, Parked
+from mailyard.broker.port import (
+    BrokerUnavailable,
+    Consumer,
+    Handler,
+    Log,
+    LogEntry,
+    Output,
+    PublishError,
+    QueueState,
+)
+from mailyard.broker.topology import QueueName, Topology
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass
+class Settled:
+    """What became of one message handed to a consumer."""
+
+    outcome: str = ""  # acked, requeued, lost_channel
+    outputs: list[Output] = field(default_factory=list)  # stored with the release
+    parked: list[Parked] = field(default_factory=list)
+    completed: list[tuple[str, list[Output]]] = field(default_factory=list)  # (key, outputs)
+
+
+class MemoryBroker:
+    def __init__(self, topology: Topology | None = None, *, service: str = "test") -> None:
+        self.service = service
+        self.topology = topology or Topology("test", (), delivery_limit=5)
+        self.stored: list[Output] = []  # every store(), in order
+        self.finished_keys: set[str] = set()
+        self.hold = False  # stores wait for release_held()
+        self.fail_with: Exception | None = None  # stores raise this
+        self.is_connected = True
+        self.logs: dict[str, list[LogEntry]] = {}
+        self._held: list[asyncio.Future[None]] = []
+        self._consumers: dict[QueueName, MemoryConsumer] = {}
+
+    @property
+    def connected(self) -> bool:
+        return self.is_connected
+
+    async def connect(self, *, attempts: int | None = None) -> None:
+        self.is_connected = True
+
+    async def close(self) -> None:
+        self.is_connected = False
+
+    async def store(self, outputs: Sequence[Output]) -> None:
+        if not self.is_connected:
+            raise BrokerUnavailable("not connected (MemoryBroker)")
+        if self.hold:
+            held: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._held.append(held)
+            await held
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.stored.extend(outputs)
+
+    def release_held(self, error: Exception | None = None) -> None:
+        """Let every held store finish (or fail with ``error``)."""
+        held, self._held = self._held, []
+        for future in held:
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def consumer(
+        self, queue: QueueName, schema: type[M], handler: Handler[M], *, prefetch: int
+    ) -> Consumer:
+        consumer = MemoryConsumer(self, queue, schema, handler)
+        self._consumers[queue] = consumer
+        return consumer
+
+    async def deliver(
+        self,
+        queue: QueueName,
+        items: Sequence[Message],
+        *,
+        redelivered: bool = False,
+        delivery_count: int = 0,
+        body: bytes | None = None,
+        type_name: str | None = None,
+    ) -> Settled:
+        """Hand one message carrying ``items`` (or a raw ``body``) to ``queue``'s consumer."""
+        consumer = self._consumers[queue]
+        if body is None:
+            encoded = wire.encode_items(items)
+            body, type_name, message_id, headers = (
+                encoded.body,
+                encoded.type,
+                encoded.message_id,
+                dict(encoded.headers),
+            )
+        else:
+            message_id, headers = None, {}
+        settled = Settled()
+        await consumer.core.run(
+            Incoming(body, type_name, message_id, headers, redelivered, delivery_count, settled)
+        )
+        return settled
+
+    async def queue_states(self) -> dict[str, QueueState]:
+        return {role.value: QueueState(0, int(role in self._consumers)) for role in QueueName}
+
+    async def check_message_size(self, size: int) -> None:
+        """Anything fits in memory."""
+
+    def log(self, name: str) -> Log:
+        return MemoryLog(self.logs.setdefault(name, []))
+
+
+class MemoryConsumer:
+    def __init__(
+        self, broker: MemoryBroker, queue: QueueName, schema: type[M], handler: Handler[M]
+    ) -> None:
+        self.broker = broker
+        self.started = False
+        self.core: ConsumerCore[Any] = ConsumerCore(
+            service=broker.service,
+            queue=queue,
+            queue_name=broker.topology.queue(queue),
+            schema=schema,
+            handler=handler,
+            settlement=self,
+            delivery_limit=broker.topology.delivery_limit,
+        )
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self, grace: float) -> None:
+        self.started = False
+
+    @property
+    def in_flight(self) -> int:
+        return 0
+
+    async def release(
+        self, incoming: Incoming, outputs: Sequence[Output], parked: Sequence[Parked]
+    ) -> str:
+        await self.broker.store(outputs)
+        settled = _settled(incoming)
+        settled.outputs.extend(outputs)
+        settled.parked.extend(parked)
+        settled.outcome = "acked"
+        return "acked"
+
+    async def retry_later(self, incoming: Incoming) -> str:
+        _settled(incoming).outcome = "requeued"
+        return "requeued"
+
+    async def complete(self, incoming: Incoming, key: str, outputs: Sequence[Output]) -> None:
+        await self.broker.store(outputs)
+        self.broker.finished_keys.add(key)
+        _settled(incoming).completed.append((key, list(outputs)))
+
+    async def finished(self, keys: Collection[str], since: datetime) -> set[str]:
+        return set(keys) & self.broker.finished_keys
+
+
+def _settled(incoming: Incoming) -> Settled:
+    if not isinstance(incoming.handle, Settled):
+        raise TypeError("not a MemoryBroker delivery")
+    return incoming.handle
+
+
+class MemoryLog:
+    def __init__(self, entries: list[LogEntry]) -> None:
+        self.entries = entries
+
+    async def append(self, records: Sequence[bytes]) -> None:
+        now = datetime.now(UTC)
+        self.entries.extend(LogEntry(now, record) for record in records)
+
+    async def read(
+        self, since: datetime | None = None, *, follow: bool = False
+    ) -> AsyncIterator[LogEntry]:
+        for entry in list(self.entries):
+            if since is None or entry.at >= since:
+                yield entry
+
+
+__all__ = ["MemoryBroker", "PublishError", "Settled"]

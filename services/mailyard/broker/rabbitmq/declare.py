@@ -1,0 +1,85 @@
+"""The topology on RabbitMQ: quorum queues, a topic exchange, streams.
+
+    <p>.inbound … <p>.local   quorum, x-delivery-limit, dead-letter to <p>.parking
+    <p>.retry.<delay>         quorum, x-message-ttl, dead-letter to <p>.delivery
+    <p>.parking               quorum
+    <p>.events                topic exchange; <p>.bounce bound to failed, expired
+    <p>.suppression, <p>.done streams
+
+Work queues dead-letter to the parking queue after ``delivery_limit``
+deliveries without an ack (a consumer that keeps crashing on a message). All
+dead-lettering is at-least-once, so a message moving between queues inside
+the broker is never dropped on the way. Every service declares all of it at
+start-up; declaring is idempotent as long as the arguments do not change.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import aio_pika
+from aio_pika.abc import AbstractChannel
+from pamqp.common import FieldTable
+
+from mailyard.broker.topology import BOUNCE_EVENTS, Topology
+
+_QUORUM: FieldTable = {"x-queue-type": "quorum"}
+_AT_LEAST_ONCE: FieldTable = {
+    "x-dead-letter-exchange": "",
+    "x-dead-letter-strategy": "at-least-once",
+    # at-least-once dead-lettering requires reject-publish overflow.
+    "x-overflow": "reject-publish",
+}
+
+
+def work_queue_arguments(topology: Topology) -> FieldTable:
+    return {
+        **_QUORUM,
+        **_AT_LEAST_ONCE,
+        "x-delivery-limit": topology.delivery_limit,
+        "x-dead-letter-routing-key": topology.parking,
+    }
+
+
+def retry_queue_arguments(topology: Topology, delay: timedelta) -> FieldTable:
+    return {
+        **_QUORUM,
+        **_AT_LEAST_ONCE,
+        "x-message-ttl": max(1, round(delay.total_seconds() * 1000)),
+        "x-dead-letter-routing-key": topology.delivery,
+    }
+
+
+def stream_arguments(max_age: str | None = None) -> FieldTable:
+    arguments: FieldTable = {"x-queue-type": "stream"}
+    if max_age is not None:
+        arguments["x-max-age"] = max_age
+    return arguments
+
+
+# The record of finished delivery jobs is only read back after a crash, for
+# jobs redelivered within minutes to hours; a day of it is plenty.
+DONE_MAX_AGE = "1D"
+
+
+async def declare(topology: Topology, channel: AbstractChannel) -> None:
+    """Declare everything. Safe to run from every service at every start."""
+    await channel.declare_queue(topology.parking, durable=True, arguments=_QUORUM)
+    for name in topology.work_queues:
+        await channel.declare_queue(name, durable=True, arguments=work_queue_arguments(topology))
+    for delay in dict.fromkeys(topology.retry_delays):
+        await channel.declare_queue(
+            topology.retry_queue(delay),
+            durable=True,
+            arguments=retry_queue_arguments(topology, delay),
+        )
+    await channel.declare_queue(topology.suppression, durable=True, arguments=stream_arguments())
+    await channel.declare_queue(
+        topology.done, durable=True, arguments=stream_arguments(DONE_MAX_AGE)
+    )
+    events = await channel.declare_exchange(
+        topology.events, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    bounce = await channel.get_queue(topology.bounce, ensure=False)
+    for kind in BOUNCE_EVENTS:
+        await bounce.bind(events, routing_key=kind.value)

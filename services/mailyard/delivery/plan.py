@@ -1,0 +1,58 @@
+"""What delivery publishes after an attempt — pure decisions, no I/O.
+
+One event per outcome kind that occurred (its recipients' results in it),
+and for deferred recipients the job again, one attempt further and with
+their last replies, for the queue service to schedule or expire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from mailyard.broker import Emit, Output, Publish, QueueName
+from mailyard.delivery.outcome import EVENT_KINDS, Outcome, RecipientOutcome
+from mailyard.events import event_for
+from mailyard.v1 import message_pb2 as pb
+
+
+def by_outcome(outcomes: Sequence[RecipientOutcome]) -> dict[Outcome, list[RecipientOutcome]]:
+    grouped: dict[Outcome, list[RecipientOutcome]] = {o: [] for o in Outcome}
+    for outcome in outcomes:
+        grouped[outcome.outcome].append(outcome)
+    return grouped
+
+
+def plan_report(
+    job: pb.DeliveryJob,
+    outcomes: Sequence[RecipientOutcome],
+    *,
+    now: datetime,
+    quote_limit: int,
+) -> list[Output]:
+    attempts = job.attempts + 1
+    outputs: list[Output] = []
+    for outcome, group in by_outcome(outcomes).items():
+        if not group:
+            continue
+        results = [o.to_pb() for o in group]
+        kind = EVENT_KINDS[outcome]
+        event = event_for(kind, job, results, now=now, attempts=attempts, quote_limit=quote_limit)
+        outputs.append(Emit(kind, event))
+        if outcome is Outcome.DEFERRED:
+            outputs.append(Publish(QueueName.DEFERRED, (_again(job, attempts, results),)))
+    return outputs
+
+
+def _again(job: pb.DeliveryJob, attempts: int, results: list[pb.RecipientResult]) -> pb.DeliveryJob:
+    """The job for its deferred recipients, one attempt further (the one copy of the body)."""
+    retry = pb.DeliveryJob()
+    retry.CopyFrom(job)
+    retry.attempts = attempts
+    retry.may_repeat = False
+    retry.ClearField("not_before")
+    del retry.recipients[:]
+    retry.recipients.extend(r.recipient for r in results)
+    del retry.last_results[:]
+    retry.last_results.extend(results)
+    return retry
