@@ -1,0 +1,292 @@
+"""The services' handlers on the in-memory port: plan, publish, account — no sockets.
+
+Delivery gets a fake Deliverer (its SMTP side is tested against real servers
+in tests/integration); here it is about what the service makes of outcomes,
+its job slots and its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mailyard import wire
+from mailyard.bounce.service import BounceService
+from mailyard.broker import Emit, EventKind, Publish, QueueName
+from mailyard.broker.memory import MemoryBroker
+from mailyard.config import Settings
+from mailyard.delivery.outcome import RecipientOutcome
+from mailyard.delivery.service import DeliveryService
+from mailyard.queue.service import QueueService
+from mailyard.reply import Reply
+from mailyard.v1 import message_pb2 as pb
+
+NOW = datetime.now(UTC)
+
+
+def settings(**sections: object) -> Settings:
+    base: dict[str, object] = {"hostname": "mx.test", "ingress": {"local_domains": ["local.test"]}}
+    return Settings(**(base | sections))  # type: ignore[arg-type]
+
+
+def accepted(message_id: str, recipients: list[str]) -> pb.AcceptedMessage:
+    return pb.AcceptedMessage(
+        message_id=message_id,
+        mail_from="app@sender.test",
+        recipients=recipients,
+        content=b"Subject: s\r\n\r\nbody\r\n",
+        received_at=wire.timestamp(NOW),
+        origin=pb.ORIGIN_SMTP,
+    )
+
+
+def job(n: int, recipients: list[str] | None = None, *, attempts: int = 0) -> pb.DeliveryJob:
+    return pb.DeliveryJob(
+        message_id=f"01J{n}",
+        queue_id=f"01J{n}.1",
+        domain="example.net",
+        mail_from="app@sender.test",
+        recipients=recipients or [f"r{n}@example.net"],
+        content=b"Subject: s\r\n\r\nbody\r\n",
+        received_at=wire.timestamp(NOW),
+        expires_at=wire.timestamp(NOW + timedelta(days=5)),
+        attempts=attempts,
+    )
+
+
+# --- queue ------------------------------------------------------------------
+
+
+async def start(service: QueueService | DeliveryService | BounceService) -> MemoryBroker:
+    await service.start()
+    assert isinstance(service.broker, MemoryBroker)
+    return service.broker
+
+
+async def test_queue_splits_a_batch_into_one_delivery_batch_per_domain():
+    queue = QueueService(settings(), MemoryBroker())
+    broker = await start(queue)
+    messages = [
+        accepted("01A", ["a@alpha.test", "b@beta.test", "p@local.test"]),
+        accepted("01B", ["c@alpha.test"]),
+    ]
+    settled = await broker.deliver(QueueName.INBOUND, messages)
+    assert settled.outcome == "acked"
+    publishes = [o for o in settled.outputs if isinstance(o, Publish)]
+    by_queue = {(p.queue, tuple(j.queue_id for j in p.items)) for p in publishes}
+    assert by_queue == {
+        (QueueName.DELIVERY, ("01A.1", "01B.1")),  # alpha.test: two messages, one batch
+        (QueueName.DELIVERY, ("01A.2",)),
+        (QueueName.LOCAL, ("01A.3",)),
+    }
+    assert not any(j.may_repeat for p in publishes for j in p.items)
+
+
+async def test_queue_marks_the_jobs_of_a_redelivered_message():
+    queue = QueueService(settings(), MemoryBroker())
+    broker = await start(queue)
+    settled = await broker.deliver(
+        QueueName.INBOUND, [accepted("01A", ["a@alpha.test"])], redelivered=True
+    )
+    [publish] = settled.outputs
+    assert isinstance(publish, Publish)
+    assert publish.items[0].may_repeat
+    assert wire.job_message_id(publish.items[0]) == "01A.1/0"  # the same id as the first time
+
+
+async def test_queue_puts_a_deferred_job_on_the_next_rung():
+    queue = QueueService(settings(queue={"retry_delays": ["5m", "10m"]}), MemoryBroker())
+    broker = await start(queue)
+    settled = await broker.deliver(QueueName.DEFERRED, [job(1, attempts=2)])
+    [publish] = settled.outputs
+    assert isinstance(publish, Publish)
+    assert (publish.queue, publish.delay) == (QueueName.DELIVERY, timedelta(minutes=10))
+    not_before = wire.to_datetime(publish.items[0].not_before)
+    assert timedelta(minutes=9) < not_before - NOW < timedelta(minutes=11)
+
+
+async def test_queue_expires_a_deferred_job_past_its_lifetime():
+    queue = QueueService(settings(), MemoryBroker())
+    broker = await start(queue)
+    old = job(1, attempts=7)
+    old.expires_at.CopyFrom(wire.timestamp(NOW - timedelta(seconds=1)))
+    old.last_results.append(
+        pb.RecipientResult(recipient="r1@example.net", reply=pb.SmtpReply(code=451, text="busy"))
+    )
+    settled = await broker.deliver(QueueName.DEFERRED, [old])
+    [emit] = settled.outputs
+    assert isinstance(emit, Emit)
+    assert emit.kind is EventKind.EXPIRED
+    assert emit.event.results[0].reply.text == "busy"
+    assert b"Subject: s" in emit.event.original_headers
+
+
+# --- delivery ----------------------------------------------------------------
+
+
+class FakeDeliverer:
+    """Answers with scripted replies; can hold attempts until the test lets them go."""
+
+    def __init__(self, replies: dict[str, Reply] | None = None) -> None:
+        self.replies = replies or {}
+        self.running = 0
+        self.most_at_once = 0
+        self.gate: asyncio.Event | None = None
+        self.fail: set[str] = set()
+
+    async def attempt(self, job: pb.DeliveryJob) -> list[RecipientOutcome]:
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            else:
+                await asyncio.sleep(0.001)
+            if job.queue_id in self.fail:
+                raise RuntimeError("the deliverer broke")
+            ok = Reply(250, "2.0.0", "ok")
+            return [
+                RecipientOutcome(r, self.replies.get(r, ok), "mx.example.net", 0.01)
+                for r in job.recipients
+            ]
+        finally:
+            self.running -= 1
+
+
+def delivery(fake: FakeDeliverer, **config: object) -> DeliveryService:
+    return DeliveryService(
+        settings(delivery=config),
+        MemoryBroker(),
+        deliverer=fake,  # type: ignore[arg-type]
+    )
+
+
+async def test_delivery_reports_each_outcome_and_sends_the_deferred_back_to_queue():
+    fake = FakeDeliverer(
+        {
+            "bad@example.net": Reply(550, "5.1.1", "no such user"),
+            "later@example.net": Reply(451, "4.7.1", "greylisted"),
+        }
+    )
+    broker = await start(delivery(fake))
+    work = job(1, ["ok@example.net", "bad@example.net", "later@example.net"], attempts=1)
+    settled = await broker.deliver(QueueName.DELIVERY, [work])
+    assert settled.outcome == "acked"
+    [(key, outputs)] = settled.completed
+    assert key == "01J1.1/1"
+    kinds = {o.kind: o.event for o in outputs if isinstance(o, Emit)}
+    assert set(kinds) == {EventKind.DELIVERED, EventKind.FAILED, EventKind.DEFERRED}
+    assert [r.recipient for r in kinds[EventKind.FAILED].results] == ["bad@example.net"]
+    assert kinds[EventKind.FAILED].results[0].remote_mta == "mx.example.net"
+    assert kinds[EventKind.FAILED].results[0].elapsed_ms == 10
+    assert kinds[EventKind.DELIVERED].original_headers == b""
+    [again] = [o for o in outputs if isinstance(o, Publish)]
+    assert again.queue is QueueName.DEFERRED
+    retry = again.items[0]
+    assert (list(retry.recipients), retry.attempts) == (["later@example.net"], 2)
+    assert retry.last_results[0].reply.status == "4.7.1"
+
+
+async def test_delivery_works_at_most_concurrency_jobs_at_once_across_batches():
+    fake = FakeDeliverer()
+    fake.gate = asyncio.Event()
+    service = delivery(fake, concurrency=3)
+    broker = await start(service)
+    batches = [
+        asyncio.create_task(broker.deliver(QueueName.DELIVERY, [job(n) for n in range(b, b + 4)]))
+        for b in (0, 10)
+    ]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert fake.running == 3
+    fake.gate.set()
+    settled = await asyncio.gather(*batches)
+    assert fake.most_at_once == 3
+    assert sum(len(s.completed) for s in settled) == 8
+
+
+async def test_jobs_that_never_got_a_slot_go_back_in_line_not_deferred():
+    fake = FakeDeliverer()
+    fake.gate = asyncio.Event()  # never set: the first job hangs until the deadline
+    broker = await start(delivery(fake, concurrency=1, attempt_timeout="200ms"))
+    settled = await broker.deliver(QueueName.DELIVERY, [job(1), job(2)])
+    # Job 1 was cut off mid-attempt: deferred, with why.
+    [(key, outputs)] = settled.completed
+    assert key == "01J1.1/0"
+    deferred = next(o for o in outputs if isinstance(o, Emit) and o.kind is EventKind.DEFERRED)
+    assert deferred.event.results[0].reply.status == "4.4.1"
+    # Job 2 never started: back on the delivery queue as it was.
+    [back] = settled.outputs
+    assert isinstance(back, Publish)
+    assert (back.queue, back.items[0].queue_id, back.items[0].attempts) == (
+        QueueName.DELIVERY,
+        "01J2.1",
+        0,
+    )
+
+
+async def test_a_job_that_breaks_brings_its_batch_back_without_the_others():
+    fake = FakeDeliverer()
+    fake.fail = {"01J2.1"}
+    broker = await start(delivery(fake))
+    first = await broker.deliver(QueueName.DELIVERY, [job(1), job(2), job(3)])
+    assert first.outcome == "requeued"
+    assert sorted(key for key, _ in first.completed) == ["01J1.1/0", "01J3.1/0"]
+    fake.fail.clear()
+    again = await broker.deliver(
+        QueueName.DELIVERY, [job(1), job(2), job(3)], redelivered=True, delivery_count=1
+    )
+    assert [key for key, _ in again.completed] == ["01J2.1/0"]
+
+
+# --- bounce ------------------------------------------------------------------
+
+
+def failed_event(mail_from: str) -> pb.DeliveryEvent:
+    return pb.DeliveryEvent(
+        kind=pb.EVENT_KIND_FAILED,
+        message_id="01F",
+        queue_id="01F.1",
+        domain="example.net",
+        mail_from=mail_from,
+        results=[
+            pb.RecipientResult(
+                recipient="gone@example.net",
+                reply=pb.SmtpReply(code=550, status="5.1.1", text="no such user"),
+                remote_mta="mx.example.net",
+            )
+        ],
+        received_at=wire.timestamp(NOW),
+        occurred_at=wire.timestamp(NOW),
+        original_headers=b"Subject: hello\r\n",
+    )
+
+
+async def test_bounce_queues_a_dsn_to_the_sender_with_the_null_sender():
+    broker = await start(BounceService(settings(), MemoryBroker()))
+    settled = await broker.deliver(QueueName.BOUNCE, [failed_event("app@sender.test")])
+    [publish] = settled.outputs
+    assert isinstance(publish, Publish)
+    assert publish.queue is QueueName.INBOUND
+    [notice] = publish.items
+    assert isinstance(notice, pb.AcceptedMessage)
+    assert (notice.mail_from, list(notice.recipients)) == ("", ["app@sender.test"])
+    assert notice.origin == pb.ORIGIN_DSN
+    assert b"Final-Recipient: rfc822; gone@example.net" in notice.content
+
+
+@pytest.mark.parametrize("kind", [pb.EVENT_KIND_DELIVERED, pb.EVENT_KIND_DEFERRED])
+async def test_bounce_ignores_what_is_not_a_failure(kind):
+    broker = await start(BounceService(settings(), MemoryBroker()))
+    event = failed_event("app@sender.test")
+    event.kind = kind
+    settled = await broker.deliver(QueueName.BOUNCE, [event])
+    assert (settled.outcome, settled.outputs) == ("acked", [])
+
+
+async def test_bounce_never_answers_the_null_sender():
+    broker = await start(BounceService(settings(), MemoryBroker()))
+    settled = await broker.deliver(QueueName.BOUNCE, [failed_event("")])
+    assert (settled.outcome, settled.outputs) == ("acked", [])
