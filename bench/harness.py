@@ -168,7 +168,8 @@ def run(system: Any, load: Load, port: int, *, latency_rate: float | None = None
     print(f"{system.name}:", flush=True)
     sink = CountingSink(SINK_HOST, port)
     timing = TimingSink(LATENCY_HOST, port)
-    rabbit = procstats.rabbitmq_pid()
+    # The embedded spool uses no broker: RabbitMQ's CPU is not its cost.
+    rabbit = None if getattr(system, "embedded", False) else procstats.rabbitmq_pid()
     try:
         system.start()
         warmup = min(1000, max(100, load.count // 20))

@@ -1,7 +1,8 @@
 """The two MTAs under test, each started and stopped by the harness on loopback.
 
-Mailyard runs against the local RabbitMQ with its own queue prefix, finding
-the sink through a DNS server on loopback (the same dnspython server the
+Mailyard runs against the local RabbitMQ with its own queue prefix (or, in
+mode ``embedded``, on its own spool in the work directory), finding the sink
+through a DNS server on loopback (the same dnspython server the
 tests use). Postfix runs as a private instance in a temporary directory —
 its own main.cf/master.cf, queue and log file — relaying everything to the
 same sink, so neither side does more or less work than the other: accept,
@@ -37,21 +38,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+MODES = ("all", "split", "embedded")
+
+
 class MailyardSystem:
     def __init__(
-        self, workdir: Path, *, split: bool, dns: str, sink_port: int, broker_url: str
+        self, workdir: Path, *, mode: str, dns: str, sink_port: int, broker_url: str
     ) -> None:
-        self.name = "mailyard-split" if split else "mailyard-all"
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        self.name = f"mailyard-{mode}"
         self.workdir = workdir
-        self.services = ["ingress", "queue", "delivery", "bounce"] if split else ["all"]
+        self.embedded = mode == "embedded"
+        self.services = ["ingress", "queue", "delivery", "bounce"] if mode == "split" else ["all"]
         self.smtp_port = free_port()
         self.prefix = f"bench{uuid.uuid4().hex[:8]}"
         self.config = workdir / f"{self.name}.yaml"
+        self.spool_dir = workdir / f"{self.name}-spool-{self.prefix}"
+        broker: dict[str, str] = {"url": broker_url, "prefix": self.prefix}
+        if self.embedded:
+            broker = {"url": "embedded", "spool_dir": str(self.spool_dir), "prefix": self.prefix}
         self.config.write_text(
             yaml.safe_dump(
                 {
                     "hostname": "mx.mailyard.bench.test",
-                    "broker": {"url": broker_url, "prefix": self.prefix},
+                    "broker": broker,
                     "ingress": {
                         "listen": [{"host": "127.0.0.1", "port": self.smtp_port}],
                         "relay_networks": ["127.0.0.0/8"],
@@ -95,7 +106,10 @@ class MailyardSystem:
                 process.wait(60)
             except subprocess.TimeoutExpired:
                 process.kill()
-        asyncio.run(self._delete_queues())
+        if self.embedded:
+            shutil.rmtree(self.spool_dir, ignore_errors=True)
+        else:
+            asyncio.run(self._delete_queues())
 
     async def _delete_queues(self) -> None:
         sys.path.insert(0, str(REPO / "services"))

@@ -182,6 +182,19 @@ class QueueConfig(Section):
         return delays
 
 
+class SmarthostConfig(Section):
+    """All mail (or mail for ``domains``) to one relay host, as Postfix's ``relayhost``.
+
+    ``host`` is a name (resolved through ``delivery.nameservers``, A/AAAA, no
+    MX) or an IP address; STARTTLS is used when the relay offers it.
+    """
+
+    host: str = Field(min_length=1)
+    port: Port = 25
+    # Only these destination domains; empty means all mail.
+    domains: list[DomainName] = Field(default_factory=list)
+
+
 class DeliveryConfig(Section):
     # "host" or "host:port" ("[v6]:port"); empty means the system resolver.
     nameservers: list[str] = Field(default_factory=list)
@@ -204,6 +217,7 @@ class DeliveryConfig(Section):
     connection_reuse: bool = True
     idle_connection_timeout: Duration = timedelta(seconds=30)
     max_messages_per_connection: int = Field(100, ge=1)
+    smarthost: SmarthostConfig | None = None
 
     @field_validator("nameservers")
     @classmethod

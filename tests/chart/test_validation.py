@@ -143,3 +143,17 @@ def test_scaling_to_zero_needs_keda() -> None:
     docs = render("keda-values.yaml", settings=("queue.autoscaling.minReplicas=0",))
     scaled = [d for d in docs if d["kind"] == "ScaledObject" and "queue" in d["metadata"]["name"]]
     assert scaled[0]["spec"]["minReplicaCount"] == 0
+
+
+def test_the_embedded_spool_is_refused_wherever_it_is_asked_for(tmp_path):
+    values = {
+        "config": {"broker": {"url": "embedded"}},
+        "delivery": {"extraEnv": [{"name": "MAILYARD_BROKER__URL", "value": "embedded"}]},
+    }
+    error = render_error(write(tmp_path, values))
+    assert (
+        "config.broker.url, delivery.extraEnv: the embedded spool is for one process on one "
+        "machine (`mailyard all`)"
+    ) in error
+    assert "a spool has exactly one owner; keep RabbitMQ here" in error
+    assert "keep the broker URL out of the ConfigMap" not in error

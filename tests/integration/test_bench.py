@@ -29,7 +29,8 @@ def postfix_available() -> bool:
 def test_a_small_benchmark_runs_and_loses_nothing(broker: str, tmp_path: Path) -> None:
     results = tmp_path / "results.jsonl"
     command = [
-        sys.executable, "-m", "bench", "--count", "300", "--rounds", "1", "--modes", "split",
+        sys.executable, "-m", "bench", "--count", "300", "--rounds", "1",
+        "--modes", "split,embedded",
         "--latency-seconds", "2", "--results", str(results),
     ]  # fmt: skip
     compare = postfix_available()
@@ -44,7 +45,8 @@ def test_a_small_benchmark_runs_and_loses_nothing(broker: str, tmp_path: Path) -
 
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     systems = {line["system"]: line for line in lines}
-    assert set(systems) == ({"mailyard-split", "postfix"} if compare else {"mailyard-split"})
+    mailyards = {"mailyard-split", "mailyard-embedded"}
+    assert set(systems) == (mailyards | {"postfix"} if compare else mailyards)
     for name, result in systems.items():
         assert result["count"] == 300, name
         assert (result["lost"], result["duplicated"], result["latency_lost"]) == (0, 0, 0), name
@@ -54,5 +56,8 @@ def test_a_small_benchmark_runs_and_loses_nothing(broker: str, tmp_path: Path) -
     mailyard = systems["mailyard-split"]
     assert set(mailyard["cpu_per_1000"]) == {"ingress", "queue", "delivery", "bounce"}
     assert mailyard["rabbitmq_cpu_per_1000"] > 0
+    embedded = systems["mailyard-embedded"]
+    assert set(embedded["cpu_per_1000"]) == {"all"}
+    assert embedded["rabbitmq_cpu_per_1000"] == 0
     if compare:
         assert systems["postfix"]["cpu_per_1000"]["total"] > 0

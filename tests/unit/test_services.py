@@ -104,7 +104,7 @@ async def test_queue_puts_a_deferred_job_on_the_next_rung():
     assert isinstance(publish, Publish)
     assert (publish.queue, publish.delay) == (QueueName.DELIVERY, timedelta(minutes=10))
     not_before = wire.to_datetime(publish.items[0].not_before)
-    assert timedelta(minutes=9) < not_before - NOW < timedelta(minutes=11)
+    assert timedelta(minutes=9) < not_before - datetime.now(UTC) < timedelta(minutes=11)
 
 
 async def test_queue_expires_a_deferred_job_past_its_lifetime():

@@ -15,7 +15,8 @@ import time
 from mailyard.delivery import metrics
 from mailyard.delivery.outcome import RecipientOutcome
 from mailyard.delivery.pool import SessionPool
-from mailyard.delivery.resolver import MxResolver, RouteError
+from mailyard.delivery.resolver import RouteError
+from mailyard.delivery.routes import Router
 from mailyard.delivery.smtp import (
     HostUnusable,
     SessionLost,
@@ -34,7 +35,7 @@ NO_HOST_ANSWERED = Reply(451, "4.4.1", "no mail host answered")
 class Deliverer:
     def __init__(
         self,
-        resolver: MxResolver,
+        router: Router,
         pool: SessionPool,
         *,
         port: int,
@@ -43,7 +44,7 @@ class Deliverer:
         connect_timeout: float,
         command_timeout: float,
     ) -> None:
-        self.resolver = resolver
+        self.router = router
         self.pool = pool
         self.port = port
         self.helo_name = helo_name
@@ -65,7 +66,7 @@ class Deliverer:
             ]
 
         try:
-            hosts = await self.resolver.route(job.domain)
+            hosts = await self.router.route(job.domain)
         except RouteError as exc:
             metrics.ROUTE_FAILURES.labels(exc.kind).inc()
             return outcomes(exc.reply)
@@ -74,7 +75,8 @@ class Deliverer:
         for host in hosts:
             for address in host.addresses:
                 try:
-                    session, replies = await self._transact(host.name, address, job)
+                    port = host.port or self.port
+                    session, replies = await self._transact(host.name, address, port, job)
                 except HostUnusable as exc:
                     metrics.HOST_FAILURES.inc()
                     log.info(
@@ -92,15 +94,15 @@ class Deliverer:
         return outcomes(reply)
 
     async def _transact(
-        self, mx: str, address: str, job: pb.DeliveryJob
+        self, mx: str, address: str, port: int, job: pb.DeliveryJob
     ) -> tuple[SmtpSession, dict[str, Reply]]:
-        reused = self.pool.take(address, self.port)
+        reused = self.pool.take(address, port)
         if reused is not None:
             replies = await self._send(reused, job)
             if replies is not None:
                 return reused, replies
             # It died while idle (the server timed it out): open a fresh one.
-        session = await self._open(mx, address)
+        session = await self._open(mx, address, port)
         replies = await self._send(session, job)
         if replies is None:
             raise HostUnusable(
@@ -125,25 +127,25 @@ class Deliverer:
         await self.pool.give_back(session)
         return replies
 
-    async def _open(self, mx: str, address: str) -> SmtpSession:
+    async def _open(self, mx: str, address: str, port: int) -> SmtpSession:
         try:
-            session = await self._connect(mx, address, self.tls_context)
+            session = await self._connect(mx, address, port, self.tls_context)
         except HostUnusable as exc:
             if not exc.tls_failed:
                 raise
             # Opportunistic TLS: a broken handshake is no reason not to deliver.
             log.info("TLS failed, retrying in clear", extra={"host": mx, "reason": str(exc)})
-            session = await self._connect(mx, address, None)
+            session = await self._connect(mx, address, port, None)
         metrics.SESSIONS_OPENED.labels(_yes(session.tls)).inc()
         return session
 
     async def _connect(
-        self, mx: str, address: str, tls_context: ssl.SSLContext | None
+        self, mx: str, address: str, port: int, tls_context: ssl.SSLContext | None
     ) -> SmtpSession:
         return await open_session(
             mx=mx,
             address=address,
-            port=self.port,
+            port=port,
             helo_name=self.helo_name,
             tls_context=tls_context,
             connect_timeout=self.connect_timeout,

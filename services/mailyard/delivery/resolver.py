@@ -8,6 +8,7 @@ temporary. dnspython's exceptions stop here.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 import time
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from mailyard.reply import Reply
 class MailHost:
     name: str
     addresses: tuple[str, ...]
+    port: int | None = None  # None: delivery.port
 
 
 class RouteError(Exception):
@@ -140,6 +142,27 @@ class MxResolver:
             Reply(550, "5.4.4", f"Unable to route: {domain}'s {what} no address records"),
             "no_address",
         )
+
+    async def host(self, name: str, port: int) -> MailHost:
+        """One named host (a smarthost: A/AAAA, no MX), or RouteError."""
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            pass
+        else:
+            return MailHost(name, (name,), port)
+        try:
+            addresses, _ = await self._addresses(name)
+        except _Temporary as exc:
+            raise RouteError(
+                Reply(451, "4.4.3", f"DNS lookup of {name} failed: {exc}"), "servfail"
+            ) from None
+        if not addresses:
+            raise RouteError(
+                Reply(451, "4.4.4", f"Unable to route: {name} has no address records"),
+                "no_address",
+            )
+        return MailHost(name, addresses, port)
 
     async def _addresses(self, name: str) -> tuple[tuple[str, ...], float]:
         kinds = ["A", "AAAA"] if self._ipv6 else ["A"]

@@ -31,6 +31,7 @@ from mailyard.delivery.outcome import Outcome, RecipientOutcome
 from mailyard.delivery.plan import by_outcome, plan_report
 from mailyard.delivery.pool import SessionPool
 from mailyard.delivery.resolver import MxResolver
+from mailyard.delivery.routes import Router, smarthost_from
 from mailyard.delivery.smtp import opportunistic_tls_context
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
@@ -53,12 +54,20 @@ class DeliveryService(ConsumingService):
             max_transactions=config.max_messages_per_connection,
             max_idle_per_host=config.max_connections_per_destination,
         )
+        smarthost = config.smarthost
         self.deliverer = deliverer or Deliverer(
-            MxResolver(
-                config.nameservers,
-                timeout=config.dns_timeout.total_seconds(),
-                ipv6=config.ipv6,
-                cache_size=config.dns_cache_size,
+            Router(
+                MxResolver(
+                    config.nameservers,
+                    timeout=config.dns_timeout.total_seconds(),
+                    ipv6=config.ipv6,
+                    cache_size=config.dns_cache_size,
+                ),
+                smarthost=(
+                    smarthost_from(smarthost.host, smarthost.port, smarthost.domains)
+                    if smarthost
+                    else None
+                ),
             ),
             self.pool,
             port=config.port,
