@@ -86,8 +86,64 @@ class BrokerConfig(Section):
 
 
 class Listener(Section):
+    """One SMTP listener and what it is for.
+
+    - ``mx``: mail from the internet (port 25). STARTTLS is offered when
+      ``ingress.tls`` is set, AUTH only after it; clients in
+      ``relay_networks`` and authenticated users may relay, everyone else
+      reaches only ``local_domains``.
+    - ``submission``: applications (port 587, RFC 6409). STARTTLS offered;
+      every transaction needs AUTH, which needs TLS first.
+    - ``submissions``: the same over implicit TLS (port 465, RFC 8314).
+    """
+
     host: str = "0.0.0.0"
     port: Port
+    role: Literal["mx", "submission", "submissions"] = "mx"
+
+
+class TlsFiles(Section):
+    """A certificate (PEM, chain included) and its key; re-read when either changes."""
+
+    cert_file: Path
+    key_file: Path
+
+
+class AuthConfig(Section):
+    # user: {password: <`mailyard auth hash` output>, sender_domains: [...]};
+    # re-read when it changes.
+    users_file: Path
+
+
+class IngressLimits(Section):
+    """Per-client limits and the caps that keep one session from hurting the others."""
+
+    # Postfix's smtpd_client_connection_count_limit.
+    connections_per_client: int = Field(50, ge=1)
+    # New connections per client address per minute; 0 is no limit.
+    connection_rate_per_client: int = Field(0, ge=0)
+    # NOOP, RSET, VRFY, HELP and unknown commands per session
+    # (Postfix's smtpd_junk_command_limit).
+    junk_commands: int = Field(100, ge=1)
+    # Bytes per second a DATA or BDAT upload must keep up (Postfix's
+    # smtpd_min_data_rate); 0 is no minimum.
+    min_data_rate: int = Field(500, ge=0)
+    tls_handshake_timeout: Duration = timedelta(seconds=30)
+    # Failed AUTH attempts from one address within the window before it is
+    # turned away until the window has passed.
+    auth_failures: int = Field(10, ge=1)
+    auth_failure_window: Duration = timedelta(minutes=5)
+    # What all sessions' DATA and BDAT may hold in memory together; past it a
+    # new transaction's DATA gets 452 4.3.1.
+    data_memory: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
+    # The header section of a message (Postfix's header_size_limit).
+    header_size: int = Field(102_400, ge=1024)
+    # NUL in a message: refuse it (554 5.6.0), or strip it (Postfix's
+    # message_strip_characters).
+    nul_in_content: Literal["refuse", "strip"] = "refuse"
+    # Wait this long before the greeting on mx listeners; a client that
+    # talks first is turned away (as Postfix's postscreen does). 0 is off.
+    greeting_delay: Duration = timedelta(seconds=1)
 
 
 class ProxyProtocolConfig(Section):
@@ -143,6 +199,27 @@ class IngressConfig(Section):
     idle_timeout: Duration = timedelta(minutes=5)
     proxy_protocol: ProxyProtocolConfig = ProxyProtocolConfig()
     group_commit: GroupCommitConfig = GroupCommitConfig()
+    tls: TlsFiles | None = None
+    auth: AuthConfig | None = None
+    limits: IngressLimits = IngressLimits()
+    # Where postmaster@ and abuse@ of every local domain go (RFC 5321 §4.5.1,
+    # RFC 2142); unset, they reach the bounce service like other local mail.
+    postmaster: str | None = None
+
+    @model_validator(mode="after")
+    def _roles_have_what_they_need(self) -> IngressConfig:
+        roles = {listener.role for listener in self.listen}
+        if roles & {"submission", "submissions"} and self.auth is None:
+            raise ValueError(
+                "listen: a submission or submissions listener needs ingress.auth.users_file "
+                "(every transaction there needs AUTH)"
+            )
+        if roles & {"submission", "submissions"} and self.tls is None:
+            raise ValueError(
+                "listen: a submission or submissions listener needs ingress.tls "
+                "(AUTH is offered only over TLS)"
+            )
+        return self
 
 
 class DeliveryBatchConfig(Section):
