@@ -3,12 +3,14 @@
 mailyard ingress|queue|delivery|bounce [--config FILE]   one service (RabbitMQ)
 mailyard all [--config FILE]                             all four in one process
 mailyard check-broker [--config FILE]                    can we reach the broker?
+mailyard auth hash                                       hash a password for the users file
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -79,10 +81,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mailyard", description="Mailyard mail transfer agent")
     parser.add_argument(
         "command",
-        choices=[*SERVICE_NAMES, "all", "check-broker", "status", "probe"],
+        choices=[*SERVICE_NAMES, "all", "check-broker", "status", "probe", "auth"],
         help="a service to run, 'all' for every service in one process, 'check-broker', "
-        "'status' (replicas and queue depths) or 'probe' (send one test message)",
+        "'status' (replicas and queue depths), 'probe' (send one test message) or "
+        "'auth hash' (hash a password read from standard input for ingress.auth.users_file)",
     )
+    parser.add_argument("action", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument(
         "--config",
         type=Path,
@@ -102,11 +106,57 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.command == "probe" and not args.recipient:
         parser.error("probe needs --to")
+    if args.command == "auth" and args.action != "hash":
+        parser.error("auth needs a subcommand: hash")
+    if args.command != "auth" and args.action is not None:
+        parser.error(f"unrecognized arguments: {args.action}")
     return args
+
+
+def read_password() -> str | None:
+    """One password: asked for twice without echo on a terminal, else read from stdin.
+
+    From a pipe only a single trailing newline (LF or CRLF) is removed: any
+    other space belongs to the password. Bytes are decoded as UTF-8, as
+    ingress decodes what AUTH sends.
+    """
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != first:
+            print("mailyard: the passwords do not match", file=sys.stderr)
+            return None
+        return first
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        print("mailyard: the password is not valid UTF-8", file=sys.stderr)
+        return None
+    return text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
+
+
+def auth_hash() -> int:
+    """``mailyard auth hash``: print the users-file hash of one password (no config needed)."""
+    from mailyard.ingress.auth import hash_password
+
+    try:
+        password = read_password()
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)
+        return 2
+    if password is None:
+        return 2
+    if not password:
+        print("mailyard: the password is empty", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "auth":
+        return auth_hash()
     if args.command == "probe":
         from mailyard.probe import probe
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import getpass
+import io
 import os
+import sys
 
 import pytest
 
+from mailyard import logs
 from mailyard.cli import main
+from mailyard.ingress.auth import verify_password
 
 
 @pytest.fixture(autouse=True)
@@ -79,3 +84,110 @@ def test_split_services_refuse_the_embedded_spool(capsys, monkeypatch, tmp_path,
     [line] = capsys.readouterr().err.splitlines()
     assert "one process owns a spool, so only `mailyard all` can run on it" in line
     assert list(tmp_path.iterdir()) == []  # refused before touching the spool
+
+
+# --- mailyard auth hash -----------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def pipe(monkeypatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
+@pytest.fixture
+def no_logging(monkeypatch):
+    """auth hash prints to stdout; setting up the JSON logs there would spoil it."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("auth hash configured logging")
+
+    monkeypatch.setattr(logs, "configure", refuse)
+
+
+@pytest.mark.parametrize(
+    ("data", "password"),
+    [
+        (b"s3cret\n", "s3cret"),
+        (b"s3cret", "s3cret"),
+        (b"s3cret\r\n", "s3cret"),
+        (b" spaced out \n", " spaced out "),  # only the newline goes
+        (b"two lines\n\n", "two lines\n"),  # only one newline goes
+        ("pässwörd\n".encode(), "pässwörd"),
+    ],
+)
+def test_auth_hash_reads_a_password_from_a_pipe(capsys, monkeypatch, no_logging, data, password):
+    pipe(monkeypatch, data)
+    assert main(["auth", "hash"]) == 0
+    out, err = capsys.readouterr()
+    stored = out.removesuffix("\n")
+    assert out.endswith("\n")
+    assert "\n" not in stored
+    assert stored.startswith("$scrypt$ln=14,r=8,p=1$")
+    assert verify_password(password, stored)
+    assert password.strip() == password or not verify_password(password.strip(), stored)
+    assert err == ""
+
+
+def test_auth_hash_needs_no_config(capsys, monkeypatch, tmp_path, no_logging):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("bogus: true\n", encoding="utf-8")
+    monkeypatch.setenv("MAILYARD_CONFIG", str(bad))
+    monkeypatch.setenv("MAILYARD_BROKER__URL", "http://not-a-broker/")
+    pipe(monkeypatch, b"pw\n")
+    assert main(["auth", "hash"]) == 0
+    assert verify_password("pw", capsys.readouterr().out.strip())
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "mailyard: the password is empty\n"),
+        (b"\n", "mailyard: the password is empty\n"),
+        (b"\r\n", "mailyard: the password is empty\n"),
+        (b"caf\xe9\n", "mailyard: the password is not valid UTF-8\n"),
+    ],
+)
+def test_auth_hash_refuses_an_unusable_password(capsys, monkeypatch, data, message):
+    pipe(monkeypatch, data)
+    assert main(["auth", "hash"]) == 2
+    assert capsys.readouterr() == ("", message)
+
+
+def test_auth_hash_asks_twice_on_a_terminal(capsys, monkeypatch):
+    prompts = []
+    answers = iter(["typed", "typed"])
+
+    def fake_getpass(prompt: str) -> str:
+        prompts.append(prompt)
+        return next(answers)
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    monkeypatch.setattr(getpass, "getpass", fake_getpass)
+    assert main(["auth", "hash"]) == 0
+    assert prompts == ["Password: ", "Again: "]
+    assert verify_password("typed", capsys.readouterr().out.strip())
+
+
+@pytest.mark.parametrize(("first", "second"), [("typed", "tpyed"), ("", "")])
+def test_auth_hash_on_a_terminal_refuses_mismatch_and_empty(capsys, monkeypatch, first, second):
+    answers = iter([first, second])
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: next(answers))
+    assert main(["auth", "hash"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("mailyard: the password")
+
+
+@pytest.mark.parametrize("argv", [["auth"], ["auth", "bogus"], ["all", "hash"]])
+def test_auth_needs_its_subcommand_and_others_take_none(capsys, monkeypatch, argv):
+    # Should "all hash" get past the parser, a bad config stops it before any service starts.
+    monkeypatch.setenv("MAILYARD_BROKER__URL", "http://not-a-broker/")
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "usage: mailyard" in capsys.readouterr().err
