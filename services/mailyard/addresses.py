@@ -38,7 +38,7 @@ def parse_address(text: str) -> Address:
     if not at or not local or not domain:
         raise AddressError(f"{text!r} is not of the form local-part@domain")
     if len(local) > 64 or len(text) > 254:
-        raise AddressError(f"{text!r} is too long (RFC 5321 §4.5.3.1)")
+        raise AddressError(f"{text!r} is too long (RFC 5321 section 4.5.3.1)")
     if domain.startswith("[") and domain.endswith("]"):
         return Address(local, domain.lower())
     try:

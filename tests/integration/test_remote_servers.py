@@ -140,3 +140,29 @@ def test_broken_tls_falls_back_to_clear_text(pipeline_factory) -> None:
     delivery = pipeline.process("delivery")
     delivery.wait_metric("mailyard_delivery_transactions_total", 1, 10, tls="no")
     assert delivery.metric("mailyard_delivery_transactions_total", tls="yes") == 0
+
+
+@needs_smtp_sink
+def test_dsn_requests_are_passed_to_a_next_hop_that_offers_dsn(postfix_alpha) -> None:
+    """RFC 3461 §5.2: RET, ENVID, NOTIFY and ORCPT go on as the client gave them."""
+    pipeline, sink = postfix_alpha()
+    with pipeline.smtp() as client:
+        code, _ = client.docmd("MAIL FROM:<app@sender.test> RET=HDRS ENVID=Env+2BId-42")
+        assert code == 250
+        code, _ = client.docmd(
+            "RCPT TO:<dsn@alpha.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Orig+2BTag@Alpha.Test"
+        )
+        assert code == 250
+        code, _ = client.docmd("RCPT TO:<plain@alpha.test>")
+        assert code == 250
+        code, _ = client.data(message("dsn options"))
+        assert code == 250
+    wait_until(lambda: len(sink.messages()) == 1, 30, "the message at smtp-sink")
+    [dumped] = sink.messages()
+    assert "RET=HDRS" in dumped.mail_from
+    assert "ENVID=Env+2BId-42" in dumped.mail_from
+    by_recipient = {args.split(" ")[0]: args for args in dumped.recipients}
+    assert by_recipient["<dsn@alpha.test>"] == (
+        "<dsn@alpha.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Orig+2BTag@Alpha.Test"
+    )
+    assert by_recipient["<plain@alpha.test>"] == "<plain@alpha.test>"

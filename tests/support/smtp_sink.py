@@ -101,6 +101,7 @@ class Sink:
                 hostname=f"sink-{host}",
                 tls_context=self.tls_context,
                 data_size_limit=64 * 1024 * 1024,
+                enable_SMTPUTF8=True,
             ),
             host,
             self.port,

@@ -19,6 +19,12 @@ SERVICES = ("ingress", "queue", "delivery", "bounce")
 AMQP = ("aio_pika", "aiormq", "pamqp")
 PURE = (
     "ingress/policy.py",
+    "ingress/params.py",
+    "ingress/upload.py",
+    "ingress/limits.py",
+    "ingress/replies.py",
+    "ingress/trace.py",
+    "ingress/auth.py",
     "delivery/protocol.py",
     "delivery/mx.py",
     "queue/split.py",

@@ -9,7 +9,9 @@ from mailyard.broker import Publish, PublishError, QueueName
 from mailyard.broker.memory import MemoryBroker
 from mailyard.ingress.groupcommit import GroupCommit
 from mailyard.ingress.handler import IngressHandler
+from mailyard.ingress.params import MailFrom, RcptTo
 from mailyard.ingress.policy import IngressPolicy
+from mailyard.ingress.server import Transaction
 from mailyard.v1 import message_pb2 as pb
 
 
@@ -26,8 +28,19 @@ def handler(broker: MemoryBroker) -> IngressHandler:
 
 def session() -> SimpleNamespace:
     return SimpleNamespace(
-        peer=("192.0.2.1", 4000), proxy_data=None, host_name="c.test", ssl=None, extended_smtp=True
+        peer=("192.0.2.1", 4000),
+        proxy_data=None,
+        host_name="c.test",
+        ssl=None,
+        extended_smtp=True,
+        authenticated=False,
     )
+
+
+def server(recipient: str = "a@local.test") -> SimpleNamespace:
+    """What the handler reads off the SMTP session object: its role and the transaction."""
+    transaction = Transaction(MailFrom("app@sender.test"), [RcptTo(recipient)])
+    return SimpleNamespace(role="mx", transaction=transaction)
 
 
 def envelope(recipient: str = "a@local.test") -> SimpleNamespace:
@@ -41,12 +54,12 @@ def envelope(recipient: str = "a@local.test") -> SimpleNamespace:
 async def test_the_250_waits_for_the_store_and_names_the_queue_id():
     broker = MemoryBroker()
     broker.hold = True
-    reply = asyncio.create_task(handler(broker).handle_DATA(None, session(), envelope()))
+    reply = asyncio.create_task(handler(broker).handle_DATA(server(), session(), envelope()))
     for _ in range(10):
         await asyncio.sleep(0)
     assert not reply.done()  # stored? not yet: no answer yet
     broker.release_held()
-    text = await reply
+    text = (await reply).render()
     assert text.startswith("250 2.0.0 Ok: queued as ")
     [publish] = broker.stored
     assert isinstance(publish, Publish)
@@ -60,7 +73,7 @@ async def test_the_250_waits_for_the_store_and_names_the_queue_id():
 async def test_a_failed_store_is_a_451_and_nothing_is_kept():
     broker = MemoryBroker()
     broker.fail_with = PublishError("broker away")
-    text = await handler(broker).handle_DATA(None, session(), envelope())
+    text = (await handler(broker).handle_DATA(server(), session(), envelope())).render()
     assert text.startswith("451 4.3.0 ")
     assert broker.stored == []
 
@@ -68,5 +81,7 @@ async def test_a_failed_store_is_a_451_and_nothing_is_kept():
 async def test_mail_from_is_refused_while_the_broker_is_away():
     broker = MemoryBroker()
     broker.is_connected = False
-    text = await handler(broker).handle_MAIL(None, session(), envelope(), "a@sender.test", [])
-    assert text.startswith("451 4.3.0 ")
+    reply = await handler(broker).handle_MAIL(
+        server(), session(), envelope(), MailFrom("a@sender.test")
+    )
+    assert (reply.code, reply.status) == (451, "4.3.0")

@@ -176,7 +176,6 @@ def test_sender_accepted(policy, address):
 @pytest.mark.parametrize(
     "address",
     [
-        "",
         "no-at-sign",
         "@example.com",
         "user@",
@@ -194,6 +193,37 @@ def test_bad_sender_syntax_is_501_5_1_7(policy, address):
     assert reply.text.startswith("Bad sender address syntax")
 
 
+def test_the_null_sender_is_accepted_in_either_spelling(policy):
+    assert policy.sender("").is_positive  # as the MAIL parser gives it
+    assert policy.sender("<>").is_positive
+
+
+def test_an_authenticated_user_sends_only_from_its_domains(policy):
+    allowed = {"example.com"}.__contains__
+    assert policy.sender("me@example.com", allowed=allowed).is_positive
+    reply = policy.sender("me@Other.Example", allowed=allowed)
+    assert (reply.code, reply.status) == (553, "5.7.1")
+    assert "other.example" in reply.text
+    assert policy.sender("", allowed=allowed).is_positive  # bounces are nobody's domain
+
+
+def test_authenticated_users_may_relay_from_anywhere(policy):
+    assert not policy.may_relay("203.0.113.5")
+    assert policy.may_relay("203.0.113.5", authenticated=True)
+
+
+def test_postmaster_and_abuse_go_to_the_postmaster_when_it_is_set():
+    policy = IngressPolicy.build(
+        [], ["local.example"], max_recipients=10, max_hops=10, postmaster="admin@example.com"
+    )
+    assert policy.deliver_to("postmaster@local.example") == "admin@example.com"
+    assert policy.deliver_to("ABUSE@Local.Example") == "admin@example.com"
+    assert policy.deliver_to("abuse@elsewhere.example") == "abuse@elsewhere.example"
+    assert policy.deliver_to("someone@local.example") == "someone@local.example"
+    unset = IngressPolicy.build([], ["local.example"], max_recipients=10, max_hops=10)
+    assert unset.deliver_to("postmaster@local.example") == "postmaster@local.example"
+
+
 # --- recipient syntax and limits -----------------------------------------------
 
 
@@ -201,7 +231,6 @@ def test_bad_sender_syntax_is_501_5_1_7(policy, address):
 @pytest.mark.parametrize(
     "address",
     [
-        "",
         "no-at-sign",
         "@bounces.test",
         "user@",

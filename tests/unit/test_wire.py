@@ -78,7 +78,17 @@ def delivery_batch() -> pb.DeliveryBatch:
     return pb.DeliveryBatch(domain="example.net", jobs=[delivery_job(), delivery_job()])
 
 
+def message_options() -> pb.MessageOptions:
+    return pb.MessageOptions(ret="HDRS", envid="QQ314159", smtputf8=True, eight_bit=True)
+
+
+def recipient_options() -> pb.RecipientOptions:
+    return pb.RecipientOptions(notify="SUCCESS,FAILURE", orcpt="rfc822;a+2Bb@example.net")
+
+
 SAMPLES = {
+    "mailyard.v1.MessageOptions": message_options,
+    "mailyard.v1.RecipientOptions": recipient_options,
     "mailyard.v1.AcceptedMessage": accepted_message,
     "mailyard.v1.AcceptedBatch": accepted_batch,
     "mailyard.v1.DeliveryBatch": delivery_batch,

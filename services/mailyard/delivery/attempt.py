@@ -14,10 +14,12 @@ import time
 
 from mailyard.delivery import metrics
 from mailyard.delivery.outcome import RecipientOutcome
+from mailyard.delivery.plan import recipient_options
 from mailyard.delivery.pool import SessionPool
 from mailyard.delivery.resolver import RouteError
 from mailyard.delivery.routes import Router
 from mailyard.delivery.smtp import (
+    Dsn,
     HostUnusable,
     SessionLost,
     SmtpSession,
@@ -114,7 +116,12 @@ class Deliverer:
         """Replies per recipient; None if the session was dead before MAIL FROM."""
         try:
             replies = await send_transaction(
-                session, job.mail_from, list(job.recipients), job.content
+                session,
+                job.mail_from,
+                list(job.recipients),
+                job.content,
+                dsn_of(job),
+                smtputf8=needs_smtputf8(job),
             )
         except SessionLost:
             return None
@@ -155,3 +162,22 @@ class Deliverer:
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
+
+
+def dsn_of(job: pb.DeliveryJob) -> Dsn | None:
+    options = recipient_options(job) if job.recipient_options else {}
+    if not (job.options.ret or job.options.envid or options):
+        return None
+    return Dsn(
+        ret=job.options.ret,
+        envid=job.options.envid,
+        notify={r: o.notify for r, o in options.items() if o.notify},
+        orcpt={r: o.orcpt for r, o in options.items() if o.orcpt},
+    )
+
+
+def needs_smtputf8(job: pb.DeliveryJob) -> bool:
+    """Only when an address is not ASCII: RFC 6531 §3.4 lets a UTF-8 body go without."""
+    return job.options.smtputf8 and not all(
+        address.isascii() for address in (job.mail_from, *job.recipients)
+    )

@@ -53,6 +53,17 @@ def _again(job: pb.DeliveryJob, attempts: int, results: list[pb.RecipientResult]
     retry.ClearField("not_before")
     del retry.recipients[:]
     retry.recipients.extend(r.recipient for r in results)
+    options = recipient_options(job)
+    del retry.recipient_options[:]
+    if job.recipient_options:
+        retry.recipient_options.extend(options[r.recipient] for r in results)
     del retry.last_results[:]
     retry.last_results.extend(results)
     return retry
+
+
+def recipient_options(job: pb.DeliveryJob) -> dict[str, pb.RecipientOptions]:
+    """Each recipient's DSN options (the defaults when the job has none)."""
+    if len(job.recipient_options) != len(job.recipients):
+        return {r: pb.RecipientOptions() for r in job.recipients}
+    return dict(zip(job.recipients, job.recipient_options, strict=True))

@@ -75,17 +75,47 @@ def _path(address: str) -> bytes:
     return b"<" + address.encode("utf-8") + b">"
 
 
-def mail_command(sender: str, *, size: int | None = None, eight_bit: bool = False) -> bytes:
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*")
+_NOTIFY = re.compile(r"NEVER|(?:SUCCESS|FAILURE|DELAY)(?:,(?:SUCCESS|FAILURE|DELAY))*")
+
+
+def mail_command(
+    sender: str,
+    *,
+    size: int | None = None,
+    eight_bit: bool = False,
+    ret: str = "",
+    envid: str = "",
+    smtputf8: bool = False,
+) -> bytes:
+    """MAIL FROM with its parameters; RET and ENVID only when the next hop offers DSN."""
     params = b""
     if size is not None:
         params += b" SIZE=" + str(size).encode()
     if eight_bit:
         params += b" BODY=8BITMIME"
+    if smtputf8:
+        params += b" SMTPUTF8"
+    if ret in ("FULL", "HDRS"):
+        params += b" RET=" + ret.encode()
+    if envid and _XTEXT.fullmatch(envid):
+        params += b" ENVID=" + envid.encode()
     return b"MAIL FROM:" + _path(sender) + params + b"\r\n"
 
 
-def rcpt_command(recipient: str) -> bytes:
-    return b"RCPT TO:" + _path(recipient) + b"\r\n"
+def rcpt_command(recipient: str, *, notify: str = "", orcpt: str = "") -> bytes:
+    """RCPT TO, with NOTIFY and ORCPT (RFC 3461) as the client gave them.
+
+    They were checked at ingress; anything that is not their syntax now is
+    dropped rather than sent (a queue is never trusted with command bytes).
+    """
+    params = b""
+    if notify and _NOTIFY.fullmatch(notify):
+        params += b" NOTIFY=" + notify.encode()
+    kind, semicolon, text = orcpt.partition(";")
+    if semicolon and kind and text and _XTEXT.fullmatch(text) and kind.replace("-", "").isalnum():
+        params += b" ORCPT=" + orcpt.encode()
+    return b"RCPT TO:" + _path(recipient) + params + b"\r\n"
 
 
 def data_payload(content: bytes) -> bytes:

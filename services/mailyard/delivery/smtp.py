@@ -169,18 +169,48 @@ async def _start_tls(session: SmtpSession, context: ssl.SSLContext, helo_name: s
     await session.hello(helo_name)  # RFC 3207: forget what was said in clear
 
 
+NO_SMTPUTF8 = Reply(
+    553, "5.6.7", "The message needs SMTPUTF8 (RFC 6531), which the receiving server lacks"
+)
+
+
+@dataclass(frozen=True)
+class Dsn:
+    """What the sender asked of DSNs, passed on to a next hop that offers DSN (RFC 3461)."""
+
+    ret: str = ""
+    envid: str = ""
+    notify: dict[str, str] = field(default_factory=dict)  # recipient → NOTIFY
+    orcpt: dict[str, str] = field(default_factory=dict)  # recipient → ORCPT
+
+
 async def send_transaction(
-    session: SmtpSession, mail_from: str, recipients: list[str], content: bytes
+    session: SmtpSession,
+    mail_from: str,
+    recipients: list[str],
+    content: bytes,
+    dsn: Dsn | None = None,
+    *,
+    smtputf8: bool = False,
 ) -> dict[str, Reply]:
     """MAIL, one RCPT each, DATA: a reply for every recipient."""
     extensions = session.extensions
+    if smtputf8 and "SMTPUTF8" not in extensions:
+        return dict.fromkeys(recipients, NO_SMTPUTF8)
+    dsn = dsn if dsn is not None and "DSN" in extensions else Dsn()
     mail = mail_command(
         mail_from,
         size=len(content) if "SIZE" in extensions else None,
         eight_bit="8BITMIME" in extensions and is_eight_bit(content),
+        ret=dsn.ret,
+        envid=dsn.envid,
+        smtputf8=smtputf8,
     )
     try:
-        rcpts = [rcpt_command(r) for r in recipients]
+        rcpts = [
+            rcpt_command(r, notify=dsn.notify.get(r, ""), orcpt=dsn.orcpt.get(r, ""))
+            for r in recipients
+        ]
     except ValueError as exc:
         refusal = Reply(553, "5.1.3", f"unusable recipient address: {exc}")
         return dict.fromkeys(recipients, refusal)

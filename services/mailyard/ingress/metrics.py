@@ -84,7 +84,9 @@ LIMIT_REASONS = (
     "bare_newline",
     "line_too_long",
     "header_too_big",
+    "message_too_big",
     "nul",
+    "bad_bdat",
 )
 for _reason in LIMIT_REASONS:
     LIMIT_HITS.labels(_reason)

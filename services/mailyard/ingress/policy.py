@@ -1,9 +1,9 @@
 """What ingress answers at MAIL, RCPT and end of DATA — pure decisions, no I/O.
 
 Relay control is the one rule that must never fail open: a client outside
-``ingress.relay_networks`` may only send to ``ingress.local_domains``, and
-only to plain local parts there. Old routing tricks that could make some
-MTA forward mail (``user%other@local``, ``other!user@local``,
+``ingress.relay_networks`` that has not authenticated may only send to
+``ingress.local_domains``, and only to plain local parts there. Old routing
+tricks that could make some MTA forward mail (``user%other@local``, ``other!user@local``,
 ``"user@other"@local``) are refused like any other relay attempt. Source
 routes (``<@hop:user@domain>``) are dropped by the SMTP parser before we see
 the address (RFC 5321 §4.1.1.3 allows ignoring them), so only the final
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mailyard.addresses import AddressError, parse_address
@@ -57,6 +57,14 @@ def relay_denied(address: str) -> Reply:
     return Reply(554, "5.7.1", f"<{address}>: Relay access denied")
 
 
+def not_your_domain(domain: str) -> Reply:
+    return Reply(553, "5.7.1", f"Sender address rejected: not allowed to send as {domain}")
+
+
+# RFC 5321 §4.5.1 and RFC 2142: mailboxes every mail domain must have.
+ROLE_ACCOUNTS = frozenset({"postmaster", "abuse"})
+
+
 @dataclass(frozen=True)
 class IngressPolicy:
     relay_networks: tuple[IPNetwork, ...]
@@ -64,6 +72,7 @@ class IngressPolicy:
     max_recipients: int
     max_hops: int
     proxy_networks: tuple[IPNetwork, ...] = ()
+    postmaster: str | None = None  # where postmaster@ and abuse@ of local domains go
 
     @classmethod
     def build(
@@ -74,6 +83,7 @@ class IngressPolicy:
         max_recipients: int,
         max_hops: int,
         proxy_networks: Iterable[IPNetwork] = (),
+        postmaster: str | None = None,
     ) -> IngressPolicy:
         return cls(
             tuple(relay_networks),
@@ -81,9 +91,15 @@ class IngressPolicy:
             max_recipients,
             max_hops,
             tuple(proxy_networks),
+            postmaster,
         )
 
-    def may_relay(self, client: str) -> bool:
+    def may_relay(self, client: str, *, authenticated: bool = False) -> bool:
+        """Relay networks and authenticated users may send anywhere."""
+        return authenticated or _in_networks(client, self.relay_networks)
+
+    def is_trusted(self, client: str) -> bool:
+        """In relay_networks: exempt from the per-client limits and the greeting delay."""
         return _in_networks(client, self.relay_networks)
 
     def is_trusted_proxy(self, peer: str) -> bool:
@@ -95,8 +111,22 @@ class IngressPolicy:
             return f"postmaster@{min(self.local_domains)}"
         return address
 
-    def sender(self, address: str) -> Reply:
-        if address == NULL_SENDER:
+    def deliver_to(self, address: str) -> str:
+        """Where an accepted recipient's mail goes: ``postmaster@`` and ``abuse@``
+        of every local domain (RFC 2142) to ``ingress.postmaster`` when it is set."""
+        local, at, domain = address.rpartition("@")
+        if (
+            self.postmaster
+            and at
+            and local.lower() in ROLE_ACCOUNTS
+            and domain.lower() in self.local_domains
+        ):
+            return self.postmaster
+        return address
+
+    def sender(self, address: str, *, allowed: Callable[[str], bool] | None = None) -> Reply:
+        """``allowed``: the authenticated user's sender_domains rule, when there is one."""
+        if address in (NULL_SENDER, ""):
             return SENDER_OK
         try:
             parsed = parse_address(address)
@@ -104,6 +134,8 @@ class IngressPolicy:
             return Reply(501, "5.1.7", f"Bad sender address syntax: {exc}")
         if parsed.is_domain_literal:
             return Reply(501, "5.1.7", "Bad sender address syntax: address literals are refused")
+        if allowed is not None and not allowed(parsed.domain):
+            return not_your_domain(parsed.domain)
         return SENDER_OK
 
     def recipient(self, address: str, *, may_relay: bool, accepted_so_far: int) -> Reply:

@@ -1,4 +1,5 @@
-"""The ``Received:`` trace header ingress prepends (RFC 5321 §4.4)."""
+"""Headers ingress adds: ``Received:`` (RFC 5321 §4.4, RFC 3848), and on
+submission the ``Message-ID:`` and ``Date:`` a client left out (RFC 6409 §8)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ def _date(second: int) -> str:
     return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
+def protocol_name(*, extended: bool, tls: bool, authenticated: bool) -> str:
+    """RFC 3848's "with" values: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA."""
+    if not extended:
+        return "SMTP"
+    return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
+
+
 def received_header(
     *,
     helo: str,
@@ -30,15 +38,40 @@ def received_header(
     message_id: str,
     recipients: list[str],
     when: datetime,
+    tls: str = "",
 ) -> bytes:
-    """``Received: from helo ([ip]) by host (Mailyard) with ESMTP id …; date``.
+    """``Received: from helo ([ip]) (using TLS…) by host (Mailyard) with ESMTPS id …; date``.
 
     The recipient is named only when there is exactly one, as Postfix does,
-    so that Bcc recipients are not disclosed to each other.
+    so that Bcc recipients are not disclosed to each other; the user who
+    authenticated is not named at all (it is in our logs, not in the mail).
+    ``tls`` is the comment on the encryption, e.g. ``TLSv1.3 with cipher
+    TLS_AES_256_GCM_SHA384 (256 bits)``.
     """
     for_clause = f"\r\n\tfor <{_clean(recipients[0])}>" if len(recipients) == 1 else ""
+    using = f"\r\n\t(using {_comment(tls)})" if tls else ""
     return (
-        f"Received: from {_clean(helo)} ([{client_ip}])\r\n"
+        f"Received: from {_clean(helo)} ([{client_ip}]){using}\r\n"
         f"\tby {hostname} (Mailyard) with {protocol} id {message_id}{for_clause};\r\n"
         f"\t{_date(int(when.timestamp()))}\r\n"
     ).encode("ascii", "replace")
+
+
+def _comment(text: str) -> str:
+    return re.sub(r"[^\x20-\x7e]|[()\\]", "?", text)[:200]
+
+
+def submission_headers(content: bytes, *, hostname: str, message_id: str, when: datetime) -> bytes:
+    """The ``Date:`` and ``Message-ID:`` a submitting client did not write (RFC 6409 §8)."""
+    headers = content if content.startswith(b"\r\n") else content.split(b"\r\n\r\n", 1)[0]
+    names = {
+        line.split(b":", 1)[0].strip().lower()
+        for line in headers.split(b"\r\n")
+        if line and line[:1] not in (b" ", b"\t") and b":" in line
+    }
+    added = b""
+    if b"date" not in names:
+        added += f"Date: {_date(int(when.timestamp()))}\r\n".encode()
+    if b"message-id" not in names:
+        added += f"Message-ID: <{message_id}@{hostname}>\r\n".encode("ascii", "replace")
+    return added + content

@@ -30,15 +30,18 @@ def split_message(
     max_recipients_per_job: int,
     lifetime: timedelta,
 ) -> Split:
-    by_domain: dict[str, list[str]] = {}
+    by_domain: dict[str, list[tuple[str, pb.RecipientOptions | None]]] = {}
     seen: set[str] = set()
-    for recipient in message.recipients:
+    options = list(message.recipient_options)
+    if options and len(options) != len(message.recipients):
+        options = []  # not one per recipient: a producer's bug; the defaults apply
+    for index, recipient in enumerate(message.recipients):
         local, _, _ = recipient.rpartition("@")
         domain = domain_of(recipient)
         address = f"{local}@{domain}"
         if address not in seen:
             seen.add(address)
-            by_domain.setdefault(domain, []).append(address)
+            by_domain.setdefault(domain, []).append((address, options[index] if options else None))
 
     expires_at = wire.later(message.received_at, lifetime)
     split = Split()
@@ -46,18 +49,22 @@ def split_message(
     for domain, recipients in by_domain.items():
         for start in range(0, len(recipients), max_recipients_per_job):
             index += 1
+            chunk = recipients[start : start + max_recipients_per_job]
             job = pb.DeliveryJob(
                 message_id=message.message_id,
                 queue_id=ids.queue_id(message.message_id, index),
                 domain=domain,
                 mail_from=message.mail_from,
-                recipients=recipients[start : start + max_recipients_per_job],
+                recipients=[address for address, _ in chunk],
                 content=message.content,
                 received_at=message.received_at,
                 expires_at=expires_at,
                 attempts=0,
                 origin=message.origin,
+                options=message.options,
             )
+            if any(option is not None for _, option in chunk):
+                job.recipient_options.extend(option or pb.RecipientOptions() for _, option in chunk)
             (split.local if domain in local_domains else split.remote).append(job)
     return split
 

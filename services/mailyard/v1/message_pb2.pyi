@@ -33,7 +33,7 @@ EVENT_KIND_FAILED: EventKind
 EVENT_KIND_EXPIRED: EventKind
 
 class AcceptedMessage(_message.Message):
-    __slots__ = ("message_id", "mail_from", "recipients", "content", "received_at", "client", "origin")
+    __slots__ = ("message_id", "mail_from", "recipients", "content", "received_at", "client", "origin", "options", "recipient_options")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     MAIL_FROM_FIELD_NUMBER: _ClassVar[int]
     RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,8 @@ class AcceptedMessage(_message.Message):
     RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     mail_from: str
     recipients: _containers.RepeatedScalarFieldContainer[str]
@@ -48,7 +50,29 @@ class AcceptedMessage(_message.Message):
     received_at: _timestamp_pb2.Timestamp
     client: Client
     origin: Origin
-    def __init__(self, message_id: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client: _Optional[_Union[Client, _Mapping]] = ..., origin: _Optional[_Union[Origin, str]] = ...) -> None: ...
+    options: MessageOptions
+    recipient_options: _containers.RepeatedCompositeFieldContainer[RecipientOptions]
+    def __init__(self, message_id: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client: _Optional[_Union[Client, _Mapping]] = ..., origin: _Optional[_Union[Origin, str]] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ...) -> None: ...
+
+class MessageOptions(_message.Message):
+    __slots__ = ("ret", "envid", "smtputf8", "eight_bit")
+    RET_FIELD_NUMBER: _ClassVar[int]
+    ENVID_FIELD_NUMBER: _ClassVar[int]
+    SMTPUTF8_FIELD_NUMBER: _ClassVar[int]
+    EIGHT_BIT_FIELD_NUMBER: _ClassVar[int]
+    ret: str
+    envid: str
+    smtputf8: bool
+    eight_bit: bool
+    def __init__(self, ret: _Optional[str] = ..., envid: _Optional[str] = ..., smtputf8: _Optional[bool] = ..., eight_bit: _Optional[bool] = ...) -> None: ...
+
+class RecipientOptions(_message.Message):
+    __slots__ = ("notify", "orcpt")
+    NOTIFY_FIELD_NUMBER: _ClassVar[int]
+    ORCPT_FIELD_NUMBER: _ClassVar[int]
+    notify: str
+    orcpt: str
+    def __init__(self, notify: _Optional[str] = ..., orcpt: _Optional[str] = ...) -> None: ...
 
 class Client(_message.Message):
     __slots__ = ("address", "helo", "tls", "login")
@@ -69,7 +93,7 @@ class AcceptedBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[AcceptedMessage, _Mapping]]] = ...) -> None: ...
 
 class DeliveryJob(_message.Message):
-    __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin", "may_repeat", "not_before")
+    __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin", "may_repeat", "not_before", "options", "recipient_options")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +107,8 @@ class DeliveryJob(_message.Message):
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     MAY_REPEAT_FIELD_NUMBER: _ClassVar[int]
     NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     queue_id: str
     domain: str
@@ -96,7 +122,9 @@ class DeliveryJob(_message.Message):
     origin: Origin
     may_repeat: bool
     not_before: _timestamp_pb2.Timestamp
-    def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ..., may_repeat: _Optional[bool] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    options: MessageOptions
+    recipient_options: _containers.RepeatedCompositeFieldContainer[RecipientOptions]
+    def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ..., may_repeat: _Optional[bool] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ...) -> None: ...
 
 class DeliveryBatch(_message.Message):
     __slots__ = ("domain", "jobs")

@@ -1,0 +1,85 @@
+"""Reading a message off the socket: DATA lines to the lone dot, BDAT chunks by size.
+
+What is kept, and what the client is told, is ``upload.py``'s business; this
+only moves bytes from the stream into it, restarts the idle timer on every
+piece (a slow but steady upload is not idle) and stops a client that sends
+more slowly than ``ingress.limits.min_data_rate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import Enum
+from typing import Protocol
+
+from mailyard.ingress.upload import Upload
+
+PIECE = 64 * 1024  # BDAT is read in pieces: a chunk's size is the client's word
+
+
+class Status(Enum):
+    DONE = "done"
+    CLOSED = "closed"  # the client went away
+    TOO_SLOW = "too_slow"
+
+
+class Stream(Protocol):
+    @property
+    def reader(self) -> asyncio.StreamReader: ...
+
+    def restart_idle_timer(self) -> None: ...
+
+    def too_slow(self, started: float, size: int) -> bool: ...
+
+
+def too_slow(elapsed: float, size: int, *, idle_timeout: float, min_rate: int) -> bool:
+    """Postfix's smtpd_min_data_rate: the deadline grows with what arrived."""
+    return bool(min_rate) and elapsed > idle_timeout + size / min_rate
+
+
+async def read_lines(stream: Stream, upload: Upload, started: float) -> Status:
+    """DATA lines to the lone dot.
+
+    A line ends at LF so that a bare LF can be seen, but the message ends
+    only at CRLF "." CRLF: the dot line must follow a line that ended in
+    CRLF (SMTP smuggling uses the other forms).
+    """
+    after_crlf = True
+    while True:
+        try:
+            line = await stream.reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as error:
+            line = await stream.reader.read(error.consumed)
+        except asyncio.IncompleteReadError:
+            return Status.CLOSED
+        stream.restart_idle_timer()
+        if after_crlf and line == b".\r\n":
+            return Status.DONE
+        after_crlf = line.endswith(b"\r\n")
+        upload.feed_line(line)
+        if stream.too_slow(started, upload.size):
+            return Status.TOO_SLOW
+
+
+async def read_chunk(stream: Stream, upload: Upload, size: int, started: float) -> Status:
+    remaining = size
+    while remaining:
+        try:
+            piece = await stream.reader.readexactly(min(remaining, PIECE))
+        except asyncio.IncompleteReadError:
+            return Status.CLOSED
+        stream.restart_idle_timer()
+        remaining -= len(piece)
+        upload.feed_chunk(piece)
+        if stream.too_slow(started, upload.size):
+            return Status.TOO_SLOW
+    return Status.DONE
+
+
+async def skip(stream: Stream, size: int) -> None:
+    """Read a refused chunk and drop it, so the session keeps its place in the stream."""
+    remaining = size
+    while remaining:
+        piece = await stream.reader.readexactly(min(remaining, PIECE))
+        stream.restart_idle_timer()
+        remaining -= len(piece)

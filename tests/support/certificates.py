@@ -1,0 +1,57 @@
+"""A test CA (trustme) and the files ingress reads its certificate from."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+
+
+@dataclass
+class TlsFiles:
+    ca: trustme.CA
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client that trusts the test CA and checks the name, as a careful sender does."""
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        self.ca.configure_trust(context)
+        return context
+
+    def renew(self, name: str = "mx.mailyard.test") -> int:
+        """A new certificate in place of the old (a renewed Secret); its serial."""
+        leaf = self.ca.issue_cert(name)
+        write(leaf, self.cert_file, self.key_file)
+        return serial_of(leaf.cert_chain_pems[0].bytes())
+
+
+def write(leaf: trustme.LeafCert, cert_file: Path, key_file: Path) -> None:
+    # Written next to the target and renamed, as Kubernetes swaps a Secret's files.
+    for path, data in (
+        (key_file, leaf.private_key_pem.bytes()),
+        (cert_file, b"".join(blob.bytes() for blob in leaf.cert_chain_pems)),
+    ):
+        temporary = path.with_suffix(".new")
+        temporary.write_bytes(data)
+        temporary.replace(path)
+
+
+def serial_of(pem_or_der: bytes) -> int:
+    from cryptography import x509
+
+    if pem_or_der.startswith(b"-----"):
+        return x509.load_pem_x509_certificate(pem_or_der).serial_number
+    return x509.load_der_x509_certificate(pem_or_der).serial_number
+
+
+def make_tls_files(directory: Path, name: str = "mx.mailyard.test") -> TlsFiles:
+    ca = trustme.CA()
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(ca, directory / "tls.crt", directory / "tls.key", directory / "ca.pem")
+    write(ca.issue_cert(name), files.cert_file, files.key_file)
+    ca.cert_pem.write_to_path(str(files.ca_file))
+    return files
