@@ -156,6 +156,33 @@ def component(name: str) -> Schema:
     return obj(properties)
 
 
+def auth_users() -> Schema:
+    """``auth.users``: the users file of ``ingress.auth.users_file``, as the chart writes it.
+
+    The same shape as the app's users file (``mailyard/ingress/auth.py``); whether a
+    password is a ``mailyard auth hash`` value is checked by validation.yaml, whose
+    message never repeats it (it may be a plain-text password).
+    """
+    user = obj(
+        {
+            "password": {"type": "string", "minLength": 1},
+            "sender_domains": {
+                "anyOf": [
+                    {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+                    {"type": "null"},
+                ]
+            },
+            "class": {"type": ["string", "null"], "pattern": r"^[a-z0-9][a-z0-9_-]{0,62}$"},
+        },
+        required=("password",),
+    )
+    return {
+        "type": "object",
+        "propertyNames": {"pattern": r"^[^\s]{1,256}$"},
+        "additionalProperties": user,
+    }
+
+
 def chart_values() -> Schema:
     string_map = {"type": "object", "additionalProperties": STRING}
     secret_file = obj({"enabled": BOOLEAN, "existingSecret": STRING})
@@ -216,7 +243,7 @@ def chart_values() -> Schema:
             "keda": obj({"enabled": BOOLEAN}),
             "tls": obj({**secret_file["properties"], "cert": STRING, "key": STRING}),
             "dkim": obj({**secret_file["properties"], "keys": string_map}),
-            "auth": obj({**secret_file["properties"], "users": string_map}),
+            "auth": obj({**secret_file["properties"], "users": auth_users()}),
             **{name: component(name) for name in COMPONENTS},
             "networkPolicy": obj(
                 {
@@ -318,8 +345,11 @@ def descriptions() -> dict[str, str]:
 
 
 def describe(schema: Schema, texts: dict[str, str], path: str = "") -> None:
-    for key, child in schema.get("properties", {}).items():
+    properties = schema.get("properties", {})
+    for key, child in properties.items():
         child_path = f"{path}.{key}" if path else key
+        # A copy: shapes such as STRING are shared, and each value gets its own text.
+        child = properties[key] = dict(child)
         if child_path in texts and "$ref" not in child:
             child["description"] = texts[child_path]
         describe(child, texts, child_path)

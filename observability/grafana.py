@@ -158,6 +158,7 @@ def stat(
     *targets: Target,
     unit: str = "short",
     thresholds: Sequence[tuple[str, float | None]] = ((GOOD, None),),
+    no_value: str = "0",
     width: int = 4,
     height: int = 4,
 ) -> Panel:
@@ -165,7 +166,7 @@ def stat(
         "unit": unit,
         "color": {"mode": "thresholds"},
         "thresholds": _thresholds(thresholds),
-        "noValue": "0",
+        "noValue": no_value,
     }
     options = {
         "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},

@@ -13,7 +13,7 @@ from functools import partial
 
 from observability import grafana
 from observability.grafana import BAD, GOOD, JSON, WARN, Panel, Row, Target, dashboard, row
-from observability.promql import WINDOW, consumers, depth, quantiles, rate, ratio, sel
+from observability.promql import WINDOW, consumers, depth, increase, quantiles, rate, ratio, sel
 
 PER_SECOND = "suffix:/s"
 OUTCOME_COLORS = {"delivered": GOOD, "deferred": WARN, "failed": BAD}
@@ -233,7 +233,89 @@ def ingress() -> list[Row]:
             width=12,
         ),
     )
-    return [red, smtp]
+    return [red, smtp, tls_and_auth()]
+
+
+def tls_and_auth() -> Row:
+    """Ingress's TLS, AUTH, limits and the files it re-reads (certificate, users)."""
+    tls_sessions = "mailyard_ingress_tls_sessions_total"
+    connections = rate("mailyard_ingress_connections_total")
+    expiry = sel("mailyard_ingress_certificate_expiry_timestamp_seconds")
+    return row(
+        "TLS and AUTH",
+        timeseries(
+            "TLS sessions by version",
+            "TLS handshakes completed per second, by listener role (STARTTLS on mx and "
+            "submission, implicit TLS on submissions) and TLS version, and handshakes that "
+            "failed or timed out. Bad: failures rising (a certificate clients refuse: expired, "
+            "wrong name, incomplete chain; or clients that offer only protocol versions or "
+            "ciphers we do not), or TLSv1.2 growing against TLSv1.3 from your own applications "
+            "(an old client library).",
+            Target(rate(tls_sessions, by="role, version"), "{{role}} {{version}}"),
+            Target(rate("mailyard_ingress_tls_failures_total", by="role"), "failed: {{role}}"),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "Share of sessions in TLS",
+            "TLS handshakes completed per SMTP connection. Most MTAs on the internet and every "
+            "submission client use TLS; spam bots often do not. Bad: a drop from its usual "
+            "level (STARTTLS failing or no longer offered: see the failures beside, and "
+            "ingress.tls), or 0 with tls on.",
+            Target(f"({rate(tls_sessions)} or vector(0))\n/\n{connections}", "in TLS"),
+            unit="percentunit",
+            max_value=1,
+            colors={"in TLS": GOOD},
+        ),
+        grafana.stat(
+            "Certificate expiry (days left)",
+            "Days until the certificate ingress presents expires, for the pod whose certificate "
+            "expires first (a pod that failed to re-read a renewed one shows here). Bad: under "
+            "14 days (MailyardIngressCertificateExpiringSoon: the renewal is not happening, or "
+            "its Secret does not reach the pods), under 3 days "
+            "(MailyardIngressCertificateExpiryImminent). 'no certificate': TLS is off.",
+            Target(f"(min({expiry} > 0) - time()) / 86400", "days left"),
+            thresholds=((BAD, None), (WARN, 3), (GOOD, 14)),
+            no_value="no certificate",
+            width=8,
+            height=8,
+        ),
+        timeseries(
+            "AUTH results",
+            "SMTP AUTH attempts per second by result: success, failure (wrong user or "
+            "password), locked_out (an address turned away after ingress.limits.auth_failures "
+            "failures). Bad: failures and lock-outs far above successes "
+            "(MailyardIngressAuthFailureStorm: someone guesses passwords, or an application "
+            "kept an old password), or successes falling to 0 while your applications send "
+            "(the users file changed: see the reloads).",
+            Target(rate("mailyard_ingress_auth_total", by="result"), "{{result}}"),
+            unit=PER_SECOND,
+            colors={"success": GOOD, "failure": WARN, "locked_out": BAD},
+        ),
+        timeseries(
+            "Limit hits by reason",
+            "Sessions or commands stopped by an ingress.limits rule or a protocol check. "
+            "early_talker, pipelining_before_ehlo and bare_newline are mostly spam software "
+            "at work on port 25. Bad: connections_per_client, connection_rate or auth_failures "
+            "from your own applications (raise the limit, or put them in relay_networks), "
+            "data_memory (the pods' DATA memory budget is full: add replicas or raise "
+            "ingress.limits.data_memory with the memory limit), min_data_rate or "
+            "tls_handshake_timeout rising (slow networks, or a slow-loris attack).",
+            Target(rate("mailyard_ingress_limit_hits_total", by="reason"), "{{reason}}"),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "File reloads by key and result",
+            "Watched files (the certificate, the users file) read again after they changed, "
+            "e.g. when the kubelet updated a mounted Secret. ok: the new version is in use. "
+            "Bad: any failed (the new version cannot be loaded and the old one stays in use: "
+            "MailyardFileReloadFailing), or no ok reload after you renewed a certificate or "
+            "changed a user (the Secret does not reach the pods).",
+            Target(
+                increase("mailyard_file_reloads_total", by="key, result", window=WINDOW),
+                "{{key}}: {{result}}",
+            ),
+        ),
+    )
 
 
 def queue() -> list[Row]:

@@ -3,6 +3,7 @@ drain, scaling, network policies, and a configuration the app itself accepts."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -203,6 +204,55 @@ def test_ingress_as_a_node_port_with_two_listeners() -> None:
     assert ports == {"metrics": 9102, "smtp": 2525, "smtp-2587": 2587}
 
 
+def test_mx_submission_and_submissions_listen_and_are_reachable() -> None:
+    docs = render("submission-values.yaml")
+    listen = config_file(docs)["ingress"]["listen"]
+    assert [(item["port"], item["role"]) for item in listen] == [
+        (2525, "mx"),
+        (2587, "submission"),
+        (2465, "submissions"),
+    ]
+    service = one(docs, "Service")
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("smtp", 25, 2525),
+        ("submission", 587, 2587),
+        ("submissions", 465, 2465),
+    ]
+    ports = {p["containerPort"] for p in container(deployments(docs)["ingress"])["ports"]}
+    assert {2525, 2587, 2465} <= ports
+    policy = one(docs, "NetworkPolicy", "mx-mailyard-ingress-smtp")
+    [rule] = policy["spec"]["ingress"]
+    assert "from" not in rule, "SMTP is open to anyone"
+    assert rule["ports"] == [{"protocol": "TCP", "port": port} for port in (2525, 2587, 2465)]
+
+
+def test_the_default_listener_is_mx_on_2525_behind_port_25() -> None:
+    docs = render("default-values.yaml")
+    assert config_file(docs)["ingress"]["listen"] == [
+        {"host": "0.0.0.0", "port": 2525, "role": "mx"}
+    ]
+    assert [(p["port"], p["targetPort"]) for p in one(docs, "Service")["spec"]["ports"]] == [
+        (25, 2525)
+    ]
+
+
+def test_the_probe_sends_to_an_mx_port_whatever_the_order() -> None:
+    """Submission ports want AUTH, which the probe does not do."""
+    docs = render(
+        "submission-values.yaml",
+        settings=(
+            "ingress.service.ports[0].name=submissions",
+            "ingress.service.ports[0].port=465",
+            "ingress.service.ports[0].targetPort=2465",
+            "ingress.service.ports[2].name=smtp",
+            "ingress.service.ports[2].port=25",
+            "ingress.service.ports[2].targetPort=2525",
+        ),
+    )
+    args = one(docs, "Pod")["spec"]["containers"][0]["args"]
+    assert args[args.index("--port") + 1] == "25"
+
+
 def test_broker_url_comes_from_the_secret_the_values_name() -> None:
     created = render("default-values.yaml")
     secret = one(created, "Secret", "mx-mailyard-broker")
@@ -245,9 +295,83 @@ def test_secrets_created_from_values() -> None:
     assert one(docs, "Secret", "mx-mailyard-tls")["type"] == "kubernetes.io/tls"
     assert set(one(docs, "Secret", "mx-mailyard-tls")["data"]) == {"tls.crt", "tls.key"}
     assert set(one(docs, "Secret", "mx-mailyard-dkim")["data"]) == {"example.com.s1.pem"}
-    assert set(one(docs, "Secret", "mx-mailyard-auth")["data"]) == {"users"}
-    annotations = deployments(docs)["ingress"]["spec"]["template"]["metadata"]["annotations"]
-    assert {"checksum/config", "checksum/tls", "checksum/auth"} <= set(annotations)
+    assert set(one(docs, "Secret", "mx-mailyard-auth")["data"]) == {"users.yaml"}
+    found = deployments(docs)
+    ingress = found["ingress"]["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/config" in ingress
+    # The app re-reads them: a renewal must not restart the pods.
+    assert not {"checksum/tls", "checksum/auth"} & set(ingress)
+    # DKIM keys are not read by the app yet: a change rolls queue.
+    assert "checksum/dkim" in found["queue"]["spec"]["template"]["metadata"]["annotations"]
+
+
+def users_file(docs: list[Document], secret: str = "mx-mailyard-auth") -> str:
+    return base64.b64decode(one(docs, "Secret", secret)["data"]["users.yaml"]).decode()
+
+
+@scenarios
+def test_tls_and_auth_are_the_files_of_their_secrets(values: Path) -> None:
+    """ingress.tls and ingress.auth name the files where the pods mount the Secrets."""
+    docs = render(values)
+    ingress = config_file(docs)["ingress"]
+    deployment = deployments(docs)["ingress"]
+    spec = deployment["spec"]["template"]["spec"]
+    volume_mounts = container(deployment)["volumeMounts"]
+    mounts = {m["name"]: m["mountPath"] for m in volume_mounts}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    if "tls" in secrets:
+        assert ingress["tls"] == {
+            "cert_file": f"{mounts['tls']}/tls.crt",
+            "key_file": f"{mounts['tls']}/tls.key",
+        }
+    else:
+        assert "tls" not in ingress
+    if "auth" in secrets:
+        assert ingress["auth"] == {"users_file": f"{mounts['auth']}/users.yaml"}
+        created = find(docs, "Secret", secrets["auth"])
+        if created:
+            assert set(created[0]["data"]) == {"users.yaml"}
+    else:
+        assert "auth" not in ingress
+    for mount in volume_mounts:
+        if mount["name"] in ("tls", "auth"):
+            assert "subPath" not in mount, "a subPath mount never sees the Secret's updates"
+
+
+@pytest.mark.parametrize("values", ["submission-values.yaml", "rabbitmq-cluster-values.yaml"])
+def test_the_users_file_is_one_the_app_accepts(values: str, tmp_path: Path) -> None:
+    """The users.yaml the chart writes from auth.users, read by the app's own loader."""
+    from mailyard.ingress.auth import load_users
+
+    docs = render(values)
+    path = tmp_path / "users.yaml"
+    path.write_text(users_file(docs))
+    users = load_users(path)
+    configured = yaml.safe_load((CHART / "ci" / values).read_text())["auth"]["users"]
+    assert set(users) == set(configured)
+    for name, entry in configured.items():
+        user, _ = users[name]
+        domains = entry.get("sender_domains")
+        assert user.sender_domains == (frozenset(domains) if domains else None), name
+        assert user.message_class == entry.get("class"), name
+
+
+def test_a_renewed_certificate_or_a_new_user_restarts_nothing() -> None:
+    """The app re-reads the mounted files; only the Secrets change, never the pods."""
+    before = render("rabbitmq-cluster-values.yaml")
+    after = render(
+        "rabbitmq-cluster-values.yaml",
+        settings=(
+            "tls.cert=-----BEGIN CERTIFICATE-----\nrenewed\n-----END CERTIFICATE-----",
+            # helm's --set splits at commas unless they are escaped.
+            r"auth.users.other.password=$scrypt$ln=14\,r=8\,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNo",
+        ),
+    )
+    assert users_file(before) != users_file(after)
+    assert one(before, "Secret", "mx-mailyard-tls") != one(after, "Secret", "mx-mailyard-tls")
+    old, new = deployments(before), deployments(after)
+    for name in COMPONENTS:
+        assert old[name]["spec"]["template"] == new[name]["spec"]["template"], name
 
 
 def test_rabbitmq_cluster_for_the_operator() -> None:

@@ -157,3 +157,123 @@ def test_the_embedded_spool_is_refused_wherever_it_is_asked_for(tmp_path):
     ) in error
     assert "a spool has exactly one owner; keep RabbitMQ here" in error
     assert "keep the broker URL out of the ConfigMap" not in error
+
+
+def test_submission_listeners_need_tls_and_auth() -> None:
+    """All listeners that lack them are named, in one problem per missing Secret."""
+    message = render_error(
+        "submission-values.yaml", settings=("tls.enabled=false", "auth.enabled=false")
+    )
+    assert problems(message) == [
+        "config.ingress.listen: submission (port 2587), submissions (port 2465) need TLS (AUTH "
+        "is offered only over TLS, and submissions is TLS from the first byte); set tls.enabled "
+        "with tls.existingSecret (a kubernetes.io/tls Secret, e.g. cert-manager's) or tls.cert "
+        "and tls.key",
+        "config.ingress.listen: submission (port 2587), submissions (port 2465) need AUTH (every "
+        "transaction there is authenticated); set auth.enabled with auth.users or "
+        "auth.existingSecret",
+    ]
+    only_auth = problems(render_error("submission-values.yaml", settings=("auth.enabled=false",)))
+    assert [line.split(" need")[0] for line in only_auth] == [
+        "config.ingress.listen: submission (port 2587), submissions (port 2465)"
+    ]
+    assert "need AUTH" in only_auth[0]
+
+
+def test_a_listener_without_a_service_port_and_a_service_port_without_a_listener() -> None:
+    message = render_error(
+        "submission-values.yaml",
+        settings=("ingress.service.ports[2].targetPort=2466",),
+    )
+    assert problems(message) == [
+        "ingress.service.ports: submissions targets port 2466, where ingress does not listen "
+        "(config.ingress.listen: [2525,2587,2465])"
+    ]
+
+
+def test_the_chart_owns_the_tls_and_auth_keys_it_writes() -> None:
+    message = render_error(
+        "submission-values.yaml",
+        settings=(
+            "config.ingress.tls.cert_file=/etc/certs/tls.crt",
+            "config.ingress.tls.key_file=/etc/certs/tls.key",
+            "config.ingress.auth.users_file=/etc/users.yaml",
+        ),
+    )
+    assert [line.split(":")[0] for line in problems(message)] == [
+        "config.ingress.tls",
+        "config.ingress.auth",
+    ]
+    # With tls off, your own files (mounted with ingress.extraVolumes) are yours to name.
+    docs = render(
+        "default-values.yaml",
+        settings=(
+            "config.ingress.tls.cert_file=/etc/certs/tls.crt",
+            "config.ingress.tls.key_file=/etc/certs/tls.key",
+        ),
+    )
+    [configmap] = [d for d in docs if d["metadata"]["name"] == "mx-mailyard-config"]
+    assert yaml.safe_load(configmap["data"]["mailyard.yaml"])["ingress"]["tls"] == {
+        "cert_file": "/etc/certs/tls.crt",
+        "key_file": "/etc/certs/tls.key",
+    }
+
+
+def test_auth_users_need_hashed_passwords_and_the_message_never_repeats_one() -> None:
+    secret = "correct horse battery staple"
+    message = render_error(
+        "submission-values.yaml",
+        settings=(f"auth.users.app.password={secret}", "auth.users.other.password=$2b$12$abc"),
+    )
+    assert problems(message) == [
+        f"auth.users.{name}.password: not a `mailyard auth hash` value ($scrypt$...); ingress "
+        "refuses plain text and other schemes, and would not start"
+        for name in ("app", "other")
+    ]
+    assert secret not in message
+    assert "$2b$12$abc" not in message
+
+
+def test_auth_users_have_the_shape_of_the_users_file() -> None:
+    """The old `name: hash` form, and keys the app does not know, stop at the schema."""
+    message = render_error("submission-values.yaml", settings=("auth.users.app=$scrypt$x",))
+    assert "/auth/users/app" in message
+    assert "want object" in message
+    message = render_error(
+        "submission-values.yaml", settings=("auth.users.app.domains[0]=example.com",)
+    )
+    assert "additional properties 'domains' not allowed" in message
+
+
+def test_the_probe_needs_an_mx_port() -> None:
+    message = render_error(
+        "submission-values.yaml",
+        settings=(
+            "ingress.service.ports[0].name=submission",
+            "ingress.service.ports[0].port=587",
+            "ingress.service.ports[0].targetPort=2587",
+        ),
+    )
+    assert problems(message) == [
+        "tests: the helm test probe sends without AUTH, so it needs an ingress.service.ports "
+        "entry whose targetPort is an mx listener; add one or set tests.enabled=false"
+    ]
+    render(
+        "submission-values.yaml",
+        settings=(
+            "ingress.service.ports[0].name=submission",
+            "ingress.service.ports[0].port=587",
+            "ingress.service.ports[0].targetPort=2587",
+            "tests.enabled=false",
+        ),
+    )
+
+
+def test_the_schema_knows_the_listener_roles() -> None:
+    """Roles come from the app's model (config.py → values.schema.json): a typo stops helm."""
+    message = render_error(
+        "default-values.yaml",
+        settings=("config.ingress.listen[0].port=2525", "config.ingress.listen[0].role=relay"),
+    )
+    assert "/config/ingress/listen/0/role" in message
+    assert "'mx', 'submission', 'submissions'" in message

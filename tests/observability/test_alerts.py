@@ -17,7 +17,9 @@ from tests.observability.artifacts import (
     runbook_anchors,
 )
 
-NAME = re.compile(r"^Mailyard(Ingress|Queue|Delivery|Bounce|Parking)[A-Z][A-Za-z]+$")
+# A service, or shared plumbing that several services have: the parking queue, the
+# watched files (filewatch.py: certificates and users files today, DKIM keys later).
+NAME = re.compile(r"^Mailyard(Ingress|Queue|Delivery|Bounce|Parking|File)[A-Z][A-Za-z]+$")
 SEVERITIES = {"critical", "warning", "info"}
 
 
@@ -70,6 +72,10 @@ def test_the_issue_s_alerts_exist() -> None:
         "MailyardQueueDown",
         "MailyardDeliveryDown",
         "MailyardBounceDown",
+        "MailyardIngressAuthFailureStorm",
+        "MailyardIngressCertificateExpiringSoon",
+        "MailyardIngressCertificateExpiryImminent",
+        "MailyardFileReloadFailing",
     }
 
 

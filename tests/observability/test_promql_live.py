@@ -5,7 +5,9 @@ metrics port) against the real RabbitMQ; a real Prometheus scrapes them every
 second with the ``component`` label the chart's PodMonitor sets, and loads the
 alert rules. The test sends mail that is delivered, deferred, refused, failed
 and bounced, parks garbage, and makes the broker refuse ingress's publishes for
-a moment, so that every metric the dashboards and alerts use exists. Then every
+a moment; ingress has a certificate from a test CA and a users file, and the
+test logs in over STARTTLS, fails a login and a handshake, and breaks the users
+file, so that every metric the dashboards and alerts use exists. Then every
 expression must parse, every metric it names must exist, every dashboard panel
 must show data, every rule must evaluate cleanly, and the alerts for the trouble
 the test made must be pending.
@@ -16,13 +18,19 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import smtplib
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import trustme
+import yaml
 
+from mailyard.ingress.auth import hash_password
 from tests.observability.artifacts import (
     RULES,
     alert_rules,
@@ -45,7 +53,12 @@ GRAFANA = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
 METRIC = re.compile(r"(?<![\w:])(mailyard_[a-z0-9_]+|process_[a-z0-9_]+|up(?=\s*\{))")
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 # The alerts whose trouble this test makes (their `for:` keeps them pending).
-EXPECTED_PENDING = {"MailyardParkingQueueNotEmpty", "MailyardIngressBrokerUnavailable"}
+EXPECTED_PENDING = {
+    "MailyardParkingQueueNotEmpty",
+    "MailyardIngressBrokerUnavailable",
+    "MailyardFileReloadFailing",
+}
+USER, PASSWORD = "app", "observability-password"
 
 
 def concrete(expr: str) -> str:
@@ -76,7 +89,75 @@ class Live:
     known: set[str]
 
 
-def make_mail_and_trouble(pipeline: Pipeline) -> None:
+@dataclass(frozen=True)
+class Credentials:
+    """What ingress reads (certificate, key, users file) and what a client trusts."""
+
+    ca: trustme.CA
+    cert_file: Path
+    key_file: Path
+    users_file: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> Credentials:
+        directory.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA()
+        leaf = ca.issue_cert("127.0.0.1", "mx.mailyard.test")
+        credentials = cls(
+            ca, directory / "tls.crt", directory / "tls.key", directory / "users.yaml"
+        )
+        credentials.cert_file.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+        leaf.private_key_pem.write_to_path(str(credentials.key_file))
+        users = {USER: {"password": hash_password(PASSWORD), "sender_domains": ["sender.test"]}}
+        credentials.users_file.write_text(yaml.safe_dump(users))
+        return credentials
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "tls": {"cert_file": str(self.cert_file), "key_file": str(self.key_file)},
+            "auth": {"users_file": str(self.users_file)},
+        }
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+
+def tls_and_auth(pipeline: Pipeline, credentials: Credentials) -> None:
+    """A login over STARTTLS, a wrong password, a failed handshake, a broken users file."""
+    with pipeline.smtp() as client:
+        client.starttls(context=credentials.client_context())
+        client.ehlo("client.test")
+        assert client.login(USER, PASSWORD)[0] == 235
+    with pipeline.smtp() as client:
+        client.starttls(context=credentials.client_context())
+        client.ehlo("client.test")
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login(USER, "not the password")
+    # STARTTLS accepted, then bytes that are no TLS ClientHello: a failed handshake.
+    client = pipeline.smtp()
+    try:
+        client.putcmd("starttls")
+        assert client.getreply()[0] == 220
+        assert client.sock is not None
+        client.sock.sendall(b"this is not a TLS handshake\r\n" * 20)
+        client.sock.settimeout(10)
+        with contextlib.suppress(OSError):
+            while client.sock.recv(4096):  # until ingress hangs up
+                pass
+    finally:
+        client.close()
+    # A users file that cannot be loaded: ingress keeps the last good one.
+    credentials.users_file.write_text("app: [this is not a user\n")
+    time.sleep(1.5)  # past the watch interval: the next AUTH looks at the file again
+    with pipeline.smtp() as client:
+        client.starttls(context=credentials.client_context())
+        client.ehlo("client.test")
+        assert client.login(USER, PASSWORD)[0] == 235, "the last good users file is kept"
+
+
+def make_mail_and_trouble(pipeline: Pipeline, credentials: Credentials) -> None:
     """Traffic that makes every metric the dashboards and alerts use exist."""
     script = pipeline.sink.script
     script.rcpt_always["nobody@alpha.test"] = "550 5.1.1 No such user"
@@ -102,6 +183,7 @@ def make_mail_and_trouble(pipeline: Pipeline) -> None:
     # Garbage on each consumed queue: every consuming service parks one.
     for queue in ("inbound", "delivery", "bounce"):
         publish_raw(f"{pipeline.prefix}.{queue}", b"not a protobuf message", type="garbage")
+    tls_and_auth(pipeline, credentials)
     broker_refuses_inbound(pipeline)
 
 
@@ -163,9 +245,11 @@ def live(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("promql-live")
+    credentials = Credentials.make(workdir / "credentials")
     overrides = {
         "metrics": {"queue_poll_interval": "1s"},  # queue gauges as fresh as the scrapes
         "queue": {"prefetch": 1},  # see broker_refuses_inbound
+        "ingress": credentials.config(),  # STARTTLS and AUTH on the mx listener
     }
     pipeline = start_pipeline(workdir, dns_server, split=True, overrides=overrides)
     prometheus: PrometheusServer | None = None
@@ -179,7 +263,7 @@ def live(
         # Scraping starts a few seconds after the server is ready; the counters must be
         # seen before the traffic, so that rate() and increase() see it.
         prometheus.wait_for_targets()
-        make_mail_and_trouble(pipeline)
+        make_mail_and_trouble(pipeline, credentials)
         wanted = {name for _, expr in all_expressions() for name in metric_names(expr)}
         server = prometheus
         with contextlib.suppress(AssertionError):  # the tests below say which are missing

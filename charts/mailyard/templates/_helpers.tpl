@@ -147,41 +147,85 @@ true
 {{- default (printf "%s-auth" (include "mailyard.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
 
+{{/* Where the ingress pods mount the TLS and AUTH Secrets, and the files the app reads there. */}}
+{{- define "mailyard.tlsDir" -}}/etc/mailyard/tls{{- end -}}
+{{- define "mailyard.authDir" -}}/etc/mailyard/auth{{- end -}}
+{{- define "mailyard.authUsersKey" -}}users.yaml{{- end -}}
+
 {{/*
 The configuration file: chart defaults, then `.Values.config` over them, then
-what the chart's own values decide (ingress.proxyProtocol). Rendered as YAML;
+what the chart's own values decide (ingress.proxyProtocol, and ingress.tls and
+ingress.auth: the files of the Secrets the chart mounts). Rendered as YAML;
 templates that need a value from it use (include "mailyard.config" . | fromYaml).
 */}}
 {{- define "mailyard.config" -}}
 {{- $defaults := dict
   "broker" (dict "prefix" "mailyard")
-  "ingress" (dict "listen" (list (dict "host" "0.0.0.0" "port" 2525)))
+  "ingress" (dict "listen" (list (dict "host" "0.0.0.0" "port" 2525 "role" "mx")))
   "metrics" (dict "port" 9102)
 -}}
 {{- $config := mergeOverwrite $defaults (deepCopy .Values.config) -}}
 {{- if not $config.hostname -}}
 {{- $_ := unset $config "hostname" -}}
 {{- end -}}
+{{- $ingress := get $config "ingress" -}}
 {{- $proxy := .Values.ingress.proxyProtocol -}}
 {{- if $proxy.enabled -}}
 {{- $section := dict "enabled" true -}}
 {{- with $proxy.trustedNetworks -}}
 {{- $_ := set $section "trusted_networks" . -}}
 {{- end -}}
-{{- $ingress := get $config "ingress" -}}
 {{- $_ := set $ingress "proxy_protocol" (mergeOverwrite (deepCopy (get $ingress "proxy_protocol" | default dict)) $section) -}}
+{{- end -}}
+{{- /* A kubernetes.io/tls Secret holds tls.crt and tls.key; the app re-reads them when they change. */ -}}
+{{- if .Values.tls.enabled -}}
+{{- $dir := include "mailyard.tlsDir" . -}}
+{{- $_ := set $ingress "tls" (dict "cert_file" (printf "%s/tls.crt" $dir) "key_file" (printf "%s/tls.key" $dir)) -}}
+{{- end -}}
+{{- if .Values.auth.enabled -}}
+{{- $_ := set $ingress "auth" (dict "users_file" (printf "%s/%s" (include "mailyard.authDir" .) (include "mailyard.authUsersKey" .))) -}}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
 
+{{/* The listeners of config.ingress.listen, as a JSON list of {port, role}. */}}
+{{- define "mailyard.listeners" -}}
+{{- $config := include "mailyard.config" . | fromYaml -}}
+{{- $listeners := list -}}
+{{- range $config.ingress.listen -}}
+{{- $listeners = append $listeners (dict "port" (int .port) "role" (.role | default "mx")) -}}
+{{- end -}}
+{{- toJson $listeners -}}
+{{- end -}}
+
 {{/* The ports ingress listens on (from config.ingress.listen), as a JSON list. */}}
 {{- define "mailyard.smtpPorts" -}}
-{{- $config := include "mailyard.config" . | fromYaml -}}
 {{- $ports := list -}}
-{{- range $config.ingress.listen -}}
+{{- range include "mailyard.listeners" . | fromJsonArray -}}
 {{- $ports = append $ports (int .port) -}}
 {{- end -}}
 {{- toJson $ports -}}
+{{- end -}}
+
+{{/*
+The ingress Service port the helm test probe sends to: the first whose
+targetPort is an mx listener (submission ports want AUTH, which the probe does
+not do); 0 when there is none.
+*/}}
+{{- define "mailyard.probePort" -}}
+{{- $mx := list -}}
+{{- range include "mailyard.listeners" . | fromJsonArray -}}
+{{- if eq .role "mx" -}}
+{{- $mx = append $mx (int .port) -}}
+{{- end -}}
+{{- end -}}
+{{- $found := 0 -}}
+{{- range .Values.ingress.service.ports -}}
+{{- if and (eq $found 0) (has (int .targetPort) $mx) -}}
+{{- $found = int .port -}}
+{{- end -}}
+{{- end -}}
+{{- $found -}}
 {{- end -}}
 
 {{- define "mailyard.metricsPort" -}}

@@ -65,12 +65,12 @@ spec:
         {{- if include "mailyard.createBrokerSecret" $root }}
         checksum/broker: {{ include (print $root.Template.BasePath "/secrets/broker.yaml") $root | sha256sum }}
         {{- end }}
-        {{- if and $mountTLS (not $root.Values.tls.existingSecret) }}
-        checksum/tls: {{ include (print $root.Template.BasePath "/secrets/tls.yaml") $root | sha256sum }}
-        {{- end }}
-        {{- if and $mountAuth (not $root.Values.auth.existingSecret) }}
-        checksum/auth: {{ include (print $root.Template.BasePath "/secrets/auth.yaml") $root | sha256sum }}
-        {{- end }}
+        {{- /*
+        No checksum of the TLS and AUTH Secrets: ingress re-reads the certificate
+        and the users file when the kubelet updates the mounted files, so a
+        certificate renewal or a new user never restarts a pod (and never drops
+        SMTP sessions). DKIM keys are not read by the app yet: a change rolls queue.
+        */}}
         {{- if and $mountDKIM (not $root.Values.dkim.existingSecret) }}
         checksum/dkim: {{ include (print $root.Template.BasePath "/secrets/dkim.yaml") $root | sha256sum }}
         {{- end }}
@@ -176,12 +176,12 @@ spec:
               mountPath: /tmp
             {{- if $mountTLS }}
             - name: tls
-              mountPath: /etc/mailyard/tls
+              mountPath: {{ include "mailyard.tlsDir" $root }}
               readOnly: true
             {{- end }}
             {{- if $mountAuth }}
             - name: auth
-              mountPath: /etc/mailyard/auth
+              mountPath: {{ include "mailyard.authDir" $root }}
               readOnly: true
             {{- end }}
             {{- if $mountDKIM }}
