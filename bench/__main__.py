@@ -21,6 +21,7 @@ from tests.support.dns_server import TestDnsServer
 
 from bench import harness, procstats
 from bench.harness import LATENCY_DOMAIN, LATENCY_HOST, SINK_HOST, Load, Result
+from bench.submission import make_certificate
 from bench.systems import MailyardSystem, PostfixSystem
 
 ZONE = f"""
@@ -63,6 +64,14 @@ def table(results: list[Result]) -> str:
         ],
         ("CPU s / 1000 msgs (MTA)", *[f"{_mta_cpu(r):.2f}" for r in results]),
         ("CPU s / 1000 msgs (RabbitMQ)", *[f"{r.rabbitmq_cpu_per_1000:.2f}" for r in results]),
+        ("submission msg/s (STARTTLS+AUTH)", *[f"{r.submission_per_s:.0f}" for r in results]),
+        (
+            "submission CPU s / 1000 (MTA + RabbitMQ)",
+            *[
+                f"{r.submission_cpu_per_1000:.2f} + {r.submission_rabbitmq_cpu_per_1000:.2f}"
+                for r in results
+            ],
+        ),
         ("peak RSS MiB (sum)", *[f"{sum(r.peak_rss_mib.values()):.0f}" for r in results]),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -111,6 +120,11 @@ def main() -> int:
         help="msg/s; default: half of Postfix's throughput with --compare-postfix, "
         "else half the system's own",
     )
+    parser.add_argument(
+        "--submission-count", type=int,
+        help="messages over STARTTLS + AUTH on the submission port, 10 a session "
+        "(default: a quarter of --count; 0 for none)",
+    )  # fmt: skip
     parser.add_argument("--results", type=Path, default=Path("bench/results.jsonl"))
     parser.add_argument("--keep", action="store_true", help="keep the logs and configs")
     parser.add_argument(
@@ -125,22 +139,27 @@ def main() -> int:
         print(f"RabbitMQ is not reachable at {BROKER_URL} ({problem}): start it with "
               "`rabbitmq-server -detached`", file=sys.stderr)  # fmt: skip
         return 1
-    load = Load(args.count, args.size, args.concurrency, args.latency_seconds, args.latency_rate)
+    submissions = args.count // 4 if args.submission_count is None else args.submission_count
+    load = Load(
+        args.count, args.size, args.concurrency, args.latency_seconds, args.latency_rate,
+        submission_count=submissions,
+    )  # fmt: skip
     port = port_on_both()
     dns = TestDnsServer(ZONE).start()
     workdir = Path(tempfile.mkdtemp(prefix="mailyard-bench-"))
     try:
         workdir.chmod(0o755)  # Postfix's daemons must be able to enter it
+        certificate = make_certificate(workdir) if submissions else None
         systems: list[object] = [
             MailyardSystem(workdir, mode=mode, dns=dns.address, sink_port=port,
-                           broker_url=BROKER_URL)
+                           broker_url=BROKER_URL, certificate=certificate)
             for mode in modes
         ]  # fmt: skip
         if args.compare_postfix:
             # First in every round: its throughput sets the round's latency load.
             systems.insert(0,
                 PostfixSystem(workdir, sink_host=SINK_HOST, latency_host=LATENCY_HOST,
-                              port=port, latency_domain=LATENCY_DOMAIN)
+                              port=port, latency_domain=LATENCY_DOMAIN, certificate=certificate)
             )  # fmt: skip
         print(
             f"{load.count} messages of {load.size} bytes over {load.concurrency} sessions, "

@@ -28,6 +28,8 @@ class Load:
     concurrency: int = 20
     latency_seconds: float = 20.0  # how long the half-load latency phase runs
     latency_rate: float | None = None  # messages/s; default: see bench/__main__.py
+    submission_count: int = 0  # messages over STARTTLS + AUTH (0: no such phase)
+    per_session: int = 10
 
 
 @dataclass
@@ -45,6 +47,11 @@ class Result:
     latency_ms: dict[str, float] = field(default_factory=dict)
     latency_lost: int = 0
     generator: str = ""
+    # Over STARTTLS + AUTH PLAIN on the submission port, 10 messages a session.
+    submission_per_s: float = 0.0
+    submission_delivered_per_s: float = 0.0
+    submission_cpu_per_1000: float = 0.0  # the MTA's, all processes
+    submission_rabbitmq_cpu_per_1000: float = 0.0
     rounds: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -74,6 +81,10 @@ def combine(runs: list[Result]) -> Result:
         },
         latency_lost=sum(r.latency_lost for r in runs),
         generator=first.generator,
+        submission_per_s=median([r.submission_per_s for r in runs]),
+        submission_delivered_per_s=median([r.submission_delivered_per_s for r in runs]),
+        submission_cpu_per_1000=median([r.submission_cpu_per_1000 for r in runs]),
+        submission_rabbitmq_cpu_per_1000=median([r.submission_rabbitmq_cpu_per_1000 for r in runs]),
         rounds=[
             {
                 "delivered_per_s": r.delivered_per_s,
@@ -85,6 +96,7 @@ def combine(runs: list[Result]) -> Result:
                     3,
                 ),
                 "rabbitmq_cpu_per_1000": r.rabbitmq_cpu_per_1000,
+                "submission_per_s": r.submission_per_s,
                 **{f"latency_{p}_ms": v for p, v in r.latency_ms.items()},
             }
             for r in runs
@@ -204,6 +216,7 @@ def run(system: Any, load: Load, port: int, *, latency_rate: float | None = None
             for i in accepted_at
             if i in timing.arrivals
         )
+        submission = _submission(system, load, sink, rabbit)
         peak = system.peak_rss()
     finally:
         system.stop()
@@ -227,7 +240,46 @@ def run(system: Any, load: Load, port: int, *, latency_rate: float | None = None
         latency_ms=_percentiles(latencies),
         latency_lost=n - len(latencies),
         generator="smtp-source" if SMTP_SOURCE else "asyncio",
+        **submission,
     )
+
+
+def _submission(
+    system: Any, load: Load, sink: CountingSink, rabbit: int | None
+) -> dict[str, float]:
+    """STARTTLS + AUTH + 10 messages per session, flat out: rates and CPU per message."""
+    count = load.submission_count
+    if not count or getattr(system, "submission_port", None) is None:
+        return {}
+    from bench.submission import submit
+
+    progress = Progress()
+    already = sink.count
+    cpu_before = _total_cpu(system)
+    rabbit_before = procstats.cpu_seconds(rabbit) if rabbit else 0.0
+    started = time.perf_counter()
+    with Display("submission (STARTTLS + AUTH)", lambda: f"accepted {progress.sent}/{count}"):
+        submit(
+            system.submission_port, count=count, size=load.size, concurrency=load.concurrency,
+            per_session=load.per_session, recipient=f"sub@{BULK_DOMAIN}",
+            tls=system.certificate.client, progress=progress,
+        )  # fmt: skip
+        accepted = time.perf_counter() - started
+        wait_for(lambda: sink.count - already >= count, max(300, count / 20), "submissions")
+    delivered = sink.last_arrival - started
+    cpu = _total_cpu(system) - cpu_before
+    rabbit_cpu = (procstats.cpu_seconds(rabbit) - rabbit_before) if rabbit else 0.0
+    return {
+        "submission_per_s": round(count / accepted, 1),
+        "submission_delivered_per_s": round(count / delivered, 1),
+        "submission_cpu_per_1000": round(cpu / count * 1000, 3),
+        "submission_rabbitmq_cpu_per_1000": round(rabbit_cpu / count * 1000, 3),
+    }
+
+
+def _total_cpu(system: Any) -> float:
+    usage = system.cpu_seconds()
+    return float(usage["total"] if "total" in usage else sum(usage.values()))
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from bench import procstats
+from bench.submission import PASSWORD, USER, Certificate
 
 REPO = Path(__file__).resolve().parents[1]
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
@@ -43,7 +44,14 @@ MODES = ("all", "split", "embedded")
 
 class MailyardSystem:
     def __init__(
-        self, workdir: Path, *, mode: str, dns: str, sink_port: int, broker_url: str
+        self,
+        workdir: Path,
+        *,
+        mode: str,
+        dns: str,
+        sink_port: int,
+        broker_url: str,
+        certificate: Certificate | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
@@ -58,16 +66,30 @@ class MailyardSystem:
         broker: dict[str, str] = {"url": broker_url, "prefix": self.prefix}
         if self.embedded:
             broker = {"url": "embedded", "spool_dir": str(self.spool_dir), "prefix": self.prefix}
+        listen: list[dict[str, object]] = [{"host": "127.0.0.1", "port": self.smtp_port}]
+        ingress: dict[str, object] = {
+            "listen": listen,
+            "relay_networks": ["127.0.0.0/8"],
+            "local_domains": ["bounces.bench.test"],
+        }
+        self.certificate = certificate
+        self.submission_port: int | None = None
+        if certificate is not None:
+            self.submission_port = free_port()
+            listen.append({"host": "127.0.0.1", "port": self.submission_port, "role": "submission"})
+            users = workdir / f"{self.name}-users.yaml"
+            users.write_text(yaml.safe_dump({USER: {"password": _hash(PASSWORD)}}))
+            ingress["tls"] = {
+                "cert_file": str(certificate.cert_file),
+                "key_file": str(certificate.key_file),
+            }
+            ingress["auth"] = {"users_file": str(users)}
         self.config.write_text(
             yaml.safe_dump(
                 {
                     "hostname": "mx.mailyard.bench.test",
                     "broker": broker,
-                    "ingress": {
-                        "listen": [{"host": "127.0.0.1", "port": self.smtp_port}],
-                        "relay_networks": ["127.0.0.0/8"],
-                        "local_domains": ["bounces.bench.test"],
-                    },
+                    "ingress": ingress,
                     "delivery": {"nameservers": [dns], "port": sink_port, "ipv6": False},
                     "metrics": {"host": "127.0.0.1"},
                 }
@@ -128,14 +150,30 @@ class MailyardSystem:
             await channel.exchange_delete(topology.events)
 
 
+def _hash(password: str) -> str:
+    sys.path.insert(0, str(REPO / "services"))
+    from mailyard.ingress.auth import hash_password
+
+    return hash_password(password)
+
+
 class PostfixSystem:
     name = "postfix"
 
     def __init__(
-        self, workdir: Path, *, sink_host: str, latency_host: str, port: int, latency_domain: str
+        self,
+        workdir: Path,
+        *,
+        sink_host: str,
+        latency_host: str,
+        port: int,
+        latency_domain: str,
+        certificate: Certificate | None = None,
     ) -> None:
         self.root = workdir / "postfix"
         self.smtp_port = free_port()
+        self.certificate = certificate
+        self.submission_port = free_port() if certificate is not None else None
         etc, spool, data = self.root / "etc", self.root / "spool", self.root / "data"
         for directory in (etc, spool, data):
             directory.mkdir(parents=True, exist_ok=True)
@@ -163,12 +201,25 @@ class PostfixSystem:
                     f"maillog_file = {self.root}/maillog",
                     "smtp_tls_security_level = none",
                     "default_process_limit = 100",
+                    *self._submission_settings(etc),
                     "",
                 ]
             )
         )
+        submission = (
+            [
+                f"127.0.0.1:{self.submission_port} inet n - n - - smtpd",
+                "  -o smtpd_tls_security_level=may",
+                "  -o smtpd_sasl_auth_enable=yes",
+                "  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+                "  -o smtpd_client_restrictions=permit_sasl_authenticated,reject",
+            ]
+            if self.submission_port is not None
+            else []
+        )
         daemons = [
             f"127.0.0.1:{self.smtp_port} inet n - n - - smtpd",
+            *submission,
             "pickup unix n - n 60 1 pickup",
             "cleanup unix n - n - 0 cleanup",
             "qmgr unix n - n 300 1 qmgr",
@@ -189,10 +240,44 @@ class PostfixSystem:
             "anvil unix - - n - 1 anvil",
             "scache unix - - n - 1 scache",
             "postlog unix-dgram n - n - 1 postlogd",
+            "tlsmgr unix - - n 1000? 1 tlsmgr",
         ]
         (etc / "master.cf").write_text("\n".join(daemons) + "\n")
         self.master_pid = 0
         self._last_seen: dict[int, tuple[str, float]] = {}
+
+    def _submission_settings(self, etc: Path) -> list[str]:
+        """TLS "may" and SASL through Cyrus with one static user in a sasldb (sasl2-bin)."""
+        if self.certificate is None:
+            return []
+        sasl = etc / "sasl"
+        sasl.mkdir(exist_ok=True)
+        sasldb = self.root / "data" / "sasldb2"  # postfix's own, not in the root-owned etc
+        login, realm = USER.split("@")
+        saslpasswd2 = shutil.which("saslpasswd2") or "/usr/sbin/saslpasswd2"
+        if not Path(saslpasswd2).exists():
+            raise RuntimeError(
+                "the submission phase needs Cyrus SASL for Postfix: "
+                "apt-get install sasl2-bin libsasl2-modules (or --submission-count 0)"
+            )
+        subprocess.run(
+            [saslpasswd2, "-p", "-c", "-f", str(sasldb), "-u", realm, login],
+            input=PASSWORD.encode(), check=True, capture_output=True,
+        )  # fmt: skip
+        shutil.chown(sasldb, user="postfix")
+        (sasl / "smtpd.conf").write_text(
+            f"pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\n"
+            f"sasldb_path: {sasldb}\n"
+        )
+        return [
+            f"smtpd_tls_cert_file = {self.certificate.cert_file}",
+            f"smtpd_tls_key_file = {self.certificate.key_file}",
+            "smtpd_tls_session_cache_database =",
+            "smtpd_sasl_type = cyrus",
+            f"cyrus_sasl_config_path = {sasl}",
+            "smtpd_sasl_path = smtpd",
+            "smtpd_sasl_security_options = noanonymous",
+        ]
 
     def start(self) -> None:
         subprocess.run([POSTFIX, "-c", str(self.etc), "start"], check=True, capture_output=True)
