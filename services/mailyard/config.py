@@ -295,6 +295,18 @@ class DeliveryConfig(Section):
     idle_connection_timeout: Duration = timedelta(seconds=30)
     max_messages_per_connection: int = Field(100, ge=1)
     smarthost: SmarthostConfig | None = None
+    # Never connected to: loopback, unspecified, link-local (cloud metadata),
+    # RFC 1918, CGNAT, IPv6 ULA and link-local. Setting it replaces the
+    # list: add the cluster's pod and service ranges to it.
+    prohibited_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [
+            ipaddress.ip_network(n)
+            for n in (
+                "0.0.0.0/8", "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                "100.64.0.0/10", "169.254.0.0/16", "::/128", "::1/128", "fc00::/7", "fe80::/10",
+            )
+        ]
+    )  # fmt: skip
 
     @field_validator("nameservers")
     @classmethod
@@ -311,6 +323,64 @@ class DeliveryConfig(Section):
                 "(30m by default) would otherwise close the channel mid-attempt"
             )
         return self
+
+
+def normalize_selector(value: str) -> str:
+    """Lower-case a DKIM selector and check it (RFC 6376 §3.1): DNS labels, dot-separated."""
+    selector = value.strip().lower()
+    labels = selector.split(".")
+    if not all(map(_HOSTNAME_LABEL.fullmatch, labels)):
+        raise ValueError(
+            f"{value!r} is not a valid selector: a DNS label (letters, digits and "
+            "inner hyphens, at most 63), or several joined by periods (RFC 6376 §3.1)"
+        )
+    return selector
+
+
+Selector = Annotated[str, BeforeValidator(lambda v: normalize_selector(str(v)))]
+
+
+class DkimKey(Section):
+    """One DKIM signing key (RFC 6376; RSA per RFC 8301, Ed25519 per RFC 8463).
+
+    Mail whose ``From:`` domain is ``domain`` or below it is signed with
+    ``d=<domain>; s=<selector>``; the public half is published as a TXT record
+    at ``<selector>._domainkey.<domain>`` (``mailyard dkim keygen`` prints it).
+    """
+
+    domain: DomainName
+    selector: Selector
+    # A PEM private key (PKCS#8 or traditional), unencrypted: RSA of 2048 bits
+    # (1024 at the very least, RFC 8301) or Ed25519. Re-read when it changes.
+    key_file: Path
+
+    @model_validator(mode="after")
+    def _record_name_fits(self) -> DkimKey:
+        name = f"{self.selector}._domainkey.{self.domain}"
+        if len(name) > 253:
+            raise ValueError(f"the key's DNS name {name} is longer than 253 characters")
+        return self
+
+
+class DkimConfig(Section):
+    """DKIM signing in the queue service: every key whose domain is the ``From:``
+    domain or a parent of it signs (an RSA and an Ed25519 key side by side give
+    two signatures). No keys: nothing is signed."""
+
+    keys: list[DkimKey] = Field(default_factory=list)
+
+    @field_validator("keys")
+    @classmethod
+    def _one_key_per_selector(cls, keys: list[DkimKey]) -> list[DkimKey]:
+        seen: set[tuple[str, str]] = set()
+        for key in keys:
+            if (key.domain, key.selector) in seen:
+                raise ValueError(
+                    f"selector {key.selector!r} of {key.domain} is given twice "
+                    "(one selector publishes one public key)"
+                )
+            seen.add((key.domain, key.selector))
+        return keys
 
 
 class BounceConfig(Section):
@@ -362,6 +432,7 @@ class Settings(BaseSettings):
     queue: QueueConfig = QueueConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     bounce: BounceConfig = BounceConfig()
+    dkim: DkimConfig = DkimConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
 

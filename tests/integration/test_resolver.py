@@ -77,3 +77,47 @@ def test_failures_are_not_cached(dns_server) -> None:
         return dns_server.query_count("servfail.test", "MX") - before
 
     assert asyncio.run(run()) >= 3
+
+
+def test_a_domain_that_does_not_exist_is_remembered_for_the_soa_minimum(dns_server) -> None:
+    """RFC 2308: NXDOMAIN holds for min(SOA TTL, SOA MINIMUM): 60 s in the test zone."""
+    lookups = dns_server.query_count("nxdomain.test", "MX")
+
+    async def twice() -> list[RouteError]:
+        mx = resolver(dns_server, cache_size=100)
+        errors = []
+        for _ in range(2):
+            with pytest.raises(RouteError) as failure:
+                await mx.route("nxdomain.test")
+            errors.append(failure.value)
+        return errors
+
+    first, second = asyncio.run(twice())
+    assert first.negative_ttl == 60
+    assert second is first  # from the cache
+    assert dns_server.query_count("nxdomain.test", "MX") - lookups == 1
+
+
+def test_no_mx_is_remembered_for_the_soa_minimum_too(dns_server) -> None:
+    lookups = dns_server.query_count("gamma.test", "MX")
+
+    async def twice() -> None:
+        mx = resolver(dns_server, cache_size=100)
+        for _ in range(2):
+            assert await mx.route("gamma.test") == [MailHost("gamma.test", ("127.0.0.5",))]
+
+    asyncio.run(twice())
+    assert dns_server.query_count("gamma.test", "MX") - lookups == 1
+
+
+def test_temporary_failures_are_never_remembered(dns_server) -> None:
+    lookups = dns_server.query_count("servfail.test", "MX")
+
+    async def twice() -> None:
+        mx = resolver(dns_server, cache_size=100, timeout=1.0)
+        for _ in range(2):
+            with pytest.raises(RouteError):
+                await mx.route("servfail.test")
+
+    asyncio.run(twice())
+    assert dns_server.query_count("servfail.test", "MX") - lookups >= 2

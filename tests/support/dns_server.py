@@ -18,6 +18,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
@@ -71,6 +72,16 @@ class TestDnsServer:
     def ignore(self, name: str) -> None:
         """Never answer queries for ``name`` and below: the client times out."""
         self.silent.add(dns.name.from_text(name))
+
+    def add(self, name: str, rdtype: str, text: str, ttl: int = 60) -> None:
+        """Serve one more record from now on, e.g. ``add("s1._domainkey.sender.test.",
+        "TXT", '"v=DKIM1; k=ed25519; p=..."')``; a relative ``name`` is below the origin."""
+        owner = dns.name.from_text(name, origin=self.origin)
+        rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, origin=self.origin)
+        with self._lock:
+            node = self.zone.find_node(owner, create=True)
+            rdataset = node.find_rdataset(dns.rdataclass.IN, rdata.rdtype, create=True)
+            rdataset.add(rdata, ttl)
 
     def query_count(self, name: str, rdtype: str) -> int:
         with self._lock:
@@ -187,5 +198,13 @@ nullmx      MX    0 .
 alias       CNAME alpha
 ; answers that may only be kept for one second
 shortttl    1 MX  10 mx.alpha
+; MX hosts where no mail server may be: metadata, a private network, ourselves
+metadata    MX    10 mx.metadata
+mx.metadata A     169.254.169.254
+private     MX    10 mx.private
+private     MX    20 mx.alpha
+mx.private  A     10.1.2.3
+loop        MX    10 mx.mailyard
+mx.mailyard A     127.0.0.9
 ; nxdomain.test: not in the zone; servfail.test, timeout.test: see conftest.py
 """

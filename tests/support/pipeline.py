@@ -27,6 +27,11 @@ BOUNCES = "127.0.0.7"
 ALL_HOSTS = [ALPHA, BETA_PRIMARY, BETA_SECONDARY, GAMMA, SENDER, BOUNCES]
 SERVICES = ("ingress", "queue", "delivery", "bounce")
 ADAPTERS = ("rabbitmq", "embedded")
+# delivery.prohibited_networks' default, without loopback (where the sinks are).
+TEST_PROHIBITED = [
+    "0.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "169.254.0.0/16", "::/128", "::1/128", "fc00::/7", "fe80::/10",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,9 +45,12 @@ class ParkedMessage:
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``; a value of None removes the key (its default applies)."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
@@ -185,6 +193,8 @@ def build_config(
         "delivery": {
             "nameservers": [dns.address],
             "port": sink_port,
+            # The sinks live on loopback: everything else stays prohibited.
+            "prohibited_networks": TEST_PROHIBITED,
             "connect_timeout": "3s",
             "command_timeout": "15s",
             "dns_timeout": "3s",

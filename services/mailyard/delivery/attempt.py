@@ -19,13 +19,13 @@ from mailyard.delivery.pool import SessionPool
 from mailyard.delivery.resolver import RouteError
 from mailyard.delivery.routes import Router
 from mailyard.delivery.smtp import (
-    Dsn,
     HostUnusable,
     SessionLost,
     SmtpSession,
     open_session,
     send_transaction,
 )
+from mailyard.delivery.transaction import Dsn, Envelope
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
 
@@ -115,14 +115,7 @@ class Deliverer:
     async def _send(self, session: SmtpSession, job: pb.DeliveryJob) -> dict[str, Reply] | None:
         """Replies per recipient; None if the session was dead before MAIL FROM."""
         try:
-            replies = await send_transaction(
-                session,
-                job.mail_from,
-                list(job.recipients),
-                job.content,
-                dsn_of(job),
-                smtputf8=needs_smtputf8(job),
-            )
+            replies = await send_transaction(session, envelope_of(job))
         except SessionLost:
             return None
         except BaseException:
@@ -162,6 +155,16 @@ class Deliverer:
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
+
+
+def envelope_of(job: pb.DeliveryJob) -> Envelope:
+    return Envelope(
+        job.mail_from,
+        tuple(job.recipients),
+        job.content,
+        dsn=dsn_of(job),
+        smtputf8=needs_smtputf8(job),
+    )
 
 
 def dsn_of(job: pb.DeliveryJob) -> Dsn | None:

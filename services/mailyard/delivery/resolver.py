@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
+import dns.message
 import dns.name
 import dns.nameserver
 import dns.rdatatype
@@ -36,10 +37,11 @@ class MailHost:
 class RouteError(Exception):
     """No host to deliver to; ``reply`` says why and whether to try again."""
 
-    def __init__(self, reply: Reply, kind: str) -> None:
+    def __init__(self, reply: Reply, kind: str, *, negative_ttl: float = 0.0) -> None:
         super().__init__(str(reply))
         self.reply = reply
         self.kind = kind  # bounded label: nxdomain, null_mx, no_address, servfail, timeout
+        self.negative_ttl = negative_ttl  # how long the answer holds (RFC 2308); 0: not kept
 
 
 class _Temporary(Exception):
@@ -65,9 +67,11 @@ class MxResolver:
         else:
             self._resolver = dns.asyncresolver.Resolver()
         # Routes are kept for the smallest TTL of the answers they came from:
-        # a busy destination is looked up once a TTL, not once a message.
+        # a busy destination is looked up once a TTL, not once a message. A
+        # domain that does not exist is remembered too, for its SOA minimum
+        # (RFC 2308), so a list full of typos does not query it per message.
         self._cache_size = cache_size
-        self._routes: OrderedDict[str, tuple[float, list[MailHost]]] = OrderedDict()
+        self._routes: OrderedDict[str, tuple[float, list[MailHost] | RouteError]] = OrderedDict()
         self._resolver.lifetime = timeout
         self._resolver.timeout = min(timeout, 3.0)
         self._ipv6 = ipv6
@@ -79,22 +83,35 @@ class MxResolver:
         now = time.monotonic()
         if cached is not None and cached[0] > now:
             self._routes.move_to_end(domain)
+            if isinstance(cached[1], RouteError):
+                raise cached[1]
             return cached[1]
-        hosts, ttl = await self._resolve(domain)
-        if self._cache_size and ttl > 0:
-            self._routes[domain] = (now + ttl, hosts)
-            self._routes.move_to_end(domain)
-            while len(self._routes) > self._cache_size:
-                self._routes.popitem(last=False)
+        try:
+            hosts, ttl = await self._resolve(domain)
+        except RouteError as exc:
+            if exc.negative_ttl > 0:
+                self._remember(domain, now + exc.negative_ttl, exc)
+            raise
+        if ttl > 0:
+            self._remember(domain, now + ttl, hosts)
         return hosts
+
+    def _remember(self, domain: str, until: float, route: list[MailHost] | RouteError) -> None:
+        if not self._cache_size:
+            return
+        self._routes[domain] = (until, route)
+        self._routes.move_to_end(domain)
+        while len(self._routes) > self._cache_size:
+            self._routes.popitem(last=False)
 
     async def _resolve(self, domain: str) -> tuple[list[MailHost], float]:
         try:
             answer = await self._resolver.resolve(domain, "MX", raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN:
+        except dns.resolver.NXDOMAIN as exc:
             raise RouteError(
                 Reply(550, "5.1.2", f"Host or domain name not found: {domain} does not exist"),
                 "nxdomain",
+                negative_ttl=_nxdomain_ttl(exc),
             ) from None
         except dns.exception.Timeout:
             raise RouteError(
@@ -116,7 +133,8 @@ class MxResolver:
         # No MX at all: the domain itself is the implicit MX (RFC 5321 §5.1).
         names = exchangers_in_order(records, self._rng) if records else [domain]
 
-        ttl = _remaining(answer)
+        # NODATA (no MX): kept for the SOA minimum, as RFC 2308 says.
+        ttl = _remaining(answer) if records else _negative_ttl(answer.response)
         hosts: list[MailHost] = []
         temporary: list[str] = []
         for name in names:
@@ -178,6 +196,21 @@ class MxResolver:
         except dns.exception.DNSException as exc:
             raise _Temporary(f"{kind} {name}: {type(exc).__name__}") from None
         return [rdata.address for rdata in (answer.rrset or [])], _remaining(answer)
+
+
+def _negative_ttl(response: dns.message.Message | None) -> float:
+    """RFC 2308 §5: the smaller of the SOA's TTL and its MINIMUM field; 0 if no SOA."""
+    if response is None:
+        return 0.0
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            return float(min(rrset.ttl, rrset[0].minimum))
+    return 0.0
+
+
+def _nxdomain_ttl(error: dns.resolver.NXDOMAIN) -> float:
+    responses = error.responses()  # type: ignore[no-untyped-call]
+    return min((_negative_ttl(r) for r in responses.values()), default=0.0)
 
 
 def _remaining(answer: dns.resolver.Answer) -> float:

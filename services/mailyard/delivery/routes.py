@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mailyard.delivery.resolver import MailHost, MxResolver
+from mailyard.delivery.safety import Safety
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,15 +24,24 @@ class Smarthost:
 
 
 class Router:
-    def __init__(self, resolver: MxResolver, *, smarthost: Smarthost | None = None) -> None:
+    def __init__(
+        self,
+        resolver: MxResolver,
+        *,
+        smarthost: Smarthost | None = None,
+        safety: Safety | None = None,
+    ) -> None:
         self.resolver = resolver
         self.smarthost = smarthost
+        self.safety = safety
 
     async def route(self, domain: str) -> list[MailHost]:
-        """Hosts to try, in order; RouteError when there is none."""
+        """Hosts to try, in order; RouteError when there is none (or none that is safe)."""
         if self.smarthost is not None and self.smarthost.serves(domain):
+            # The operator named it: exempt from prohibited_networks.
             return [await self.resolver.host(self.smarthost.host, self.smarthost.port)]
-        return await self.resolver.route(domain)
+        hosts = await self.resolver.route(domain)
+        return self.safety.filter(domain, hosts) if self.safety is not None else hosts
 
 
 def smarthost_from(host: str, port: int, domains: Iterable[str]) -> Smarthost:

@@ -32,6 +32,7 @@ from mailyard.delivery.plan import by_outcome, plan_report
 from mailyard.delivery.pool import SessionPool
 from mailyard.delivery.resolver import MxResolver
 from mailyard.delivery.routes import Router, smarthost_from
+from mailyard.delivery.safety import Safety
 from mailyard.delivery.smtp import opportunistic_tls_context
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
@@ -68,6 +69,7 @@ class DeliveryService(ConsumingService):
                     if smarthost
                     else None
                 ),
+                safety=Safety.build(config.prohibited_networks, settings.hostname),
             ),
             self.pool,
             port=config.port,

@@ -10,8 +10,8 @@ the caller needs to know:
   server answered anything for this message: open a new one and try again;
 - otherwise, a :class:`Reply` for every recipient.
 
-With PIPELINING (RFC 2920) MAIL, every RCPT and DATA go out in one write and
-their replies are read in order; otherwise one command at a time.
+What each reply means for each recipient and for the session is decided by
+the state machine in ``transaction.py``; this is its driver.
 """
 
 from __future__ import annotations
@@ -19,17 +19,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from mailyard.delivery.protocol import (
-    ProtocolError,
-    ReplyReader,
-    data_payload,
-    extensions,
-    is_eight_bit,
-    mail_command,
-    rcpt_command,
-)
+from mailyard.delivery.protocol import ProtocolError, ReplyReader, extensions
+from mailyard.delivery.transaction import Envelope, Stage, Transaction
 from mailyard.reply import Reply
 
 READ_LIMIT = 64 * 1024
@@ -89,8 +82,9 @@ class SmtpSession:
     def where(self) -> str:
         return f"{self.mx}[{self.address}]"
 
-    async def read_reply(self) -> Reply:
-        async with asyncio.timeout(self.command_timeout):
+    async def read_reply(self, wait: float | None = None) -> Reply:
+        """The next reply, within ``wait`` seconds (the command timeout by default)."""
+        async with asyncio.timeout(wait or self.command_timeout):
             while True:
                 line = await self.reader.readuntil(b"\n")
                 reply = self._replies.feed(line)
@@ -169,133 +163,80 @@ async def _start_tls(session: SmtpSession, context: ssl.SSLContext, helo_name: s
     await session.hello(helo_name)  # RFC 3207: forget what was said in clear
 
 
-NO_SMTPUTF8 = Reply(
-    553, "5.6.7", "The message needs SMTPUTF8 (RFC 6531), which the receiving server lacks"
-)
+async def send_transaction(session: SmtpSession, envelope: Envelope) -> dict[str, Reply]:
+    """Run the transaction (``transaction.py`` decides; this moves bytes): a reply per recipient.
 
-
-@dataclass(frozen=True)
-class Dsn:
-    """What the sender asked of DSNs, passed on to a next hop that offers DSN (RFC 3461)."""
-
-    ret: str = ""
-    envid: str = ""
-    notify: dict[str, str] = field(default_factory=dict)  # recipient → NOTIFY
-    orcpt: dict[str, str] = field(default_factory=dict)  # recipient → ORCPT
-
-
-async def send_transaction(
-    session: SmtpSession,
-    mail_from: str,
-    recipients: list[str],
-    content: bytes,
-    dsn: Dsn | None = None,
-    *,
-    smtputf8: bool = False,
-) -> dict[str, Reply]:
-    """MAIL, one RCPT each, DATA: a reply for every recipient."""
-    extensions = session.extensions
-    if smtputf8 and "SMTPUTF8" not in extensions:
-        return dict.fromkeys(recipients, NO_SMTPUTF8)
-    dsn = dsn if dsn is not None and "DSN" in extensions else Dsn()
-    mail = mail_command(
-        mail_from,
-        size=len(content) if "SIZE" in extensions else None,
-        eight_bit="8BITMIME" in extensions and is_eight_bit(content),
-        ret=dsn.ret,
-        envid=dsn.envid,
-        smtputf8=smtputf8,
-    )
-    try:
-        rcpts = [
-            rcpt_command(r, notify=dsn.notify.get(r, ""), orcpt=dsn.orcpt.get(r, ""))
-            for r in recipients
-        ]
-    except ValueError as exc:
-        refusal = Reply(553, "5.1.3", f"unusable recipient address: {exc}")
-        return dict.fromkeys(recipients, refusal)
-    pipelining = "PIPELINING" in extensions
-
-    # MAIL FROM: until the server answers it, a broken reused session costs nothing.
-    try:
-        if pipelining:
-            session.writer.write(mail + b"".join(rcpts) + b"DATA\r\n")
-            mail_reply = await session.read_reply()
-        else:
-            mail_reply = await session.command(mail)
-    except _CONNECTION_TROUBLE as exc:
-        session.close()
-        raise SessionLost(f"{session.where}: {_describe(exc)}") from exc
-    session.transactions += 1
-
-    replies: dict[str, Reply] = {}
-    try:
-        if pipelining:
-            rcpt_replies = [await session.read_reply() for _ in rcpts]
-            data_reply = await session.read_reply()
-        else:
-            rcpt_replies, data_reply = [], None
-            if mail_reply.is_positive:
-                for command in rcpts:
-                    rcpt_replies.append(await session.command(command))
-                    if rcpt_replies[-1].code == 421:
-                        break
-        if not mail_reply.is_positive:
-            await _abandon(session, data_reply)
-            return dict.fromkeys(recipients, mail_reply)
-        accepted = []
-        for recipient, reply in zip(recipients, rcpt_replies, strict=False):
-            if reply.is_positive:
-                accepted.append(recipient)
-            else:
-                replies[recipient] = reply
-        closing = next((r for r in [*rcpt_replies, data_reply] if r and r.code == 421), None)
-        if closing is not None or not accepted:
-            if closing is None:
-                await _abandon(session, data_reply)
-            else:
-                session.close()
-            return _rest(replies, recipients, closing or replies[recipients[0]])
-        if data_reply is None:
-            data_reply = await session.command(b"DATA\r\n")
-        if data_reply.code != 354:
-            await _abandon(session, None)
-            return _rest(replies, accepted, data_reply)
-        session.writer.write(data_payload(content))
-        final = await session.read_reply()
-    except _CONNECTION_TROUBLE as exc:
-        session.close()
-        # After DATA the server may or may not have the message: like
-        # Postfix, we retry, which can make a duplicate (DESIGN.md, guarantee 2).
-        lost = Reply(451, "4.4.2", f"lost connection with {session.where}: {_describe(exc)}")
-        return _rest(replies, recipients, lost)
-    session.last_used = time.monotonic()
-    if final.code == 421:
-        session.close()
-    return _rest(replies, accepted, final)
-
-
-async def _abandon(session: SmtpSession, data_reply: Reply | None) -> None:
-    """End a transaction that will not carry the message, keeping the session usable.
-
-    A pipelined DATA that the server accepted (354) must be ended with a lone
-    dot before RSET (RFC 2920 §3.1).
+    Recipients a server refused with ``452`` (too many in one transaction) go
+    out in a new transaction on the same session at once. Raises
+    :class:`SessionLost` when a reused session turns out dead before the
+    server answered anything.
     """
+    results: dict[str, Reply] = {}
+    pending = envelope
+    first = True
+    while True:
+        transaction = Transaction(pending, session.extensions)
+        await _drive(session, transaction, first=first)
+        results.update(transaction.results)
+        if not transaction.again:
+            return results
+        if not transaction.reusable or not session.alive:
+            deferred = Reply(451, "4.5.3", "too many recipients; the session ended")
+            return {**results, **dict.fromkeys(transaction.again, deferred)}
+        pending = replace(pending, recipients=tuple(transaction.again))
+        first = False
+
+
+async def _drive(session: SmtpSession, transaction: Transaction, *, first: bool) -> None:
+    out = transaction.start()
+    if transaction.done:
+        return  # decided before anything was sent (SIZE, SMTPUTF8, a bad address)
     try:
-        if data_reply is not None and data_reply.code == 354:
-            await session.command(b".\r\n")
-        reply = await session.command(b"RSET\r\n")
-    except _CONNECTION_TROUBLE:
+        session.writer.write(out)
+        reply = await session.read_reply(_timeout(session, transaction))
+    except _CONNECTION_TROUBLE as exc:
         session.close()
+        if first:
+            # Until the server answers MAIL, a broken reused session costs nothing.
+            raise SessionLost(f"{session.where}: {_describe(exc)}") from exc
+        _lost(session, transaction, exc)
         return
-    if not reply.is_positive:
+    session.transactions += 1
+    try:
+        while True:
+            out = transaction.receive(reply)
+            if out:
+                session.writer.write(out)
+            if transaction.done:
+                break
+            reply = await session.read_reply(_timeout(session, transaction))
+    except _CONNECTION_TROUBLE as exc:
+        _lost(session, transaction, exc)
+        return
+    session.last_used = time.monotonic()
+    if not transaction.reusable:
         session.close()
 
 
-def _rest(replies: dict[str, Reply], recipients: list[str], reply: Reply) -> dict[str, Reply]:
-    for recipient in recipients:
-        replies.setdefault(recipient, reply)
-    return replies
+def _timeout(session: SmtpSession, transaction: Transaction) -> float:
+    """RFC 5321 §4.5.3.2: the final reply may take 10 minutes; the others our command timeout."""
+    stage = transaction.waiting_for
+    if stage is Stage.DATA_END:
+        return max(stage.timeout, session.command_timeout)
+    return session.command_timeout
+
+
+def _lost(session: SmtpSession, transaction: Transaction, exc: BaseException) -> None:
+    """The connection died mid-transaction: every open recipient is deferred.
+
+    After the message went out the server may have it: like Postfix, we
+    retry, which can make a duplicate (DESIGN.md, guarantee 2).
+    """
+    session.close()
+    lost = Reply(451, "4.4.2", f"lost connection with {session.where}: {_describe(exc)}")
+    for recipient in transaction.envelope.recipients:
+        transaction.results.setdefault(recipient, lost)
+    transaction.again = []
 
 
 async def close_session(session: SmtpSession) -> None:
