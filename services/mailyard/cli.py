@@ -4,6 +4,8 @@ mailyard ingress|queue|delivery|bounce [--config FILE]   one service (RabbitMQ)
 mailyard all [--config FILE]                             all four in one process
 mailyard check-broker [--config FILE]                    can we reach the broker?
 mailyard auth hash                                       hash a password for the users file
+mailyard dkim keygen --domain D --selector S --algorithm rsa|ed25519 --out FILE
+                                                         a new DKIM key; prints its DNS record
 """
 
 from __future__ import annotations
@@ -13,14 +15,21 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from mailyard import logs
 from mailyard.broker import BrokerUnavailable, broker_factory, is_embedded
 from mailyard.broker.monitor import QueueMonitor
-from mailyard.config import ConfigError, Settings, load_settings
+from mailyard.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    normalize_domain,
+    normalize_selector,
+)
+from mailyard.filewatch import FileProblem
 from mailyard.runtime import Service, serve
 
 SERVICE_NAMES = ("ingress", "queue", "delivery", "bounce")
@@ -81,10 +90,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mailyard", description="Mailyard mail transfer agent")
     parser.add_argument(
         "command",
-        choices=[*SERVICE_NAMES, "all", "check-broker", "status", "probe", "auth"],
+        choices=[*SERVICE_NAMES, "all", "check-broker", "status", "probe", "auth", "dkim"],
         help="a service to run, 'all' for every service in one process, 'check-broker', "
-        "'status' (replicas and queue depths), 'probe' (send one test message) or "
-        "'auth hash' (hash a password read from standard input for ingress.auth.users_file)",
+        "'status' (replicas and queue depths), 'probe' (send one test message), "
+        "'auth hash' (hash a password read from standard input for ingress.auth.users_file) "
+        "or 'dkim keygen' (write a new DKIM private key, print the DNS record to publish)",
     )
     parser.add_argument("action", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -103,14 +113,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     probe.add_argument("--to", dest="recipient", help="recipient, e.g. postmaster@<local domain>")
     probe.add_argument("--from", dest="sender", default="", help="envelope sender (default <>)")
     probe.add_argument("--timeout", type=float, default=30, help="seconds (default 30)")
+    keygen = parser.add_argument_group("dkim keygen")
+    keygen.add_argument("--domain", type=_dkim_name(normalize_domain), help="signing domain (d=)")
+    keygen.add_argument("--selector", type=_dkim_name(normalize_selector), help="selector (s=)")
+    keygen.add_argument("--algorithm", choices=["rsa", "ed25519"], help="rsa or ed25519")
+    keygen.add_argument("--out", type=Path, help="private key file to write (mode 0600)")
+    keygen.add_argument("--bits", type=int, help="RSA key size, 2048 to 4096 (default 2048)")
+    keygen.add_argument("--force", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
     if args.command == "probe" and not args.recipient:
         parser.error("probe needs --to")
     if args.command == "auth" and args.action != "hash":
         parser.error("auth needs a subcommand: hash")
-    if args.command != "auth" and args.action is not None:
+    if args.command == "dkim" and args.action != "keygen":
+        parser.error("dkim needs a subcommand: keygen")
+    if args.command not in ("auth", "dkim") and args.action is not None:
         parser.error(f"unrecognized arguments: {args.action}")
+    if args.command == "dkim":
+        missing = [
+            f"--{n}" for n in ("domain", "selector", "algorithm", "out") if not getattr(args, n)
+        ]
+        if missing:
+            parser.error(f"dkim keygen needs {', '.join(missing)}")
+        if args.bits is not None and args.algorithm != "rsa":
+            parser.error("--bits is only for --algorithm rsa")
     return args
+
+
+def _dkim_name(normalize: Callable[[str], str]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        try:
+            return normalize(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def read_password() -> str | None:
@@ -153,10 +190,45 @@ def auth_hash() -> int:
     return 0
 
 
+def dkim_keygen(args: argparse.Namespace) -> int:
+    """``mailyard dkim keygen``: write a new key, print its TXT record (no config needed)."""
+    from mailyard.queue import dkimkeys
+
+    out: Path = args.out
+    if not args.force and (out.exists() or out.is_symlink()):
+        print(f"mailyard: {out} exists; give --force to replace it", file=sys.stderr)
+        return 2
+    try:
+        bits = dkimkeys.RSA_ADVISED_BITS if args.bits is None else args.bits
+        private = dkimkeys.generate(args.algorithm, bits)
+    except ValueError as exc:
+        print(f"mailyard: {exc}", file=sys.stderr)
+        return 2
+    record = dkimkeys.signing_key(private).record
+    try:
+        dkimkeys.write_key_file(out, private, replace=args.force)
+    except FileExistsError:
+        print(f"mailyard: {out} exists; give --force to replace it", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"mailyard: cannot write {out}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(
+        f"mailyard: wrote a new {args.algorithm} key to {out} (mode 0600); publish this record, "
+        f"then add to dkim.keys: {{domain: {args.domain}, selector: {args.selector}, "
+        f"key_file: {out}}}",
+        file=sys.stderr,
+    )
+    print(dkimkeys.dns_record(args.domain, args.selector, record))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "auth":
         return auth_hash()
+    if args.command == "dkim":
+        return dkim_keygen(args)
     if args.command == "probe":
         from mailyard.probe import probe
 
@@ -177,7 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return status(settings, args.namespace, args.release)
     names = SERVICE_NAMES if args.command == "all" else (args.command,)
-    return run_loop(serve(build_services(names, settings), settings), settings.event_loop)
+    try:
+        services = build_services(names, settings)
+    except FileProblem as exc:  # a key or certificate file named in the configuration
+        print(f"mailyard: {exc}", file=sys.stderr)
+        return 2
+    return run_loop(serve(services, settings), settings.event_loop)
 
 
 def run_loop(main_coroutine: Coroutine[Any, Any, int], choice: str) -> int:

@@ -191,3 +191,108 @@ def test_auth_needs_its_subcommand_and_others_take_none(capsys, monkeypatch, arg
         main(argv)
     assert info.value.code == 2
     assert "usage: mailyard" in capsys.readouterr().err
+
+
+# --- mailyard dkim keygen ---------------------------------------------------
+
+
+def keygen_argv(out, *extra: str) -> list[str]:
+    return [
+        "dkim", "keygen", "--domain", "Example.com", "--selector", "s2026e",
+        "--algorithm", "ed25519", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def test_dkim_keygen_writes_a_key_and_prints_its_record(capsys, tmp_path, no_logging):
+    out = tmp_path / "example.com.ed25519.pem"
+    assert main(keygen_argv(out)) == 0
+    stdout, stderr = capsys.readouterr()
+    assert stdout.startswith('s2026e._domainkey.example.com. IN TXT "v=DKIM1; k=ed25519; p=')
+    assert stdout.count("\n") == 1
+    assert f"key_file: {out}" in stderr
+    assert os.stat(out).st_mode & 0o777 == 0o600
+    assert out.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----\n")
+
+
+def test_dkim_keygen_needs_no_config(capsys, monkeypatch, tmp_path, no_logging):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("bogus: true\n", encoding="utf-8")
+    monkeypatch.setenv("MAILYARD_CONFIG", str(bad))
+    monkeypatch.setenv("MAILYARD_BROKER__URL", "http://not-a-broker/")
+    assert main(keygen_argv(tmp_path / "k.pem")) == 0
+    assert "IN TXT" in capsys.readouterr().out
+
+
+def test_dkim_keygen_refuses_to_overwrite_unless_forced(capsys, tmp_path, no_logging):
+    out = tmp_path / "k.pem"
+    out.write_bytes(b"the key in use\n")
+    assert main(keygen_argv(out)) == 2
+    assert capsys.readouterr() == ("", f"mailyard: {out} exists; give --force to replace it\n")
+    assert out.read_bytes() == b"the key in use\n"
+    inode = os.stat(out).st_ino
+    assert main(keygen_argv(out, "--force")) == 0
+    assert out.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----\n")
+    assert os.stat(out).st_ino != inode  # replaced at once, as a watched file should change
+    assert os.stat(out).st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.pem"]  # no temporary file left
+
+
+def test_dkim_keygen_never_writes_through_a_symlink(capsys, tmp_path, no_logging):
+    target = tmp_path / "elsewhere"
+    link = tmp_path / "k.pem"
+    link.symlink_to(target)  # dangling
+    assert main(keygen_argv(link)) == 2
+    assert not target.exists()
+
+
+def test_dkim_keygen_says_why_it_cannot_write(capsys, tmp_path, no_logging):
+    out = tmp_path / "no" / "such" / "dir" / "k.pem"
+    assert main(keygen_argv(out)) == 1
+    assert capsys.readouterr().err == (f"mailyard: cannot write {out}: No such file or directory\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["dkim"], "dkim needs a subcommand: keygen"),
+        (["dkim", "bogus"], "dkim needs a subcommand: keygen"),
+        (["dkim", "keygen", "--domain", "example.com"], "needs --selector, --algorithm, --out"),
+        (["dkim", "keygen", "--domain", "bad_domain", "--selector", "s"], "not a valid domain"),
+        (["dkim", "keygen", "--domain", "a.test", "--selector", "s_1"], "not a valid selector"),
+        (["dkim", "keygen", "--domain", "a.test", "--selector", "s", "--algorithm", "dsa"],
+         "invalid choice: 'dsa'"),
+        (["dkim", "keygen", "--domain", "a.test", "--selector", "s", "--algorithm", "ed25519",
+          "--out", "k.pem", "--bits", "2048"], "--bits is only for --algorithm rsa"),
+    ],
+)  # fmt: skip
+def test_dkim_keygen_bad_arguments_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: mailyard" in err
+    assert message in err
+
+
+@pytest.mark.parametrize("bits", ["1024", "1536", "8192"])
+def test_dkim_keygen_makes_no_rsa_key_outside_rfc_8301(capsys, tmp_path, bits):
+    out = tmp_path / "k.pem"
+    argv = keygen_argv(out, "--bits", bits)
+    argv[argv.index("ed25519")] = "rsa"
+    assert main(argv) == 2
+    assert "2048 to 4096 bits (RFC 8301)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_dkim_key_that_cannot_sign_stops_start_up_naming_it(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(logs, "configure", lambda level: None)
+    missing = tmp_path / "missing.pem"
+    config = tmp_path / "mailyard.yaml"
+    config.write_text(
+        f"dkim:\n  keys:\n    - {{domain: example.com, selector: s1, key_file: {missing}}}\n",
+        encoding="utf-8",
+    )
+    assert main(["queue", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        f"mailyard: dkim.keys[0].key_file: cannot read {missing}: No such file or directory\n"
+    )

@@ -28,3 +28,14 @@ BATCH_JOBS = Histogram(
     "Jobs per publish to the delivery queue (one destination each)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+DKIM_SIGNED = Counter(
+    "mailyard_queue_dkim_signed_total",
+    "Messages signed with DKIM, by signing domain (d=); one per message and domain, "
+    "however many of its keys signed",
+    ["domain"],  # a dkim.keys domain: bounded by configuration
+)
+DKIM_UNSIGNED = Counter(
+    "mailyard_queue_dkim_unsigned_total",
+    "Messages sent on without a DKIM signature although dkim.keys is set, by reason",
+    ["reason"],  # no_key | no_from | error
+)

@@ -1,12 +1,15 @@
-"""The queue service: split accepted mail into jobs; schedule or expire deferrals.
+"""The queue service: sign and split accepted mail into jobs; schedule or expire deferrals.
 
 Each handler decodes nothing and publishes nothing itself: the broker port
 hands it decoded work, ``plan.py`` says what to publish, the port stores it
-and releases the input, and the handler accounts.
+and releases the input, and the handler accounts. Accepted messages are
+DKIM-signed (``signing.py``) just before they are planned, so the planner
+stays pure and every job of a message carries the same signed bytes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Sequence
@@ -19,6 +22,7 @@ from mailyard.durations import format_duration
 from mailyard.queue import metrics
 from mailyard.queue.plan import plan_accepted, plan_deferral
 from mailyard.queue.schedule import Expire, Retry
+from mailyard.queue.signing import UNSIGNED_REASONS, Signed, Signer, Unsigned
 from mailyard.queue.split import Split
 from mailyard.v1 import message_pb2 as pb
 
@@ -33,6 +37,14 @@ class QueueService(ConsumingService):
         self.settings = settings
         self.config = settings.queue
         self.local_domains = frozenset(settings.ingress.local_domains)
+        # The key files are read now: one that cannot sign stops start-up
+        # with its key named (filewatch.FileProblem). No keys, no signing.
+        keys = settings.dkim.keys
+        self.signer = Signer(keys) if keys else None
+        for domain in self.signer.domains if self.signer is not None else []:
+            metrics.DKIM_SIGNED.labels(domain)  # zero series from the start
+        for reason in UNSIGNED_REASONS:
+            metrics.DKIM_UNSIGNED.labels(reason)
 
     def consumers(self) -> list[Consumer]:
         prefetch = self.config.prefetch
@@ -46,9 +58,15 @@ class QueueService(ConsumingService):
         ]
 
     async def on_accepted(self, work: Work[pb.AcceptedMessage]) -> Sequence[Output]:
+        messages: list[pb.AcceptedMessage] = work.items
+        signing: list[Signed | Unsigned | None] = [None] * len(messages)
+        if self.signer is not None:
+            # dkimpy's RSA is pure Python (milliseconds a signature): off the
+            # event loop, which ingress may share (`mailyard all`).
+            messages, signing = await asyncio.to_thread(sign_messages, self.signer, messages)
         batching = self.config.delivery_batch
         plan = plan_accepted(
-            work.items,
+            messages,
             local_domains=self.local_domains,
             max_recipients_per_job=self.config.max_recipients_per_job,
             lifetime=self.config.max_lifetime,
@@ -57,18 +75,24 @@ class QueueService(ConsumingService):
             max_bytes=min(batching.max_bytes, self.settings.ingress.max_message_size),
             may_repeat=work.redelivered,
         )
-        work.then(lambda: self._account(work.items, plan.splits, plan.batch_sizes))
+        work.then(lambda: self._account(messages, plan.splits, plan.batch_sizes, signing))
         return plan.outputs
 
     def _account(
-        self, messages: list[pb.AcceptedMessage], splits: list[Split], batch_sizes: list[int]
+        self,
+        messages: list[pb.AcceptedMessage],
+        splits: list[Split],
+        batch_sizes: list[int],
+        signing: list[Signed | Unsigned | None],
     ) -> None:
         for size in batch_sizes:
             metrics.BATCH_JOBS.observe(size)
-        for message, split in zip(messages, splits, strict=True):
-            self._account_message(message, split)
+        for message, split, signed in zip(messages, splits, signing, strict=True):
+            self._account_message(message, split, signed)
 
-    def _account_message(self, message: pb.AcceptedMessage, split: Split) -> None:
+    def _account_message(
+        self, message: pb.AcceptedMessage, split: Split, signed: Signed | Unsigned | None
+    ) -> None:
         routed = sum(len(job.recipients) for job in split.remote + split.local)
         metrics.MESSAGES.inc()
         metrics.JOBS.labels("remote").inc(len(split.remote))
@@ -76,14 +100,24 @@ class QueueService(ConsumingService):
         metrics.RECIPIENTS.labels("remote").inc(sum(len(j.recipients) for j in split.remote))
         metrics.RECIPIENTS.labels("local").inc(sum(len(j.recipients) for j in split.local))
         metrics.DUPLICATE_RECIPIENTS.inc(len(message.recipients) - routed)
-        log.info(
-            "queued",
-            extra={
-                "message_id": message.message_id,
-                "jobs": len(split.remote) + len(split.local),
-                "domains": sorted({job.domain for job in split.remote + split.local})[:20],
-            },
-        )
+        extra = {
+            "message_id": message.message_id,
+            "jobs": len(split.remote) + len(split.local),
+            "domains": sorted({job.domain for job in split.remote + split.local})[:20],
+        }
+        if isinstance(signed, Signed):
+            for domain in dict.fromkeys(signed.domains):
+                metrics.DKIM_SIGNED.labels(domain).inc()
+            extra["dkim"] = list(signed.domains)
+        elif isinstance(signed, Unsigned):
+            metrics.DKIM_UNSIGNED.labels(signed.reason).inc()
+            extra["dkim_unsigned"] = signed.reason
+            if signed.reason == "error":
+                log.warning(
+                    "not DKIM-signed: dkimpy refused the message",
+                    extra={"message_id": message.message_id, "error": signed.detail},
+                )
+        log.info("queued", extra=extra)
 
     async def on_deferred(self, work: Work[pb.DeliveryJob]) -> Sequence[Output]:
         outputs: list[Output] = []
@@ -98,6 +132,32 @@ class QueueService(ConsumingService):
             outputs += planned
             work.then(functools.partial(_account_deferral, job, step))
         return outputs
+
+
+def sign_messages(
+    signer: Signer, messages: Sequence[pb.AcceptedMessage]
+) -> tuple[list[pb.AcceptedMessage], list[Signed | Unsigned | None]]:
+    """Each message signed (a new one with the signed content) or as it was, and why."""
+    results: list[pb.AcceptedMessage] = []
+    outcomes: list[Signed | Unsigned | None] = []
+    for message in messages:
+        try:
+            signed = signer.sign(message.content)
+        except Unsigned as unsigned:
+            results.append(message)
+            outcomes.append(unsigned)
+            continue
+        except Exception as exc:  # a bug of ours or dkimpy's must not hold mail back
+            log.exception("DKIM signing failed", extra={"message_id": message.message_id})
+            results.append(message)
+            outcomes.append(Unsigned("error", f"{type(exc).__name__}: {exc}"))
+            continue
+        copy = pb.AcceptedMessage()
+        copy.CopyFrom(message)
+        copy.content = signed.content
+        results.append(copy)
+        outcomes.append(signed)
+    return results, outcomes
 
 
 def _account_deferral(job: pb.DeliveryJob, step: Retry | Expire) -> None:
