@@ -125,6 +125,11 @@ def main() -> int:
         help="messages over STARTTLS + AUTH on the submission port, 10 a session "
         "(default: a quarter of --count; 0 for none)",
     )  # fmt: skip
+    parser.add_argument(
+        "--compare-repo", type=Path,
+        help="another checkout (an earlier commit): its split mode runs in the same rounds, "
+        "as mailyard-split-before, for a before/after on one machine state",
+    )  # fmt: skip
     parser.add_argument("--results", type=Path, default=Path("bench/results.jsonl"))
     parser.add_argument("--keep", action="store_true", help="keep the logs and configs")
     parser.add_argument(
@@ -155,6 +160,12 @@ def main() -> int:
                            broker_url=BROKER_URL, certificate=certificate)
             for mode in modes
         ]  # fmt: skip
+        if args.compare_repo:
+            systems.append(
+                MailyardSystem(workdir, mode="split", dns=dns.address, sink_port=port,
+                               broker_url=BROKER_URL, repo=args.compare_repo.resolve(),
+                               label="before")
+            )  # fmt: skip
         if args.compare_postfix:
             # First in every round: its throughput sets the round's latency load.
             systems.insert(0,

@@ -52,10 +52,17 @@ class MailyardSystem:
         sink_port: int,
         broker_url: str,
         certificate: Certificate | None = None,
+        repo: Path = REPO,
+        label: str = "",
     ) -> None:
+        """``repo`` and ``label``: another checkout of Mailyard (an earlier commit),
+        run beside this one in the same rounds; it gets no key it may not know."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
-        self.name = f"mailyard-{mode}"
+        self.name = f"mailyard-{mode}" + (f"-{label}" if label else "")
+        self.repo = repo
+        legacy = repo != REPO
+        certificate = None if legacy else certificate
         self.workdir = workdir
         self.embedded = mode == "embedded"
         self.services = ["ingress", "queue", "delivery", "bounce"] if mode == "split" else ["all"]
@@ -90,7 +97,13 @@ class MailyardSystem:
                     "hostname": "mx.mailyard.bench.test",
                     "broker": broker,
                     "ingress": ingress,
-                    "delivery": {"nameservers": [dns], "port": sink_port, "ipv6": False},
+                    "delivery": {
+                        "nameservers": [dns],
+                        "port": sink_port,
+                        "ipv6": False,
+                        # The sink is on loopback, which is prohibited by default.
+                        **({} if legacy else {"prohibited_networks": ["169.254.0.0/16"]}),
+                    },
                     "metrics": {"host": "127.0.0.1"},
                 }
             )
@@ -103,7 +116,7 @@ class MailyardSystem:
             port = free_port()
             log = (self.workdir / f"{self.name}-{service}.log").open("ab")
             env = {**os.environ, "MAILYARD_METRICS__PORT": str(port)}
-            env["PYTHONPATH"] = str(REPO / "services")
+            env["PYTHONPATH"] = str(self.repo / "services")
             self.processes[service] = subprocess.Popen(
                 [sys.executable, "-m", "mailyard", service, "--config", str(self.config)],
                 stdout=log,

@@ -299,3 +299,28 @@ def test_on_mx_an_outsider_relays_only_after_auth(
         assert raw.cmd(f"AUTH PLAIN {plain('app', PASSWORD)}").code == 235
         assert raw.cmd("MAIL FROM:<app@sender.test>").code == 250
         assert raw.cmd("RCPT TO:<x@alpha.test>").code == 250
+
+
+def test_a_client_that_never_finishes_the_handshake_is_dropped(
+    pipeline_factory, tmp_path: Path, users_yaml: str
+) -> None:
+    tls = make_tls_files(tmp_path / "tls")
+    users = tmp_path / "users.yaml"
+    users.write_text(users_yaml)
+    port = free_port()
+    pipeline = pipeline_factory(
+        overrides={
+            "ingress": {
+                "listen": [{"host": "127.0.0.1", "port": port, "role": "submissions"}],
+                "tls": {"cert_file": str(tls.cert_file), "key_file": str(tls.key_file)},
+                "auth": {"users_file": str(users)},
+                "limits": {"tls_handshake_timeout": "1s"},
+            }
+        }
+    )
+    with Raw(port, greet=False) as raw:  # a TCP connection that says nothing at all
+        started = time.monotonic()
+        assert raw.closed(wait=5)
+        assert time.monotonic() - started < 4
+    ingress = pipeline.process("ingress")
+    assert ingress.metric("mailyard_ingress_limit_hits_total", reason="tls_handshake_timeout") == 1
