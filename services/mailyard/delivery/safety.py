@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailyard.delivery.resolver import MailHost, RouteError
 from mailyard.reply import Reply
@@ -25,12 +25,23 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Safety:
     prohibited: tuple[Network, ...]
     hostname: str  # ours: an MX with this name is a loop
+    # Verdicts by address: routes are cached, so the same few addresses come
+    # back for every job, and parsing them each time showed in the profile.
+    _verdicts: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, prohibited: Iterable[Network], hostname: str) -> Safety:
         return cls(tuple(prohibited), hostname.lower().rstrip("."))
 
     def allows(self, address: str) -> bool:
+        verdict = self._verdicts.get(address)
+        if verdict is None:
+            if len(self._verdicts) > 100_000:
+                self._verdicts.clear()
+            verdict = self._verdicts[address] = self._allows(address)
+        return verdict
+
+    def _allows(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

@@ -131,12 +131,15 @@ class DeliveryService(ConsumingService):
     ) -> Output | None:
         """One job: wait for a slot, attempt, store the outcome. Returns the job
         itself when the deadline came before a slot did."""
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self.slots.acquire()
-        except TimeoutError:
-            metrics.DEADLINE_EXCEEDED.inc()
-            return Publish(QueueName.DELIVERY, (job,))
+        if self.slots.locked():  # a wait: bounded by the batch's deadline
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self.slots.acquire()
+            except TimeoutError:
+                metrics.DEADLINE_EXCEEDED.inc()
+                return Publish(QueueName.DELIVERY, (job,))
+        else:
+            await self.slots.acquire()
         try:
             outcomes = await self._attempt(job, deadline)
             now = datetime.now(UTC)

@@ -12,6 +12,7 @@ mailbox is judged.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
@@ -43,6 +44,7 @@ _BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 
 
+@functools.lru_cache(maxsize=4096)  # one client asks at every RCPT and again at DATA
 def _in_networks(text: str, networks: tuple[IPNetwork, ...]) -> bool:
     try:
         address = ipaddress.ip_address(text)

@@ -127,6 +127,7 @@ class MailyardSMTP(SMTP):
         self._admitted = False
         self._junk = 0
         self.transaction = Transaction()
+        self._last_input = 0.0  # loop time of the last line of an upload
         self._bdat: Upload | None = None
         self._bdat_started = 0.0
         self._close_after_reply = False
@@ -178,7 +179,8 @@ class MailyardSMTP(SMTP):
         # StreamReader has no public "bytes buffered" query; its buffer is a
         # plain attribute that has not changed in years. Without it, every
         # reply is simply sent at once (and pipelining goes undetected).
-        return b"\n" in self._buffered()
+        buffered: bytearray | None = getattr(self._reader, "_buffer", None)
+        return buffered is not None and b"\n" in buffered
 
     def _buffered(self) -> bytes:
         buffered: bytearray | None = getattr(self._reader, "_buffer", None)
@@ -216,7 +218,16 @@ class MailyardSMTP(SMTP):
         super().connection_lost(error)
 
     def _timeout_cb(self) -> None:
-        """aiosmtpd closes an idle session without a word; RFC 5321 §4.1.1.5 wants a 421."""
+        """aiosmtpd closes an idle session without a word; RFC 5321 §4.1.1.5 wants a 421.
+
+        During an upload every line marks the session active (a timestamp:
+        re-arming a timer per line costs more than the line); the timer,
+        when it fires, first checks whether input came meanwhile.
+        """
+        quiet = self.loop.time() - self._last_input
+        if quiet < self._policy.idle_timeout and self.transport is not None:
+            self._reset_timeout(self._policy.idle_timeout - quiet)
+            return
         metrics.LIMIT_HITS.labels("idle_timeout").inc()
         if self.transport is not None and not self.transport.is_closing():
             cast(asyncio.WriteTransport, self.transport).write(
@@ -679,11 +690,11 @@ class MailyardSMTP(SMTP):
         return self._reader
 
     def restart_idle_timer(self) -> None:
-        self._reset_timeout()
+        self._last_input = self.loop.time()
 
     def too_slow(self, started: float, size: int) -> bool:
         return transfer.too_slow(
-            self.loop.time() - started,
+            self._last_input - started,
             size,
             idle_timeout=self._policy.idle_timeout,
             min_rate=self._policy.min_data_rate,

@@ -22,6 +22,7 @@ from mailyard.ingress.limits import DataMemory
 from mailyard.reply import Reply
 
 TEXT_LINE_LIMIT = 1000  # octets, CRLF included
+RESERVE = 64 * 1024  # memory is taken from the shared budget in blocks, not per line
 
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long (RFC 5321 section 4.5.3.1.6: 1000 octets)")
 NO_MEMORY = Reply(452, "4.3.1", "Insufficient system storage, try again later")
@@ -49,6 +50,7 @@ class Upload:
         self.reason = ""  # a metric label for the problem
         self._parts: list[bytes] = []
         self._held = 0  # octets reserved from the shared memory
+        self._used = 0  # octets of those that hold the message
         self._in_headers = True
         self._header_size = 0
         self._tail = b""  # the last octets, to find the end of the headers across chunks
@@ -81,10 +83,13 @@ class Upload:
             self._count_header(data)
             if self.problem is not None:
                 return
-        if not self.memory.take(len(data)):
-            self._fail(NO_MEMORY, "data_memory")
-            return
-        self._held += len(data)
+        self._used += len(data)
+        if self._used > self._held:
+            block = max(RESERVE, self._used - self._held)
+            if not self.memory.take(block):
+                self._fail(NO_MEMORY, "data_memory")
+                return
+            self._held += block
         self._parts.append(data)
 
     def _count_header(self, data: bytes) -> None:
@@ -113,4 +118,4 @@ class Upload:
         """Give back the memory this upload holds (when it is stored, or refused)."""
         self._parts = []
         self.memory.give_back(self._held)
-        self._held = 0
+        self._held = self._used = 0

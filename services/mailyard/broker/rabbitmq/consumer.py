@@ -132,6 +132,9 @@ class RabbitConsumer:
         return await self._settle(incoming, requeue=True)
 
     async def complete(self, incoming: Incoming, key: str, outputs: Sequence[Output]) -> None:
+        if not outputs:  # delivered, and nobody subscribed to delivered events
+            await self.broker.finished_jobs.record(key)
+            return
         await asyncio.gather(self.broker.store(outputs), self.broker.finished_jobs.record(key))
 
     async def finished(self, keys: Collection[str], since: datetime) -> set[str]:
