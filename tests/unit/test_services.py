@@ -290,3 +290,31 @@ async def test_bounce_never_answers_the_null_sender():
     broker = await start(BounceService(settings(), MemoryBroker()))
     settled = await broker.deliver(QueueName.BOUNCE, [failed_event("")])
     assert (settled.outcome, settled.outputs) == ("acked", [])
+
+
+async def test_a_copy_of_a_job_under_way_here_waits_for_it_and_is_not_sent_again():
+    """The queue service split a message twice (a crash between publish and ack):
+    both copies reach this process at once; only one SMTP transaction goes out."""
+    fake = FakeDeliverer()
+    fake.gate = asyncio.Event()
+    attempts: list[str] = []
+    real = fake.attempt
+
+    async def counting(job: pb.DeliveryJob) -> list[RecipientOutcome]:
+        attempts.append(job.queue_id)
+        return await real(job)
+
+    fake.attempt = counting  # type: ignore[method-assign]
+    broker = await start(delivery(fake, concurrency=1))
+    twin = job(1)
+    twin.may_repeat = True
+    # Job 0 holds the one slot; job 1 and then its twin queue up for it.
+    first = asyncio.create_task(broker.deliver(QueueName.DELIVERY, [job(0), job(1)]))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    second = asyncio.create_task(broker.deliver(QueueName.DELIVERY, [twin, job(3)]))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    fake.gate.set()
+    await asyncio.gather(first, second)
+    assert sorted(attempts) == ["01J0.1", "01J1.1", "01J3.1"]

@@ -71,3 +71,7 @@ POSSIBLE_DUPLICATES = Counter(
 DEADLINE_EXCEEDED = Counter(
     "mailyard_delivery_deadline_exceeded_total", "Attempts cut off at delivery.attempt_timeout"
 )
+SKIPPED_HERE = Counter(
+    "mailyard_delivery_repeats_skipped_total",
+    "Copies of a job this process had just finished itself (a message split again)",
+)

@@ -16,9 +16,12 @@ unchanged, not counted as an attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from mailyard import wire
 from mailyard.broker import Broker, Consumer, Output, Publish, QueueName, Work
@@ -80,6 +83,11 @@ class DeliveryService(ConsumingService):
         )
         self.limiter = DestinationLimiter(config.max_connections_per_destination)
         self.slots = asyncio.Semaphore(config.concurrency)
+        # Jobs being attempted here, and those finished here lately (by key):
+        # a copy of a job (split again after a crash of the queue service) that
+        # arrives while the first is under way waits for it instead of racing it.
+        self._attempting: dict[str, asyncio.Future[None]] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
         self.named_destinations = frozenset(settings.metrics.destinations)
 
     def consumers(self) -> list[Consumer]:
@@ -109,12 +117,15 @@ class DeliveryService(ConsumingService):
             # Not in the record of finished jobs: any of these may have been
             # in flight when an earlier process died.
             metrics.POSSIBLE_DUPLICATES.inc(len(jobs))
-        deadline = asyncio.get_running_loop().time() + self.config.attempt_timeout.total_seconds()
+        loop = asyncio.get_running_loop()
+        deadline = Deadline(loop, loop.time() + self.config.attempt_timeout.total_seconds())
         metrics.IN_FLIGHT.inc(len(jobs))
+        runs: list[asyncio.Task[Output | None]] = []
         try:
             runs = [asyncio.create_task(self._run(work, job, deadline)) for job in jobs]
             results = await asyncio.gather(*runs, return_exceptions=True)
         finally:
+            deadline.cancel()
             for run in runs:
                 run.cancel()  # only when this handler itself was cancelled (shutdown)
             metrics.IN_FLIGHT.dec(len(jobs))
@@ -127,19 +138,29 @@ class DeliveryService(ConsumingService):
         return back_in_line
 
     async def _run(
-        self, work: Work[pb.DeliveryJob], job: pb.DeliveryJob, deadline: float
+        self, work: Work[pb.DeliveryJob], job: pb.DeliveryJob, deadline: Deadline
     ) -> Output | None:
         """One job: wait for a slot, attempt, store the outcome. Returns the job
         itself when the deadline came before a slot did."""
-        if self.slots.locked():  # a wait: bounded by the batch's deadline
-            try:
-                async with asyncio.timeout_at(deadline):
+        key = wire.job_message_id(job)
+        try:
+            with deadline.guard():
+                while True:
+                    while (first := self._attempting.get(key)) is not None:
+                        await asyncio.shield(first)  # the same job, already under way here
+                    if key in self._finished:
+                        metrics.SKIPPED_HERE.inc()
+                        return None
                     await self.slots.acquire()
-            except TimeoutError:
-                metrics.DEADLINE_EXCEEDED.inc()
-                return Publish(QueueName.DELIVERY, (job,))
-        else:
-            await self.slots.acquire()
+                    if key not in self._attempting and key not in self._finished:
+                        break
+                    self.slots.release()  # its twin got a slot first: look again
+        except asyncio.CancelledError:
+            if not deadline.cut_off():
+                raise
+            metrics.DEADLINE_EXCEEDED.inc()
+            return Publish(QueueName.DELIVERY, (job,))
+        under_way = self._attempting[key] = asyncio.get_running_loop().create_future()
         try:
             outcomes = await self._attempt(job, deadline)
             now = datetime.now(UTC)
@@ -148,17 +169,28 @@ class DeliveryService(ConsumingService):
             )
             account = self._accounting(job, outcomes, now)
             await work.complete(job, outputs)
+            self._remember_finished(key)
         finally:
             self.slots.release()
+            del self._attempting[key]
+            under_way.set_result(None)
         account()
         return None
 
-    async def _attempt(self, job: pb.DeliveryJob, deadline: float) -> list[RecipientOutcome]:
+    def _remember_finished(self, key: str) -> None:
+        self._finished[key] = None
+        while len(self._finished) > 100_000:
+            self._finished.popitem(last=False)
+
+    async def _attempt(self, job: pb.DeliveryJob, deadline: Deadline) -> list[RecipientOutcome]:
         started = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout_at(deadline), self.limiter.slot(job.domain):
-                outcomes = await self.deliverer.attempt(job)
-        except TimeoutError:
+            with deadline.guard():
+                async with self.limiter.slot(job.domain):
+                    outcomes = await self.deliverer.attempt(job)
+        except asyncio.CancelledError:
+            if not deadline.cut_off():
+                raise
             metrics.DEADLINE_EXCEEDED.inc()
             timeout = self.config.attempt_timeout.total_seconds()
             cut_off = Reply(451, "4.4.1", f"delivery attempt cut off after {timeout:g}s")
@@ -200,3 +232,48 @@ class DeliveryService(ConsumingService):
                     )
 
         return account
+
+
+class Deadline:
+    """One timer for a batch: when it fires, what is still waiting or attempting is cut off.
+
+    (An ``asyncio.timeout`` per job cost a timer each; the profile showed it.)
+    A guarded task is cancelled at the deadline; :meth:`cut_off` tells the
+    task that catches the CancelledError whether it was this, and if so
+    takes the cancellation back so the task can go on storing its outcome.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self.passed = False
+        self._guarded: set[asyncio.Task[Any]] = set()
+        self._handle = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self.passed = True
+        for task in self._guarded:
+            task.cancel()
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        if task is None or self.passed:
+            if self.passed:
+                raise asyncio.CancelledError
+            yield
+            return
+        self._guarded.add(task)
+        try:
+            yield
+        finally:
+            self._guarded.discard(task)
+
+    def cut_off(self) -> bool:
+        if not self.passed:
+            return False
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return True
+
+    def cancel(self) -> None:
+        self._handle.cancel()

@@ -132,10 +132,14 @@ class RabbitConsumer:
         return await self._settle(incoming, requeue=True)
 
     async def complete(self, incoming: Incoming, key: str, outputs: Sequence[Output]) -> None:
-        if not outputs:  # delivered, and nobody subscribed to delivered events
-            await self.broker.finished_jobs.record(key)
-            return
-        await asyncio.gather(self.broker.store(outputs), self.broker.finished_jobs.record(key))
+        recorded = self.broker.finished_jobs.record(key)  # under way while the outputs go
+        if outputs:
+            try:
+                await self.broker.store(outputs)
+            except BaseException:
+                recorded.add_done_callback(_quietly)  # this failure is the one reported
+                raise
+        await recorded
 
     async def finished(self, keys: Collection[str], since: datetime) -> set[str]:
         return await self.broker.finished_jobs.finished(keys, since)
@@ -162,3 +166,8 @@ def _delivery_count(message: AbstractIncomingMessage) -> int:
     """How many times the broker delivered this message before (quorum queues count)."""
     value = (message.headers or {}).get("x-delivery-count", 0)
     return value if isinstance(value, int) else 0
+
+
+def _quietly(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -110,11 +110,12 @@ class FinishedJobs:
         self._lookups: list[tuple[set[str], datetime, asyncio.Future[set[str]]]] = []
         self._reading: asyncio.Task[None] | None = None
 
-    async def record(self, key: str) -> None:
+    def record(self, key: str) -> asyncio.Future[None]:
+        """Queue ``key`` for the next append; the future resolves once it is confirmed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((key, done))
         self._send_what_fits()
-        await done
+        return done
 
     def _send_what_fits(self) -> None:
         while self._pending and self._in_flight < self.max_in_flight:
