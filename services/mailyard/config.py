@@ -263,13 +263,36 @@ class SmarthostConfig(Section):
     """All mail (or mail for ``domains``) to one relay host, as Postfix's ``relayhost``.
 
     ``host`` is a name (resolved through ``delivery.nameservers``, A/AAAA, no
-    MX) or an IP address; STARTTLS is used when the relay offers it.
+    MX) or an IP address. ``tls``: ``opportunistic`` uses STARTTLS when the
+    relay offers it; ``verify`` requires it, with the certificate checked
+    against ``host``. With ``username``, AUTH (PLAIN or LOGIN) with the
+    password in ``password_file``, and only over TLS.
     """
 
     host: str = Field(min_length=1)
     port: Port = 25
     # Only these destination domains; empty means all mail.
     domains: list[DomainName] = Field(default_factory=list)
+    tls: Literal["verify", "opportunistic"] = "opportunistic"
+    username: str = ""
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _login_complete(self) -> SmarthostConfig:
+        if bool(self.username) != (self.password_file is not None):
+            raise ValueError("username and password_file go together")
+        return self
+
+
+TlsModeName = Literal["opportunistic", "verify", "none"]
+
+
+def _policy_domain(value: str) -> str:
+    """A tls_policies key: a domain, or ``.domain`` for every subdomain below it."""
+    text = str(value).strip()
+    if text.startswith("."):
+        return "." + normalize_domain(text[1:])
+    return normalize_domain(text)
 
 
 class DeliveryConfig(Section):
@@ -287,9 +310,18 @@ class DeliveryConfig(Section):
     dns_timeout: Duration = timedelta(seconds=10)
     # DNS answers kept in memory, each for its TTL; 0 turns the cache off.
     dns_cache_size: int = Field(10_000, ge=0)
-    # opportunistic: STARTTLS when offered, no certificate check (RFC 3207
-    # as Postfix's "may"); none: never.
-    tls: Literal["opportunistic", "none"] = "opportunistic"
+    # For destinations not in tls_policies. opportunistic: STARTTLS when
+    # offered, no certificate check (RFC 7435, Postfix's "may"); verify:
+    # STARTTLS required, certificate checked against the MX name (Postfix's
+    # "secure"); none: never.
+    tls: TlsModeName = "opportunistic"
+    # Destination domain (".domain": every subdomain below it) -> mode.
+    tls_policies: dict[Annotated[str, BeforeValidator(_policy_domain)], TlsModeName] = Field(
+        default_factory=dict
+    )
+    # PEM CA bundle for every certificate delivery checks; read again when
+    # it changes. Unset: the system's trust store.
+    tls_ca_file: Path | None = None
     ipv6: bool = True
     connection_reuse: bool = True
     idle_connection_timeout: Duration = timedelta(seconds=30)

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Received:
     content: bytes
     tls: bool
     at: float
+    login: str = ""  # the AUTH user, when the sink asks for AUTH
 
 
 @dataclass
@@ -64,15 +65,25 @@ class _Handler:
                 content=envelope.original_content,
                 tls=session.ssl is not None,
                 at=time.monotonic(),
+                login=(session.auth_data or b"").decode(),
             )
         )
         return "250 2.0.0 OK queued"
 
 
 class Sink:
-    def __init__(self, hosts: list[str], port: int, tls_context: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        hosts: list[str],
+        port: int,
+        tls_context: ssl.SSLContext | None = None,
+        logins: dict[str, str] | None = None,
+    ):
+        """With ``logins`` (user → password), AUTH is required, and only after STARTTLS."""
         self.hosts = hosts
         self.port = port
+        self.logins = logins
+        self.auth_attempts: list[str] = []
         self.script = Script()
         self.messages: list[Received] = []
         self.rcpt_attempts: defaultdict[str, int] = defaultdict(int)
@@ -102,11 +113,29 @@ class Sink:
                 tls_context=self.tls_context,
                 data_size_limit=64 * 1024 * 1024,
                 enable_SMTPUTF8=True,
+                **self._auth_options(),
             ),
             host,
             self.port,
             reuse_address=True,
         )
+
+    def _auth_options(self) -> dict:
+        if self.logins is None:
+            return {}
+        return {
+            "authenticator": self._authenticate,
+            "auth_required": True,
+            "auth_require_tls": True,
+        }
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        user, password = auth_data.login.decode(), auth_data.password.decode()
+        with self._lock:
+            self.auth_attempts.append(user)
+        good = self.logins is not None and self.logins.get(user) == password
+        return AuthResult(success=good, auth_data=user.encode() if good else None)
 
     def stop(self) -> None:
         async def close() -> None:

@@ -30,8 +30,16 @@ def reply() -> pb.SmtpReply:
     return pb.SmtpReply(code=451, status="4.7.1", text="Greylisted")
 
 
+def tls_session() -> pb.TlsSession:
+    return pb.TlsSession(
+        policy="verify", version="TLSv1.3", cipher="TLS_AES_256_GCM_SHA384", verified=True
+    )
+
+
 def result() -> pb.RecipientResult:
-    return pb.RecipientResult(recipient="a@example.net", reply=reply(), remote_mta="mx.example.net")
+    return pb.RecipientResult(
+        recipient="a@example.net", reply=reply(), remote_mta="mx.example.net", tls=tls_session()
+    )
 
 
 def delivery_job() -> pb.DeliveryJob:
@@ -96,6 +104,7 @@ SAMPLES = {
     "mailyard.v1.DeliveryJob": delivery_job,
     "mailyard.v1.RecipientResult": result,
     "mailyard.v1.SmtpReply": reply,
+    "mailyard.v1.TlsSession": tls_session,
     "mailyard.v1.DeliveryEvent": delivery_event,
 }
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from collections.abc import Callable
 
 from mailyard.delivery import metrics
 from mailyard.delivery.outcome import RecipientOutcome
 from mailyard.delivery.plan import recipient_options
 from mailyard.delivery.pool import SessionPool
 from mailyard.delivery.resolver import RouteError
-from mailyard.delivery.routes import Router
+from mailyard.delivery.routes import Route, Router
 from mailyard.delivery.smtp import (
     HostUnusable,
     SessionLost,
@@ -25,6 +26,7 @@ from mailyard.delivery.smtp import (
     open_session,
     send_transaction,
 )
+from mailyard.delivery.tlspolicy import TlsMode, TlsSummary
 from mailyard.delivery.transaction import Dsn, Envelope
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
@@ -42,7 +44,8 @@ class Deliverer:
         *,
         port: int,
         helo_name: str,
-        tls_context: ssl.SSLContext | None,
+        opportunistic_tls: ssl.SSLContext,
+        verifying_tls: Callable[[], ssl.SSLContext],
         connect_timeout: float,
         command_timeout: float,
     ) -> None:
@@ -50,7 +53,8 @@ class Deliverer:
         self.pool = pool
         self.port = port
         self.helo_name = helo_name
-        self.tls_context = tls_context
+        self.opportunistic_tls = opportunistic_tls
+        self.verifying_tls = verifying_tls  # the current one: its CA file may change
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
 
@@ -58,27 +62,29 @@ class Deliverer:
         recipients = list(job.recipients)
         started = time.perf_counter()
 
-        def outcomes(replies: dict[str, Reply] | Reply, remote: str = "") -> list[RecipientOutcome]:
+        def outcomes(
+            replies: dict[str, Reply] | Reply, remote: str = "", tls: TlsSummary | None = None
+        ) -> list[RecipientOutcome]:
             elapsed = time.perf_counter() - started
             return [
                 RecipientOutcome(
-                    r, replies if isinstance(replies, Reply) else replies[r], remote, elapsed
+                    r, replies if isinstance(replies, Reply) else replies[r], remote, elapsed, tls
                 )
                 for r in recipients
             ]
 
         try:
-            hosts = await self.router.route(job.domain)
+            route = await self.router.route(job.domain)
         except RouteError as exc:
             metrics.ROUTE_FAILURES.labels(exc.kind).inc()
             return outcomes(exc.reply)
 
         last_problem = NO_HOST_ANSWERED
-        for host in hosts:
+        for host in route.hosts:
             for address in host.addresses:
                 try:
                     port = host.port or self.port
-                    session, replies = await self._transact(host.name, address, port, job)
+                    session, replies = await self._transact(host.name, address, port, job, route)
                 except HostUnusable as exc:
                     metrics.HOST_FAILURES.inc()
                     log.info(
@@ -87,7 +93,7 @@ class Deliverer:
                     )
                     last_problem = exc.reply
                     continue
-                return outcomes(replies, session.mx)
+                return outcomes(replies, session.mx, summary(session, route.tls))
         # Every host failed before MAIL FROM. Even 5xx greetings are retried:
         # a host refusing everyone is more often broken than meaning it.
         reply = last_problem
@@ -96,15 +102,15 @@ class Deliverer:
         return outcomes(reply)
 
     async def _transact(
-        self, mx: str, address: str, port: int, job: pb.DeliveryJob
+        self, mx: str, address: str, port: int, job: pb.DeliveryJob, route: Route
     ) -> tuple[SmtpSession, dict[str, Reply]]:
-        reused = self.pool.take(address, port)
+        reused = self.pool.take(address, port, suits=suitable_for(mx, route))
         if reused is not None:
             replies = await self._send(reused, job)
             if replies is not None:
                 return reused, replies
             # It died while idle (the server timed it out): open a fresh one.
-        session = await self._open(mx, address, port)
+        session = await self._open(mx, address, port, route)
         replies = await self._send(session, job)
         if replies is None:
             raise HostUnusable(
@@ -127,30 +133,58 @@ class Deliverer:
         await self.pool.give_back(session)
         return replies
 
-    async def _open(self, mx: str, address: str, port: int) -> SmtpSession:
+    async def _open(self, mx: str, address: str, port: int, route: Route) -> SmtpSession:
+        mode = route.tls
         try:
-            session = await self._connect(mx, address, port, self.tls_context)
+            session = await self._connect(mx, address, port, route, mode)
         except HostUnusable as exc:
-            if not exc.tls_failed:
+            if mode is TlsMode.VERIFY:
+                metrics.TLS_SESSIONS.labels(mode.value, "failed").inc()
+            if not exc.tls_failed or mode is not TlsMode.OPPORTUNISTIC:
                 raise
             # Opportunistic TLS: a broken handshake is no reason not to deliver.
             log.info("TLS failed, retrying in clear", extra={"host": mx, "reason": str(exc)})
-            session = await self._connect(mx, address, port, None)
+            session = await self._connect(mx, address, port, route, TlsMode.NONE)
         metrics.SESSIONS_OPENED.labels(_yes(session.tls)).inc()
+        metrics.TLS_SESSIONS.labels(mode.value, summary(session, mode).result).inc()
         return session
 
     async def _connect(
-        self, mx: str, address: str, port: int, tls_context: ssl.SSLContext | None
+        self, mx: str, address: str, port: int, route: Route, mode: TlsMode
     ) -> SmtpSession:
+        context = self.verifying_tls() if mode is TlsMode.VERIFY else self.opportunistic_tls
         return await open_session(
             mx=mx,
             address=address,
             port=port,
             helo_name=self.helo_name,
-            tls_context=tls_context,
+            tls_mode=mode,
+            tls_context=context,
             connect_timeout=self.connect_timeout,
             command_timeout=self.command_timeout,
+            login=route.smarthost.login() if route.smarthost is not None else None,
         )
+
+
+def suitable_for(mx: str, route: Route) -> Callable[[SmtpSession], bool]:
+    """Which pooled sessions may carry this route's mail.
+
+    A session that was not verified for this very host name never carries
+    mail for a destination that requires verification; a relay's mail goes
+    only on a session logged in as its user.
+    """
+    login = route.smarthost.username if route.smarthost is not None else ""
+
+    def suits(session: SmtpSession) -> bool:
+        if route.tls is TlsMode.VERIFY and not (session.verified and session.mx == mx):
+            return False
+        return session.authenticated_as == login
+
+    return suits
+
+
+def summary(session: SmtpSession, policy: TlsMode) -> TlsSummary:
+    return TlsSummary(policy, session.tls_version, session.cipher, session.verified)
 
 
 def _yes(flag: bool) -> str:

@@ -75,3 +75,9 @@ SKIPPED_HERE = Counter(
     "mailyard_delivery_repeats_skipped_total",
     "Copies of a job this process had just finished itself (a message split again)",
 )
+TLS_SESSIONS = Counter(
+    "mailyard_delivery_tls_sessions_total",
+    "Outbound sessions opened, by the TLS policy that applied and what came of it "
+    "(verified, unverified, clear, failed)",
+    ["policy", "result"],
+)

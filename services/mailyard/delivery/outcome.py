@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from mailyard.broker import EventKind
+from mailyard.delivery.tlspolicy import TlsSummary
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
 
@@ -42,6 +43,7 @@ class RecipientOutcome:
     reply: Reply
     remote_mta: str = ""  # the host that replied; "" when none was reached
     elapsed: float = 0.0  # seconds from the start of the attempt to the reply
+    tls: TlsSummary | None = None  # None when no server was reached
 
     @property
     def outcome(self) -> Outcome:
@@ -55,4 +57,14 @@ class RecipientOutcome:
             ),
             remote_mta=self.remote_mta,
             elapsed_ms=min(round(self.elapsed * 1000), 2**32 - 1),
+            tls=(
+                pb.TlsSession(
+                    policy=self.tls.policy.value,
+                    version=self.tls.version,
+                    cipher=self.tls.cipher,
+                    verified=self.tls.verified,
+                )
+                if self.tls is not None
+                else None
+            ),
         )

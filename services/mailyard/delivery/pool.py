@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from mailyard.delivery import metrics
 from mailyard.delivery.smtp import SmtpSession, close_session
@@ -31,15 +32,26 @@ class SessionPool:
         if self.enabled:
             self._reaper = asyncio.create_task(self._reap_forever(), name="smtp-session-reaper")
 
-    def take(self, address: str, port: int) -> SmtpSession | None:
+    def take(
+        self,
+        address: str,
+        port: int,
+        suits: Callable[[SmtpSession], bool] = lambda _: True,
+    ) -> SmtpSession | None:
+        """The most recently used live session to ``address:port`` that ``suits`` accepts."""
         idle = self._idle.get((address, port))
+        if not idle:
+            return None
         now = time.monotonic()
-        while idle:
-            session = idle.pop()
-            if session.alive and now - session.last_used < self.max_idle:
+        for index in range(len(idle) - 1, -1, -1):
+            session = idle[index]
+            if not session.alive or now - session.last_used >= self.max_idle:
+                del idle[index]
+                session.close()
+            elif suits(session):
+                del idle[index]
                 metrics.SESSIONS_REUSED.inc()
                 return session
-            session.close()
         return None
 
     async def give_back(self, session: SmtpSession) -> None:

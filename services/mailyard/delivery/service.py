@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mailyard import wire
@@ -36,7 +38,9 @@ from mailyard.delivery.pool import SessionPool
 from mailyard.delivery.resolver import MxResolver
 from mailyard.delivery.routes import Router, smarthost_from
 from mailyard.delivery.safety import Safety
-from mailyard.delivery.smtp import opportunistic_tls_context
+from mailyard.delivery.smtp import opportunistic_tls_context, verifying_tls_context
+from mailyard.delivery.tlspolicy import TlsMode, TlsPolicies
+from mailyard.filewatch import Watched
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
 
@@ -68,16 +72,28 @@ class DeliveryService(ConsumingService):
                     cache_size=config.dns_cache_size,
                 ),
                 smarthost=(
-                    smarthost_from(smarthost.host, smarthost.port, smarthost.domains)
+                    smarthost_from(
+                        smarthost.host,
+                        smarthost.port,
+                        smarthost.domains,
+                        tls=smarthost.tls,
+                        username=smarthost.username,
+                        password_file=smarthost.password_file,
+                    )
                     if smarthost
                     else None
                 ),
                 safety=Safety.build(config.prohibited_networks, settings.hostname),
+                tls=TlsPolicies(
+                    TlsMode(config.tls),
+                    {domain: TlsMode(mode) for domain, mode in config.tls_policies.items()},
+                ),
             ),
             self.pool,
             port=config.port,
             helo_name=settings.hostname,
-            tls_context=opportunistic_tls_context() if config.tls == "opportunistic" else None,
+            opportunistic_tls=opportunistic_tls_context(),
+            verifying_tls=verifying_tls(config.tls_ca_file),
             connect_timeout=config.connect_timeout.total_seconds(),
             command_timeout=config.command_timeout.total_seconds(),
         )
@@ -232,6 +248,17 @@ class DeliveryService(ConsumingService):
                     )
 
         return account
+
+
+def verifying_tls(ca_file: Path | None) -> Callable[[], ssl.SSLContext]:
+    """The context for ``verify``; with ``tls_ca_file``, built again when the file changes."""
+    if ca_file is None:
+        context = verifying_tls_context(None)
+        return lambda: context
+    watched = Watched(
+        "delivery.tls_ca_file", (ca_file,), lambda paths: verifying_tls_context(str(paths[0]))
+    )
+    return lambda: watched.value
 
 
 class Deadline:

@@ -17,11 +17,14 @@ the state machine in ``transaction.py``; this is its driver.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import time
 from dataclasses import dataclass, field, replace
 
+from mailyard.delivery import tlspolicy
 from mailyard.delivery.protocol import ProtocolError, ReplyReader, extensions
+from mailyard.delivery.tlspolicy import TlsMode
 from mailyard.delivery.transaction import Envelope, Stage, Transaction
 from mailyard.reply import Reply
 
@@ -60,6 +63,22 @@ def opportunistic_tls_context() -> ssl.SSLContext:
     return context
 
 
+def verifying_tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """STARTTLS with the certificate checked against the host's name (``verify``).
+
+    ``ca_file`` None means the system's trust store.
+    """
+    return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """AUTH for a relay that asks for it (the smarthost): sent only over TLS."""
+
+    username: str
+    password: str
+
+
 @dataclass(eq=False)
 class SmtpSession:
     reader: asyncio.StreamReader
@@ -69,6 +88,10 @@ class SmtpSession:
     port: int
     command_timeout: float
     tls: bool = False
+    tls_version: str = ""
+    cipher: str = ""
+    verified: bool = False  # the certificate was checked against ``mx``
+    authenticated_as: str = ""
     extensions: dict[str, str] = field(default_factory=dict)
     transactions: int = 0
     last_used: float = field(default_factory=time.monotonic)
@@ -116,10 +139,17 @@ async def open_session(
     address: str,
     port: int,
     helo_name: str,
+    tls_mode: TlsMode,
     tls_context: ssl.SSLContext | None,
     connect_timeout: float,
     command_timeout: float,
+    login: Login | None = None,
 ) -> SmtpSession:
+    """Connect, EHLO, STARTTLS as ``tls_mode`` asks, AUTH when ``login`` is given.
+
+    ``tls_context`` must verify when the mode is ``verify``; it is ignored
+    for ``none``.
+    """
     try:
         async with asyncio.timeout(connect_timeout):
             reader, writer = await asyncio.open_connection(address, port, limit=READ_LIMIT)
@@ -133,8 +163,14 @@ async def open_session(
         if greeting.code != 220:
             raise HostUnusable(_as_host_problem(greeting, f"{session.where} refused us"))
         await session.hello(helo_name)
-        if tls_context is not None and "STARTTLS" in session.extensions:
-            await _start_tls(session, tls_context, helo_name)
+        required = tls_mode is TlsMode.VERIFY
+        if tls_mode is not TlsMode.NONE and tls_context is not None:
+            if "STARTTLS" in session.extensions:
+                await _start_tls(session, tls_context, helo_name, required=required)
+            elif required:
+                raise HostUnusable(tlspolicy.not_offered(session.where))
+        if login is not None:
+            await _authenticate(session, login)
     except HostUnusable:
         session.close()
         raise
@@ -146,21 +182,66 @@ async def open_session(
     return session
 
 
-async def _start_tls(session: SmtpSession, context: ssl.SSLContext, helo_name: str) -> None:
+async def _start_tls(
+    session: SmtpSession, context: ssl.SSLContext, helo_name: str, *, required: bool
+) -> None:
     reply = await session.command(b"STARTTLS\r\n")
     if reply.code != 220:
+        if required:
+            raise HostUnusable(tlspolicy.refused(session.where, reply))
         return  # offered, then refused, but still talking: carry on in clear
     try:
         async with asyncio.timeout(session.command_timeout):
             await session.writer.start_tls(context, server_hostname=session.mx or None)
     except (*_CONNECTION_TROUBLE, ValueError) as exc:
         session.close()
-        raise HostUnusable(
-            Reply(451, "4.7.5", f"TLS handshake with {session.where} failed: {_describe(exc)}"),
-            tls_failed=True,
-        ) from exc
+        if required:
+            problem = tlspolicy.verification_failed(session.where, _tls_reason(exc))
+        else:
+            problem = Reply(
+                451, "4.7.5", f"TLS handshake with {session.where} failed: {_describe(exc)}"
+            )
+        raise HostUnusable(problem, tls_failed=True) from exc
     session.tls = True
+    tls = session.writer.get_extra_info("ssl_object")
+    if isinstance(tls, ssl.SSLObject):
+        session.tls_version = tls.version() or ""
+        session.cipher = (tls.cipher() or ("",))[0]
+    session.verified = context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     await session.hello(helo_name)  # RFC 3207: forget what was said in clear
+
+
+async def _authenticate(session: SmtpSession, login: Login) -> None:
+    """AUTH PLAIN (or LOGIN) once the session is encrypted; a refusal makes the host unusable.
+
+    A relay's credentials never cross a connection in clear: without TLS the
+    host is unusable, as Postfix's default ``smtp_sasl_tls_security_options``.
+    """
+    if not session.tls:
+        raise HostUnusable(
+            Reply(451, "4.7.0", f"{session.where}: will not send credentials without TLS")
+        )
+    mechanisms = session.extensions.get("AUTH", "").upper().split()
+    if "PLAIN" in mechanisms:
+        token = f"\0{login.username}\0{login.password}".encode()
+        reply = await session.command(b"AUTH PLAIN " + base64.b64encode(token) + b"\r\n")
+    elif "LOGIN" in mechanisms:
+        reply = await session.command(b"AUTH LOGIN\r\n")
+        for secret in (login.username, login.password):
+            if reply.code != 334:
+                break
+            reply = await session.command(base64.b64encode(secret.encode()) + b"\r\n")
+    else:
+        raise HostUnusable(
+            Reply(451, "4.7.0", f"{session.where} offers neither AUTH PLAIN nor LOGIN")
+        )
+    if reply.code != 235:
+        # Soft, as Postfix's smtp_sasl_auth_soft_bounce: fix the secret, the mail waits.
+        refusal = f"{reply.code} {reply.status} {reply.text}".strip()
+        raise HostUnusable(
+            Reply(451, "4.7.0", f"{session.where} refused our credentials: {refusal}")
+        )
+    session.authenticated_as = login.username
 
 
 async def send_transaction(session: SmtpSession, envelope: Envelope) -> dict[str, Reply]:
@@ -251,6 +332,12 @@ async def close_session(session: SmtpSession) -> None:
 
 def _as_host_problem(reply: Reply, fallback: str) -> Reply:
     return reply if reply.text else Reply(reply.code, reply.status, fallback)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return exc.verify_message or _describe(exc)
+    return _describe(exc)
 
 
 def _describe(exc: BaseException) -> str:

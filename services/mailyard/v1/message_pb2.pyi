@@ -135,16 +135,30 @@ class DeliveryBatch(_message.Message):
     def __init__(self, domain: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[DeliveryJob, _Mapping]]] = ...) -> None: ...
 
 class RecipientResult(_message.Message):
-    __slots__ = ("recipient", "reply", "remote_mta", "elapsed_ms")
+    __slots__ = ("recipient", "reply", "remote_mta", "elapsed_ms", "tls")
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     REMOTE_MTA_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
     recipient: str
     reply: SmtpReply
     remote_mta: str
     elapsed_ms: int
-    def __init__(self, recipient: _Optional[str] = ..., reply: _Optional[_Union[SmtpReply, _Mapping]] = ..., remote_mta: _Optional[str] = ..., elapsed_ms: _Optional[int] = ...) -> None: ...
+    tls: TlsSession
+    def __init__(self, recipient: _Optional[str] = ..., reply: _Optional[_Union[SmtpReply, _Mapping]] = ..., remote_mta: _Optional[str] = ..., elapsed_ms: _Optional[int] = ..., tls: _Optional[_Union[TlsSession, _Mapping]] = ...) -> None: ...
+
+class TlsSession(_message.Message):
+    __slots__ = ("policy", "version", "cipher", "verified")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CIPHER_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    version: str
+    cipher: str
+    verified: bool
+    def __init__(self, policy: _Optional[str] = ..., version: _Optional[str] = ..., cipher: _Optional[str] = ..., verified: _Optional[bool] = ...) -> None: ...
 
 class SmtpReply(_message.Message):
     __slots__ = ("code", "status", "text")
