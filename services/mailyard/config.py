@@ -295,6 +295,16 @@ def _policy_domain(value: str) -> str:
     return normalize_domain(text)
 
 
+class MtaStsConfig(Section):
+    """RFC 8461: a domain that publishes an enforce policy gets mail only on its
+    listed MX hosts, over verified TLS."""
+
+    enabled: bool = True
+    https_port: Port = 443  # where mta-sts.<domain> serves the policy (tests change it)
+    fetch_timeout: Duration = timedelta(seconds=10)
+    cache_size: int = Field(10_000, ge=1)  # policies (and TXT answers) kept
+
+
 class DeliveryConfig(Section):
     # "host" or "host:port" ("[v6]:port"); empty means the system resolver.
     nameservers: list[str] = Field(default_factory=list)
@@ -322,6 +332,7 @@ class DeliveryConfig(Section):
     # PEM CA bundle for every certificate delivery checks; read again when
     # it changes. Unset: the system's trust store.
     tls_ca_file: Path | None = None
+    mta_sts: MtaStsConfig = Field(default_factory=MtaStsConfig)
     ipv6: bool = True
     connection_reuse: bool = True
     idle_connection_timeout: Duration = timedelta(seconds=30)

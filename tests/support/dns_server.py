@@ -77,7 +77,9 @@ class TestDnsServer:
         """Serve one more record from now on, e.g. ``add("s1._domainkey.sender.test.",
         "TXT", '"v=DKIM1; k=ed25519; p=..."')``; a relative ``name`` is below the origin."""
         owner = dns.name.from_text(name, origin=self.origin)
-        rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, origin=self.origin)
+        rdata = dns.rdata.from_text(
+            dns.rdataclass.IN, rdtype, text, origin=self.origin, relativize=False
+        )
         with self._lock:
             node = self.zone.find_node(owner, create=True)
             rdataset = node.find_rdataset(dns.rdataclass.IN, rdata.rdtype, create=True)

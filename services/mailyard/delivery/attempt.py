@@ -93,7 +93,7 @@ class Deliverer:
                     )
                     last_problem = exc.reply
                     continue
-                return outcomes(replies, session.mx, summary(session, route.tls))
+                return outcomes(replies, session.mx, summary(session, route.policy_name))
         # Every host failed before MAIL FROM. Even 5xx greetings are retried:
         # a host refusing everyone is more often broken than meaning it.
         reply = last_problem
@@ -138,15 +138,16 @@ class Deliverer:
         try:
             session = await self._connect(mx, address, port, route, mode)
         except HostUnusable as exc:
-            if mode is TlsMode.VERIFY:
-                metrics.TLS_SESSIONS.labels(mode.value, "failed").inc()
+            if exc.tls_failed and mode is TlsMode.VERIFY:
+                metrics.TLS_SESSIONS.labels(route.policy_name, "failed").inc()
             if not exc.tls_failed or mode is not TlsMode.OPPORTUNISTIC:
                 raise
             # Opportunistic TLS: a broken handshake is no reason not to deliver.
             log.info("TLS failed, retrying in clear", extra={"host": mx, "reason": str(exc)})
             session = await self._connect(mx, address, port, route, TlsMode.NONE)
         metrics.SESSIONS_OPENED.labels(_yes(session.tls)).inc()
-        metrics.TLS_SESSIONS.labels(mode.value, summary(session, mode).result).inc()
+        policy = route.policy_name
+        metrics.TLS_SESSIONS.labels(policy, summary(session, policy).result).inc()
         return session
 
     async def _connect(
@@ -183,7 +184,7 @@ def suitable_for(mx: str, route: Route) -> Callable[[SmtpSession], bool]:
     return suits
 
 
-def summary(session: SmtpSession, policy: TlsMode) -> TlsSummary:
+def summary(session: SmtpSession, policy: str) -> TlsSummary:
     return TlsSummary(policy, session.tls_version, session.cipher, session.verified)
 
 

@@ -81,3 +81,19 @@ TLS_SESSIONS = Counter(
     "(verified, unverified, clear, failed)",
     ["policy", "result"],
 )
+MTA_STS_FETCHES = Counter(
+    "mailyard_delivery_mta_sts_fetches_total",
+    "MTA-STS policy fetches over HTTPS (a new or changed TXT id)",
+    ["result"],
+)
+MTA_STS_ROUTES = Counter(
+    "mailyard_delivery_mta_sts_routes_total",
+    "Routes of domains with an MTA-STS policy, by its mode and whether their MX hosts "
+    "match it (mismatch under enforce: deferred; under testing: delivered, reported)",
+    ["mode", "result"],
+)
+for _result in ("ok", "failed"):
+    MTA_STS_FETCHES.labels(_result)
+for _mode in ("enforce", "testing"):
+    for _result in ("match", "mismatch"):
+        MTA_STS_ROUTES.labels(_mode, _result)

@@ -59,7 +59,7 @@ class RecipientOutcome:
             elapsed_ms=min(round(self.elapsed * 1000), 2**32 - 1),
             tls=(
                 pb.TlsSession(
-                    policy=self.tls.policy.value,
+                    policy=str(self.tls.policy),
                     version=self.tls.version,
                     cipher=self.tls.cipher,
                     verified=self.tls.verified,

@@ -182,6 +182,24 @@ class MxResolver:
             )
         return MailHost(name, addresses, port)
 
+    async def txt(self, name: str) -> tuple[list[str], float]:
+        """A name's TXT records (each one's strings joined) and how long the answer
+        holds; ``[]`` with the negative TTL when there are none. A failed lookup
+        is a RouteError (``servfail``)."""
+        try:
+            answer = await self._resolver.resolve(name, "TXT", raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN as exc:
+            return [], _nxdomain_ttl(exc)
+        except dns.exception.DNSException as exc:
+            raise RouteError(
+                Reply(451, "4.4.3", f"DNS lookup of TXT {name} failed: {type(exc).__name__}"),
+                "servfail",
+            ) from None
+        if answer.rrset is None:
+            return [], _negative_ttl(answer.response)
+        records = [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer.rrset]
+        return records, _remaining(answer)
+
     async def _addresses(self, name: str) -> tuple[tuple[str, ...], float]:
         kinds = ["A", "AAAA"] if self._ipv6 else ["A"]
         results = await asyncio.gather(*(self._lookup(name, kind) for kind in kinds))

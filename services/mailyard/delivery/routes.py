@@ -12,11 +12,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailyard.delivery.resolver import MailHost, MxResolver
+from mailyard.delivery import metrics
+from mailyard.delivery.mtasts import Mode
+from mailyard.delivery.mtasts_fetch import MtaSts
+from mailyard.delivery.resolver import MailHost, MxResolver, RouteError
 from mailyard.delivery.safety import Safety
 from mailyard.delivery.smtp import Login
-from mailyard.delivery.tlspolicy import TlsMode, TlsPolicies
+from mailyard.delivery.tlspolicy import MTA_STS, TlsMode, TlsPolicies
 from mailyard.filewatch import Watched
+from mailyard.reply import Reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,11 @@ class Route:
     hosts: list[MailHost]
     tls: TlsMode
     smarthost: Smarthost | None = None
+    policy: str = ""  # what set ``tls``, for events and metrics: a mode's name or "mta-sts"
+
+    @property
+    def policy_name(self) -> str:
+        return self.policy or self.tls.value
 
 
 class Router:
@@ -54,11 +63,13 @@ class Router:
         smarthost: Smarthost | None = None,
         safety: Safety | None = None,
         tls: TlsPolicies | None = None,
+        mta_sts: MtaSts | None = None,
     ) -> None:
         self.resolver = resolver
         self.smarthost = smarthost
         self.safety = safety
         self.tls = tls or TlsPolicies()
+        self.mta_sts = mta_sts
 
     async def route(self, domain: str) -> Route:
         """Hosts to try, in order, and the TLS mode; RouteError when there is no
@@ -70,7 +81,30 @@ class Router:
         hosts = await self.resolver.route(domain)
         if self.safety is not None:
             hosts = self.safety.filter(domain, hosts)
-        return Route(hosts, self.tls.mode_for(domain))
+        configured = self.tls.configured(domain)
+        if configured is not None or self.mta_sts is None:  # the operator's word wins
+            return Route(hosts, configured or self.tls.default)
+        return await self._mta_sts_route(domain, hosts)
+
+    async def _mta_sts_route(self, domain: str, hosts: list[MailHost]) -> Route:
+        """RFC 8461 §5: under ``enforce`` only the MX hosts the policy names, each
+        verified for its name; under ``testing`` as before, the mismatch reported."""
+        assert self.mta_sts is not None
+        policy = await self.mta_sts.policy(domain)
+        if policy is None or policy.mode is Mode.NONE:
+            return Route(hosts, self.tls.default)
+        matching = [host for host in hosts if policy.matches(host.name)]
+        result = "match" if len(matching) == len(hosts) else "mismatch"
+        metrics.MTA_STS_ROUTES.labels(policy.mode.value, result).inc()
+        if policy.mode is Mode.TESTING:
+            return Route(hosts, self.tls.default)
+        if not matching:
+            names = ", ".join(host.name for host in hosts)
+            raise RouteError(
+                Reply(451, "4.7.5", f"no MX host of {domain} ({names}) matches its MTA-STS policy"),
+                "mta_sts",
+            )
+        return Route(matching, TlsMode.VERIFY, policy=MTA_STS)
 
 
 def smarthost_from(

@@ -32,6 +32,7 @@ from mailyard.config import Settings
 from mailyard.delivery import metrics
 from mailyard.delivery.attempt import Deliverer
 from mailyard.delivery.limits import DestinationLimiter
+from mailyard.delivery.mtasts_fetch import MtaSts
 from mailyard.delivery.outcome import Outcome, RecipientOutcome
 from mailyard.delivery.plan import by_outcome, plan_report
 from mailyard.delivery.pool import SessionPool
@@ -63,14 +64,17 @@ class DeliveryService(ConsumingService):
             max_idle_per_host=config.max_connections_per_destination,
         )
         smarthost = config.smarthost
+        resolver = MxResolver(
+            config.nameservers,
+            timeout=config.dns_timeout.total_seconds(),
+            ipv6=config.ipv6,
+            cache_size=config.dns_cache_size,
+        )
+        safety = Safety.build(config.prohibited_networks, settings.hostname)
+        verifying = verifying_tls(config.tls_ca_file)
         self.deliverer = deliverer or Deliverer(
             Router(
-                MxResolver(
-                    config.nameservers,
-                    timeout=config.dns_timeout.total_seconds(),
-                    ipv6=config.ipv6,
-                    cache_size=config.dns_cache_size,
-                ),
+                resolver,
                 smarthost=(
                     smarthost_from(
                         smarthost.host,
@@ -83,17 +87,29 @@ class DeliveryService(ConsumingService):
                     if smarthost
                     else None
                 ),
-                safety=Safety.build(config.prohibited_networks, settings.hostname),
+                safety=safety,
                 tls=TlsPolicies(
                     TlsMode(config.tls),
                     {domain: TlsMode(mode) for domain, mode in config.tls_policies.items()},
+                ),
+                mta_sts=(
+                    MtaSts(
+                        resolver,
+                        https_port=config.mta_sts.https_port,
+                        timeout=config.mta_sts.fetch_timeout.total_seconds(),
+                        tls_context=verifying,
+                        safety=safety,
+                        cache_size=config.mta_sts.cache_size,
+                    )
+                    if config.mta_sts.enabled
+                    else None
                 ),
             ),
             self.pool,
             port=config.port,
             helo_name=settings.hostname,
             opportunistic_tls=opportunistic_tls_context(),
-            verifying_tls=verifying_tls(config.tls_ca_file),
+            verifying_tls=verifying,
             connect_timeout=config.connect_timeout.total_seconds(),
             command_timeout=config.command_timeout.total_seconds(),
         )

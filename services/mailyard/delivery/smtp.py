@@ -168,7 +168,7 @@ async def open_session(
             if "STARTTLS" in session.extensions:
                 await _start_tls(session, tls_context, helo_name, required=required)
             elif required:
-                raise HostUnusable(tlspolicy.not_offered(session.where))
+                raise HostUnusable(tlspolicy.not_offered(session.where), tls_failed=True)
         if login is not None:
             await _authenticate(session, login)
     except HostUnusable:
@@ -188,7 +188,7 @@ async def _start_tls(
     reply = await session.command(b"STARTTLS\r\n")
     if reply.code != 220:
         if required:
-            raise HostUnusable(tlspolicy.refused(session.where, reply))
+            raise HostUnusable(tlspolicy.refused(session.where, reply), tls_failed=True)
         return  # offered, then refused, but still talking: carry on in clear
     try:
         async with asyncio.timeout(session.command_timeout):

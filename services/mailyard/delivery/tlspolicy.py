@@ -36,6 +36,10 @@ class TlsPolicies:
     by_domain: Mapping[str, TlsMode] = field(default_factory=dict)
 
     def mode_for(self, domain: str) -> TlsMode:
+        return self.configured(domain) or self.default
+
+    def configured(self, domain: str) -> TlsMode | None:
+        """The mode ``tls_policies`` names for ``domain``, or None (then MTA-STS may speak)."""
         domain = domain.lower().rstrip(".")
         exact = self.by_domain.get(domain)
         if exact is not None:
@@ -45,14 +49,14 @@ class TlsPolicies:
             parent = self.by_domain.get("." + ".".join(labels[start:]))
             if parent is not None:
                 return parent
-        return self.default
+        return None
 
 
 @dataclass(frozen=True, slots=True)
 class TlsSummary:
     """What the session that carried a transaction was, for the event and the metrics."""
 
-    policy: TlsMode
+    policy: str  # a TlsMode's name, or "mta-sts"
     version: str = ""  # "" when the session was in clear
     cipher: str = ""
     verified: bool = False
@@ -71,6 +75,9 @@ def not_offered(where: str) -> Reply:
 
 def refused(where: str, reply: Reply) -> Reply:
     return Reply(451, "4.7.4", f"TLS is required, but {where} refused STARTTLS: {reply.code}")
+
+
+MTA_STS = "mta-sts"
 
 
 def verification_failed(where: str, reason: str) -> Reply:

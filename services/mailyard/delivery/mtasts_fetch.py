@@ -1,0 +1,164 @@
+"""MTA-STS (RFC 8461), the I/O part: the ``_mta-sts`` TXT record and the policy over HTTPS.
+
+The policy host ``mta-sts.<domain>`` is resolved through
+``delivery.nameservers`` like every other name (aiohttp's resolver is
+replaced by ours), its addresses pass ``delivery.prohibited_networks`` (a
+policy URL must not reach the cluster's insides), its certificate is
+checked with ``delivery.tls_ca_file``, redirects are not followed (§3.3).
+
+§5.1's rules: a valid cached policy is used while the TXT id is unchanged
+or DNS fails; a new id fetches again, and a failed fetch keeps the cached
+policy; a TXT record with nothing fetched and nothing cached is as if the
+domain had no policy. One fetch per domain at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from mailyard.delivery import metrics
+from mailyard.delivery.mtasts import (
+    MAX_POLICY_BYTES,
+    Policy,
+    PolicyCache,
+    PolicyError,
+    parse_policy,
+    record_id,
+)
+from mailyard.delivery.resolver import MxResolver, RouteError
+from mailyard.delivery.safety import Safety
+
+log = logging.getLogger(__name__)
+
+MIN_RECORD_SECONDS = 60.0  # a TXT answer is kept at least this long (a TTL of 0 is common)
+
+
+class MtaSts:
+    def __init__(
+        self,
+        resolver: MxResolver,
+        *,
+        https_port: int,
+        timeout: float,
+        tls_context: Callable[[], ssl.SSLContext],
+        safety: Safety | None,
+        cache_size: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.resolver = resolver
+        self.https_port = https_port
+        self.timeout = timeout
+        self.tls_context = tls_context
+        self.safety = safety
+        self.cache = PolicyCache(cache_size)
+        self._records: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._cache_size = cache_size
+        self._clock = clock
+        self._fetching: dict[str, asyncio.Task[Policy | None]] = {}
+
+    async def policy(self, domain: str) -> Policy | None:
+        """The domain's policy, or None when it has none (or none could be had)."""
+        now = self._clock()
+        cached = self.cache.get(domain, now)
+        try:
+            record = await self._record(domain, now)
+        except RouteError:
+            return cached  # §5.1: DNS trouble does not void a cached policy
+        if record is None or (cached is not None and cached.id == record):
+            return cached
+        fetching = self._fetching.get(domain)
+        if fetching is None:
+            fetching = asyncio.create_task(self._fetch(domain, record))
+            self._fetching[domain] = fetching
+            fetching.add_done_callback(lambda _: self._fetching.pop(domain, None))
+        fetched = await asyncio.shield(fetching)
+        return fetched if fetched is not None else cached
+
+    async def _record(self, domain: str, now: float) -> str | None:
+        kept = self._records.get(domain)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        records, ttl = await self.resolver.txt(f"_mta-sts.{domain}")
+        record = record_id(records)
+        self._records[domain] = (now + max(ttl, MIN_RECORD_SECONDS), record)
+        self._records.move_to_end(domain)
+        while len(self._records) > self._cache_size:
+            self._records.popitem(last=False)
+        return record
+
+    async def _fetch(self, domain: str, record: str) -> Policy | None:
+        url = f"https://mta-sts.{domain}:{self.https_port}/.well-known/mta-sts.txt"
+        try:
+            text = await self._download(url)
+            policy = parse_policy(text, record)
+        except (PolicyError, aiohttp.ClientError, TimeoutError, RouteError, OSError) as exc:
+            metrics.MTA_STS_FETCHES.labels("failed").inc()
+            log.warning(
+                "MTA-STS policy could not be fetched",
+                extra={"domain": domain, "url": url, "reason": str(exc) or type(exc).__name__},
+            )
+            return None
+        metrics.MTA_STS_FETCHES.labels("ok").inc()
+        self.cache.put(domain, policy, self._clock())
+        log.info(
+            "MTA-STS policy fetched",
+            extra={"domain": domain, "id": record, "mode": policy.mode.value, "mx": policy.mx},
+        )
+        return policy
+
+    async def _download(self, url: str) -> str:
+        connector = aiohttp.TCPConnector(
+            resolver=_OurResolver(self.resolver, self.safety), ssl=self.tls_context()
+        )
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
+            http.get(url, allow_redirects=False) as response,
+        ):
+            if response.status != 200:
+                raise PolicyError(f"HTTP {response.status} from {url}")
+            if response.content_type != "text/plain":
+                raise PolicyError(f"Content-Type {response.content_type!r}, not text/plain")
+            body = await response.content.read(MAX_POLICY_BYTES + 1)
+            if len(body) > MAX_POLICY_BYTES:
+                raise PolicyError(f"policy larger than {MAX_POLICY_BYTES} bytes")
+            return body.decode("utf-8", "replace")
+
+
+class _OurResolver(AbstractResolver):
+    """aiohttp's name lookups through delivery's resolver, with prohibited networks left out."""
+
+    def __init__(self, resolver: MxResolver, safety: Safety | None) -> None:
+        self.resolver = resolver
+        self.safety = safety
+
+    async def resolve(
+        self, host: str, port: int = 0, family: int = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self.resolver.host(host, port)
+        addresses = [a for a in found.addresses if self.safety is None or self.safety.allows(a)]
+        if not addresses:
+            raise OSError(f"{host} has no address outside delivery.prohibited_networks")
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
