@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tests.support.broker import BROKER_URL, reachable
 from tests.support.dns_server import TestDnsServer
@@ -102,6 +103,19 @@ def _mta_cpu(result: Result) -> float:
     return sum(result.cpu_per_1000.values())
 
 
+def in_turn(systems: list[Any], round_number: int) -> list[Any]:
+    """Postfix first (its throughput sets the latency load), the others rotated by round.
+
+    Whoever runs right after Postfix shares the machine with its teardown (and
+    every system with what the one before it left behind): rotating spreads
+    that over all of them instead of always charging the same one.
+    """
+    first = [s for s in systems if isinstance(s, PostfixSystem)]
+    others = [s for s in systems if not isinstance(s, PostfixSystem)]
+    shift = (round_number - 1) % len(others) if others else 0
+    return first + others[shift:] + others[:shift]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20_000)
@@ -183,7 +197,7 @@ def main() -> int:
             # of Postfix's throughput in this round (the target's "half that
             # load"); alone, each system at half its own throughput.
             latency_rate = load.latency_rate
-            for system in systems:
+            for system in in_turn(systems, round_number):
                 result = harness.run(system, load, port, latency_rate=latency_rate)
                 runs.setdefault(result.system, []).append(result)
                 if isinstance(system, PostfixSystem) and latency_rate is None:
