@@ -36,6 +36,8 @@ QUANTITY: Schema = {"type": ["string", "number"]}
 INT_OR_PERCENT: Schema = {
     "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]+%?$"}]
 }
+# A key of a Secret or ConfigMap ("" is reported by validation.yaml, with advice).
+SECRET_KEY: Schema = {"type": "string", "pattern": r"^[-._a-zA-Z0-9]{0,253}$"}
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?([mM][sS]|[sSmMhHdDwW]))+$|^[0-9]+(\.[0-9]+)?$"
 
 
@@ -153,6 +155,11 @@ def component(name: str) -> Schema:
         properties["proxyProtocol"] = obj(
             {"enabled": BOOLEAN, "trustedNetworks": {"type": "array", "items": STRING}}
         )
+    if name == "delivery":
+        properties["smarthost"] = obj(
+            {"existingSecret": STRING, "existingSecretKey": SECRET_KEY, "password": STRING}
+        )
+        properties["tlsCA"] = obj({"configMap": STRING, "secret": STRING, "key": SECRET_KEY})
     return obj(properties)
 
 
@@ -181,6 +188,25 @@ def auth_users() -> Schema:
         "propertyNames": {"pattern": r"^[^\s]{1,256}$"},
         "additionalProperties": user,
     }
+
+
+def dkim_keys() -> Schema:
+    """``dkim.keys``: one entry of the app's ``dkim.keys`` each, and the PEM file it names.
+
+    Missing domains and selectors, a ``pem`` beside ``existingSecret`` and the map of
+    file name → PEM of earlier charts (allowed here) are reported by validation.yaml,
+    which says what to write instead.
+    """
+    key = obj(
+        {
+            "domain": STRING,
+            "selector": {"type": ["string", "integer"]},
+            "file": STRING,
+            "pem": STRING,
+        }
+    )
+    legacy = {"type": "object", "additionalProperties": STRING}
+    return {"anyOf": [{"type": "array", "items": key}, legacy]}
 
 
 def chart_values() -> Schema:
@@ -242,7 +268,7 @@ def chart_values() -> Schema:
             ),
             "keda": obj({"enabled": BOOLEAN}),
             "tls": obj({**secret_file["properties"], "cert": STRING, "key": STRING}),
-            "dkim": obj({**secret_file["properties"], "keys": string_map}),
+            "dkim": obj({**secret_file["properties"], "keys": dkim_keys()}),
             "auth": obj({**secret_file["properties"], "users": auth_users()}),
             **{name: component(name) for name in COMPONENTS},
             "networkPolicy": obj(

@@ -305,8 +305,10 @@ def tls_and_auth() -> Row:
         ),
         timeseries(
             "File reloads by key and result",
-            "Watched files (the certificate, the users file) read again after they changed, "
-            "e.g. when the kubelet updated a mounted Secret. ok: the new version is in use. "
+            "Watched files read again after they changed, e.g. when the kubelet updated a "
+            "mounted Secret: the certificate and the users file here, and from the other "
+            "services the DKIM keys (queue), the relay password and the CA bundle (delivery). "
+            "ok: the new version is in use. "
             "Bad: any failed (the new version cannot be loaded and the old one stays in use: "
             "MailyardFileReloadFailing), or no ok reload after you renewed a certificate or "
             "changed a user (the Secret does not reach the pods).",
@@ -511,7 +513,63 @@ def delivery() -> list[Row]:
             width=6,
         ),
     )
-    return [red, smtp, work]
+    return [red, smtp, outbound_tls_and_dkim(), work]
+
+
+def outbound_tls_and_dkim() -> Row:
+    """What the TLS policies got from each session, and DKIM signing (done by queue)."""
+    sessions = "mailyard_delivery_tls_sessions_total"
+    # Policies that require a verified certificate (verify; MTA-STS enforce): the only
+    # ones whose sessions can fail on TLS rather than fall back to clear text.
+    verifying = 'policy!~"opportunistic|none"'
+    failed = rate(sessions, verifying, 'result="failed"', by="policy")
+    tried = rate(sessions, verifying, by="policy")
+    opportunistic = 'policy="opportunistic"'
+    clear = rate(sessions, opportunistic, 'result="clear"')
+    return row(
+        "Outbound TLS and DKIM",
+        timeseries(
+            "TLS sessions by policy and result",
+            "Outbound sessions opened per second, by the TLS policy that applied "
+            "(delivery.tls, delivery.tls_policies, the smarthost's tls) and what came of it: "
+            "verified (certificate checked), unverified (encrypted, not checked), clear, or "
+            "failed (verified TLS was required and could not be had: the host is skipped, "
+            "the mail deferred, never sent in clear). Bad: failed rising "
+            "(MailyardDeliveryTlsVerificationFailing), or clear growing under opportunistic "
+            "(STARTTLS no longer offered, or handshakes failing and falling back).",
+            Target(rate(sessions, by="policy, result"), "{{policy}}: {{result}}"),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "TLS falling short of its policy",
+            "Share of the sessions of each verifying policy that failed, and share of "
+            "opportunistic sessions that went in clear. Bad: any lasting failed share "
+            "(a destination's certificate expired or does not match its MX name, a CA missing "
+            "from delivery.tls_ca_file, STARTTLS gone: its mail waits on the retry ladder), or "
+            "the clear share jumping from its usual level.",
+            Target(f"(\n{failed}\nor\n{tried} * 0\n)\n/\n{tried}", "{{policy}}: failed"),
+            Target(
+                f"({clear} or vector(0))\n/\n{rate(sessions, opportunistic)}",
+                "opportunistic: clear",
+            ),
+            unit="percentunit",
+            max_value=1,
+        ),
+        timeseries(
+            "DKIM: messages signed and unsigned",
+            "Messages the queue service signed, per signing domain (d=; a message signed "
+            "for two domains counts for each), and messages it sent on unsigned although "
+            "dkim.keys is set: no_key (no key covers the From: domain), no_from (no single "
+            "From: address), error (a key covers it but none could sign). Bad: any error "
+            "(MailyardQueueDkimSigningFailing: that mail fails DMARC at the receivers), a "
+            "domain's signed rate dropping to 0 while it sends, or no_key for a domain you "
+            "send from (add a key for it).",
+            Target(rate("mailyard_queue_dkim_signed_total", by="domain"), "signed: {{domain}}"),
+            Target(rate("mailyard_queue_dkim_unsigned_total", by="reason"), "unsigned: {{reason}}"),
+            unit=PER_SECOND,
+            colors={"unsigned: error": BAD},
+        ),
+    )
 
 
 def bounce() -> list[Row]:

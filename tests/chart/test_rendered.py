@@ -269,25 +269,38 @@ def test_broker_url_comes_from_the_secret_the_values_name() -> None:
             assert reference == {"name": name, "key": key}
 
 
-def test_tls_dkim_and_auth_are_mounted_read_only_where_they_are_used() -> None:
+def test_tls_dkim_auth_and_relay_files_are_mounted_read_only_where_they_are_used() -> None:
     expected = {
         "ingress": {
-            "/etc/mailyard/tls": "mx-example-com-tls",
-            "/etc/mailyard/auth": "mailyard-smtp-users",
+            "/etc/mailyard/tls": "secret mx-example-com-tls",
+            "/etc/mailyard/auth": "secret mailyard-smtp-users",
         },
-        "queue": {"/etc/mailyard/dkim": "mailyard-dkim"},
-        "delivery": {},
+        "queue": {"/etc/mailyard/dkim": "secret mailyard-dkim"},
+        "delivery": {
+            "/etc/mailyard/smarthost": "secret relay-credentials",
+            "/etc/mailyard/delivery-ca": "configMap mail-trust-bundle",
+        },
         "bounce": {},
     }
     for name, deployment in deployments(render("existing-secrets-values.yaml")).items():
         spec = deployment["spec"]["template"]["spec"]
-        secrets = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+        sources = {
+            v["name"]: f"secret {v['secret']['secretName']}"
+            if "secret" in v
+            else f"configMap {v['configMap']['name']}"
+            for v in spec["volumes"]
+            if ("secret" in v or "configMap" in v) and v["name"] != "config"
+        }
         mounts = {
-            m["mountPath"]: secrets[m["name"]]
+            m["mountPath"]: sources[m["name"]]
             for m in container(deployment)["volumeMounts"]
-            if m["name"] in secrets
+            if m["name"] in sources
         }
         assert mounts == expected[name], name
+        for mount in container(deployment)["volumeMounts"]:
+            if mount["name"] in sources:
+                assert mount["readOnly"] is True, (name, mount["name"])
+                assert "subPath" not in mount, "a subPath mount never sees the Secret's updates"
 
 
 def test_secrets_created_from_values() -> None:
@@ -299,10 +312,12 @@ def test_secrets_created_from_values() -> None:
     found = deployments(docs)
     ingress = found["ingress"]["spec"]["template"]["metadata"]["annotations"]
     assert "checksum/config" in ingress
-    # The app re-reads them: a renewal must not restart the pods.
-    assert not {"checksum/tls", "checksum/auth"} & set(ingress)
-    # DKIM keys are not read by the app yet: a change rolls queue.
-    assert "checksum/dkim" in found["queue"]["spec"]["template"]["metadata"]["annotations"]
+    # The app re-reads them: a renewal or a rotation must not restart the pods.
+    for name in COMPONENTS:
+        annotations = found[name]["spec"]["template"]["metadata"]["annotations"]
+        assert [key for key in annotations if key.startswith("checksum/")] == ["checksum/config"]
+    relay = one(render("outbound-values.yaml"), "Secret", "mx-mailyard-smarthost")
+    assert base64.b64decode(relay["data"]["password"]) == b"example-only-relay-password"
 
 
 def users_file(docs: list[Document], secret: str = "mx-mailyard-auth") -> str:
@@ -372,6 +387,180 @@ def test_a_renewed_certificate_or_a_new_user_restarts_nothing() -> None:
     old, new = deployments(before), deployments(after)
     for name in COMPONENTS:
         assert old[name]["spec"]["template"] == new[name]["spec"]["template"], name
+
+
+def secret_files(docs: list[Document], name: str) -> dict[str, str]:
+    return {
+        file: base64.b64decode(data).decode()
+        for file, data in one(docs, "Secret", name)["data"].items()
+    }
+
+
+@scenarios
+def test_dkim_keys_are_the_files_of_their_secret(values: Path) -> None:
+    """config dkim.keys is dkim.keys, one to one, with key_file where queue mounts the Secret."""
+    docs = render(values)
+    configured = yaml.safe_load(values.read_text()).get("dkim", {})
+    deployment = deployments(docs)["queue"]
+    mounts = {m["name"]: m["mountPath"] for m in container(deployment)["volumeMounts"]}
+    if not configured.get("enabled"):
+        assert "dkim" not in config_file(docs)
+        assert "dkim" not in mounts
+        return
+    keys = config_file(docs)["dkim"]["keys"]
+    assert [(k["domain"], k["selector"]) for k in keys] == [
+        (k["domain"], k["selector"]) for k in configured["keys"]
+    ]
+    files = [k.get("file") or f"{k['domain']}.{k['selector']}.pem" for k in configured["keys"]]
+    assert [k["key_file"] for k in keys] == [f"{mounts['dkim']}/{file}" for file in files]
+    if not configured.get("existingSecret"):
+        created = secret_files(docs, "mx-mailyard-dkim")
+        assert set(created) == set(files)
+        for key, file in zip(configured["keys"], files, strict=True):
+            assert created[file] == key["pem"]
+    for name in ("ingress", "delivery", "bounce"):
+        volumes = deployments(docs)[name]["spec"]["template"]["spec"]["volumes"]
+        assert "dkim" not in {v["name"] for v in volumes}, "the keys go to queue only"
+
+
+def test_the_dkim_keys_the_chart_writes_sign_mail(tmp_path: Path) -> None:
+    """The Secret and the config dkim.keys the chart renders, used by the app's own Signer."""
+    from mailyard.queue import dkimkeys
+    from mailyard.queue.signing import Signer
+
+    pems = {
+        alg: dkimkeys.private_pem(dkimkeys.generate(alg)).decode() for alg in ("rsa", "ed25519")
+    }
+    values = {
+        "dkim": {
+            "enabled": True,
+            "keys": [
+                {"domain": "example.com", "selector": "rsa1", "pem": pems["rsa"]},
+                {
+                    "domain": "example.com",
+                    "selector": "ed1",
+                    "file": "ed.pem",
+                    "pem": pems["ed25519"],
+                },
+            ],
+        }
+    }
+    values_file = tmp_path / "dkim-values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    docs = render("default-values.yaml", values_file)
+    mount = tmp_path / "etc-mailyard-dkim"
+    mount.mkdir()
+    for file, pem in secret_files(docs, "mx-mailyard-dkim").items():
+        (mount / file).write_text(pem)
+    config = tmp_path / "mailyard.yaml"
+    config.write_text(one(docs, "ConfigMap", "mx-mailyard-config")["data"]["mailyard.yaml"])
+    keys = load_settings(config).dkim.keys
+    assert {str(k.key_file) for k in keys} == {
+        "/etc/mailyard/dkim/example.com.rsa1.pem",
+        "/etc/mailyard/dkim/ed.pem",
+    }
+    here = [k.model_copy(update={"key_file": mount / k.key_file.name}) for k in keys]
+    signed = Signer(here).sign(
+        b"From: app@news.example.com\r\nTo: someone@example.net\r\nSubject: hi\r\n\r\nbody\r\n"
+    )
+    assert signed.domains == ("example.com", "example.com")
+    assert signed.content.count(b"DKIM-Signature:") == 2
+
+
+@pytest.mark.parametrize(
+    ("values", "password", "bundle"),
+    [
+        ("outbound-values.yaml", ("mx-mailyard-smarthost", "password"), ("secret", "partner-ca")),
+        (
+            "existing-secrets-values.yaml",
+            ("relay-credentials", "password"),
+            ("configMap", "mail-trust-bundle"),
+        ),
+    ],
+)
+def test_smarthost_password_and_ca_bundle_are_files_of_what_delivery_mounts(
+    values: str, password: tuple[str, str], bundle: tuple[str, str]
+) -> None:
+    docs = render(values)
+    delivery = config_file(docs)["delivery"]
+    configured = yaml.safe_load((CHART / "ci" / values).read_text())["delivery"]
+    spec = deployments(docs)["delivery"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {
+        m["name"]: m["mountPath"] for m in container(deployments(docs)["delivery"])["volumeMounts"]
+    }
+    secret, key = password
+    assert volumes["smarthost"]["secret"]["secretName"] == secret
+    assert delivery["smarthost"]["password_file"] == f"/etc/mailyard/smarthost/{key}"
+    assert mounts["smarthost"] == "/etc/mailyard/smarthost"
+    kind, name = bundle
+    source = volumes["delivery-ca"][kind]
+    assert source.get("name", source.get("secretName")) == name
+    ca_key = configured["tlsCA"].get("key", "ca.crt")
+    assert delivery["tls_ca_file"] == f"/etc/mailyard/delivery-ca/{ca_key}"
+    assert mounts["delivery-ca"] == "/etc/mailyard/delivery-ca"
+    for other in ("ingress", "queue", "bounce"):
+        names = {v["name"] for v in deployments(docs)[other]["spec"]["template"]["spec"]["volumes"]}
+        assert not {"smarthost", "delivery-ca"} & names, other
+
+
+def test_without_a_relay_password_or_a_ca_bundle_delivery_mounts_nothing_more() -> None:
+    docs = render("default-values.yaml")
+    assert "delivery" not in config_file(docs)
+    spec = deployments(docs)["delivery"]["spec"]["template"]["spec"]
+    assert {v["name"] for v in spec["volumes"]} == {"config", "tmp"}
+    assert not find(docs, "Secret", "mx-mailyard-smarthost")
+
+
+def test_the_relay_password_file_is_one_delivery_reads(tmp_path: Path) -> None:
+    """The chart's Secret, read by delivery's own smarthost loader."""
+    from mailyard.delivery.routes import smarthost_from
+
+    docs = render("outbound-values.yaml")
+    password = tmp_path / "password"
+    password.write_text(secret_files(docs, "mx-mailyard-smarthost")["password"])
+    relay = config_file(docs)["delivery"]["smarthost"]
+    smarthost = smarthost_from(
+        relay["host"],
+        relay["port"],
+        relay["domains"],
+        tls=relay["tls"],
+        username=relay["username"],
+        password_file=password,
+    )
+    login = smarthost.login()
+    assert login is not None
+    assert (login.username, login.password) == ("mailyard", "example-only-relay-password")
+
+
+def test_a_rotated_dkim_key_or_relay_password_restarts_nothing() -> None:
+    """queue re-reads its key files and delivery the password file: only the Secrets change."""
+    before = render("outbound-values.yaml")
+    after = render(
+        "outbound-values.yaml",
+        settings=(
+            "dkim.keys[0].pem=-----BEGIN PRIVATE KEY-----\nrotated\n-----END PRIVATE KEY-----",
+            "dkim.keys[1].pem=-----BEGIN PRIVATE KEY-----\nrotated\n-----END PRIVATE KEY-----",
+            "delivery.smarthost.password=rotated-password",
+        ),
+    )
+    for secret in ("mx-mailyard-dkim", "mx-mailyard-smarthost"):
+        assert one(before, "Secret", secret) != one(after, "Secret", secret), secret
+    old, new = deployments(before), deployments(after)
+    for name in COMPONENTS:
+        assert old[name]["spec"]["template"] == new[name]["spec"]["template"], name
+    # A new key is a new entry of the configuration file: that rolls the pods.
+    added = deployments(
+        render(
+            "outbound-values.yaml",
+            settings=(
+                "dkim.keys[2].domain=example.net",
+                "dkim.keys[2].selector=s1",
+                "dkim.keys[2].pem=x",
+            ),
+        )
+    )
+    assert added["queue"]["spec"]["template"] != old["queue"]["spec"]["template"]
 
 
 def test_rabbitmq_cluster_for_the_operator() -> None:
@@ -538,6 +727,33 @@ def test_delivery_egress_follows_the_destination_port() -> None:
     allowed = egress_ports(docs)
     assert ("TCP", 2526) in allowed["delivery"]
     assert ("TCP", 25) not in allowed["delivery"]
+
+
+def test_delivery_egress_opens_the_smarthost_port() -> None:
+    allowed = egress_ports(render("outbound-values.yaml"))
+    assert {("TCP", 25), ("TCP", 587)} <= allowed["delivery"]
+    for name in ("ingress", "queue", "bounce", "test"):
+        assert ("TCP", 587) not in allowed[name], name
+    docs = render(
+        "default-values.yaml",
+        settings=("config.delivery.smarthost.host=relay.example.net",),
+    )
+    [rule] = one(docs, "NetworkPolicy", "mx-mailyard-delivery-smtp")["spec"]["egress"]
+    assert rule["ports"] == [
+        {"protocol": "TCP", "port": 25},  # a relay on port 25: no second SMTP port
+        {"protocol": "TCP", "port": 443},  # MTA-STS
+    ]
+
+
+def test_delivery_egress_opens_https_for_mta_sts_while_it_is_on() -> None:
+    assert ("TCP", 443) in egress_ports(render("default-values.yaml"))["delivery"]
+    moved = render("default-values.yaml", settings=("config.delivery.mta_sts.https_port=8443",))
+    assert ("TCP", 8443) in egress_ports(moved)["delivery"]
+    assert ("TCP", 443) not in egress_ports(moved)["delivery"]
+    off = render("default-values.yaml", settings=("config.delivery.mta_sts.enabled=false",))
+    assert ("TCP", 443) not in egress_ports(off)["delivery"]
+    for name in ("ingress", "queue", "bounce"):
+        assert ("TCP", 443) not in egress_ports(render("default-values.yaml"))[name], name
 
 
 def test_broker_egress_goes_to_the_chart_created_cluster() -> None:

@@ -18,7 +18,10 @@ BROKEN = {
             "proxy_protocol": {"enabled": True},
         },
         "metrics": {"host": "127.0.0.1"},
-        "delivery": {"nameservers": ["10.96.0.10:5353"]},
+        "delivery": {
+            "nameservers": ["10.96.0.10:5353"],
+            "smarthost": {"host": "relay.example.net", "username": "mailyard"},
+        },
     },
     "rabbitmq": {"external": {"enabled": True, "url": "", "existingSecret": ""}},
     "keda": {"enabled": True},
@@ -27,7 +30,10 @@ BROKEN = {
         "service": {"ports": [{"name": "smtp", "port": 25, "targetPort": 2600}]},
     },
     "queue": {"pdb": {"minAvailable": 2}},
-    "delivery": {"terminationGracePeriodSeconds": 10},
+    "delivery": {
+        "terminationGracePeriodSeconds": 10,
+        "tlsCA": {"configMap": "trust-bundle", "secret": "ca"},
+    },
     "bounce": {"pdb": {"maxUnavailable": 0}},
     "tls": {"enabled": True},
     "dkim": {"enabled": True},
@@ -49,8 +55,10 @@ EXPECTED = [
     "shutdown grace (30 s)",
     "bounce.pdb.maxUnavailable: 0 would block every node drain",
     "tls: enabled, but neither existingSecret nor both cert and key are set",
-    "dkim: enabled, but neither existingSecret nor keys are set",
+    "dkim: enabled, but keys is empty",
     "auth: enabled, but neither existingSecret nor users are set",
+    "config.delivery.smarthost.username: mailyard, but there is no password",
+    "delivery.tlsCA: configMap and secret are both set",
     "config.delivery.nameservers: 10.96.0.10:5353 is on port 5353",
     "tests: the helm test probe needs a recipient",
 ]
@@ -277,3 +285,221 @@ def test_the_schema_knows_the_listener_roles() -> None:
     )
     assert "/config/ingress/listen/0/role" in message
     assert "'mx', 'submission', 'submissions'" in message
+
+
+# --- DKIM, the smarthost's password, the CA bundle -----------------------------
+
+DKIM_PEM = "-----BEGIN PRIVATE KEY-----\nnot a real key\n-----END PRIVATE KEY-----\n"
+
+
+def test_dkim_keys_from_earlier_charts_say_how_to_list_them() -> None:
+    """The map of file name → PEM named no domain or selector: nothing would sign."""
+    message = render_error(
+        "default-values.yaml",
+        settings=("dkim.enabled=true", f"dkim.keys.example\\.com\\.s1\\.pem={DKIM_PEM}"),
+    )
+    assert problems(message) == [
+        "dkim.keys: a map of file name → PEM (example.com.s1.pem), as earlier charts took it, "
+        "names no domain or selector, so queue would sign nothing; make it a list: keys: "
+        "[{domain: example.com, selector: s1, file: <the file name>, pem: <the PEM, unless "
+        "existingSecret holds it>}]"
+    ]
+    assert "not a real key" not in message
+    # Enabled with neither form: the same advice as with an empty list.
+    empty = problems(render_error("existing-secrets-values.yaml", settings=("dkim.keys=null",)))
+    assert [line.split(";")[0] for line in empty] == ["dkim: enabled, but keys is empty"]
+
+
+def test_a_dkim_key_needs_a_domain_a_selector_and_a_file_name(tmp_path: Path) -> None:
+    keys = [
+        {"selector": "s1", "file": "a.pem", "pem": DKIM_PEM},
+        {"domain": "example.com", "file": "b.pem", "pem": DKIM_PEM},
+        {"domain": "example.com", "selector": "s1", "file": "keys/c.pem", "pem": DKIM_PEM},
+    ]
+    values = {"dkim": {"enabled": True, "keys": keys}}
+    message = render_error("default-values.yaml", write(tmp_path, values))
+    assert problems(message) == [
+        "dkim.keys[0].domain: required; the signing domain (d=), e.g. example.com, which also "
+        "signs mail from the names below it",
+        "dkim.keys[1].selector: required; the selector (s=) whose public key is published at "
+        "<selector>._domainkey.<domain>",
+        "dkim.keys[2].file: \"keys/c.pem\" is not a Secret key (letters, digits, '-', '_' and '.')",
+    ]
+
+
+def test_one_selector_of_a_domain_is_one_key(tmp_path: Path) -> None:
+    keys = [
+        {"domain": "example.com", "selector": "s1", "pem": DKIM_PEM},
+        {"domain": "Example.COM", "selector": "S1", "file": "other.pem", "pem": DKIM_PEM},
+        {"domain": "example.com", "selector": "s2", "pem": DKIM_PEM},
+    ]
+    message = render_error(
+        "default-values.yaml", write(tmp_path, {"dkim": {"enabled": True, "keys": keys}})
+    )
+    assert problems(message) == [
+        "dkim.keys[1]: selector S1 of Example.COM is also dkim.keys[0]; one selector publishes "
+        "one public key (queue would refuse to start)"
+    ]
+
+
+def test_dkim_pems_come_from_the_values_or_from_existing_secret_never_both(tmp_path: Path) -> None:
+    """The message names the file, never the private key."""
+    secret = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIsecret\n-----END PRIVATE KEY-----\n"
+    both = render_error(
+        "existing-secrets-values.yaml",
+        write(
+            tmp_path,
+            {"dkim": {"keys": [{"domain": "example.com", "selector": "s1", "pem": secret}]}},
+        ),
+    )
+    assert problems(both) == [
+        "dkim.keys[0].pem: given together with dkim.existingSecret, whose example.com.s1.pem "
+        "is the file queue reads; remove pem, or remove existingSecret to let the chart "
+        "create the Secret"
+    ]
+    assert "MC4CAQAw" not in both
+    neither = render_error(
+        "default-values.yaml",
+        settings=(
+            "dkim.enabled=true",
+            "dkim.keys[0].domain=example.com",
+            "dkim.keys[0].selector=s1",
+        ),
+    )
+    assert problems(neither) == [
+        "dkim.keys[0].pem: required, since the chart creates the Secret (no dkim.existingSecret); "
+        "or put the file example.com.s1.pem in a Secret of your own and set dkim.existingSecret"
+    ]
+
+
+def test_keys_that_share_a_file_share_its_pem(tmp_path: Path) -> None:
+    keys = [
+        {"domain": "example.com", "selector": "s1", "file": "shared.pem", "pem": DKIM_PEM},
+        {"domain": "example.org", "selector": "s1", "file": "shared.pem", "pem": DKIM_PEM},
+        {"domain": "example.net", "selector": "s1", "file": "shared.pem", "pem": "other\n"},
+    ]
+    message = render_error(
+        "default-values.yaml", write(tmp_path, {"dkim": {"enabled": True, "keys": keys}})
+    )
+    assert problems(message) == [
+        "dkim.keys[2].pem: another key of dkim.keys has the file shared.pem with a different "
+        "PEM; give each PEM its own file"
+    ]
+
+
+def test_the_chart_owns_config_dkim_keys_when_dkim_is_enabled() -> None:
+    own = (
+        "config.dkim.keys[0].domain=example.com",
+        "config.dkim.keys[0].selector=s1",
+        "config.dkim.keys[0].key_file=/etc/keys/example.com.pem",
+    )
+    message = render_error("existing-secrets-values.yaml", settings=own)
+    assert [line.split(":")[0] for line in problems(message)] == ["config.dkim.keys"]
+    # With dkim off, your own files (mounted with queue.extraVolumes) are yours to name.
+    docs = render("default-values.yaml", settings=own)
+    [configmap] = [d for d in docs if d["metadata"]["name"] == "mx-mailyard-config"]
+    assert yaml.safe_load(configmap["data"]["mailyard.yaml"])["dkim"] == {
+        "keys": [
+            {"domain": "example.com", "selector": "s1", "key_file": "/etc/keys/example.com.pem"}
+        ]
+    }
+
+
+def test_dkim_keys_have_the_chart_s_shape() -> None:
+    """`key_file` is the app's name; in the chart's values the Secret's file is `file`."""
+    message = render_error(
+        "default-values.yaml",
+        settings=("dkim.enabled=true", "dkim.keys[0].key_file=/etc/keys/a.pem"),
+    )
+    assert "additional properties 'key_file' not allowed" in message
+
+
+RELAY = (
+    "config.delivery.smarthost.host=smtp.relay.example.net",
+    "config.delivery.smarthost.port=587",
+    "config.delivery.smarthost.tls=verify",
+)
+
+
+def test_a_relay_login_needs_a_username_and_a_password() -> None:
+    no_password = render_error(
+        "default-values.yaml", settings=(*RELAY, "config.delivery.smarthost.username=mailyard")
+    )
+    assert problems(no_password) == [
+        "config.delivery.smarthost.username: mailyard, but there is no password; set "
+        "delivery.smarthost.existingSecret (a Secret with the password under existingSecretKey) "
+        "or delivery.smarthost.password"
+    ]
+    no_username = render_error(
+        "default-values.yaml", settings=(*RELAY, "delivery.smarthost.existingSecret=relay")
+    )
+    assert problems(no_username) == [
+        "config.delivery.smarthost.username: empty, but a password is given (delivery.smarthost "
+        "or password_file); the relay needs both or neither (delivery would refuse to start)"
+    ]
+    no_relay = render_error(
+        "default-values.yaml", settings=("delivery.smarthost.existingSecret=relay",)
+    )
+    assert problems(no_relay) == [
+        "delivery.smarthost: a password is given, but there is no config.delivery.smarthost to "
+        "use it; set config.delivery.smarthost (host, port, tls: verify, username), or remove "
+        "the password"
+    ]
+    # Your own password file (mounted with delivery.extraVolumes) is a password too.
+    docs = render(
+        "default-values.yaml",
+        settings=(
+            *RELAY,
+            "config.delivery.smarthost.username=mailyard",
+            "config.delivery.smarthost.password_file=/etc/relay/password",
+        ),
+    )
+    [configmap] = [d for d in docs if d["metadata"]["name"] == "mx-mailyard-config"]
+    relay = yaml.safe_load(configmap["data"]["mailyard.yaml"])["delivery"]["smarthost"]
+    assert relay["password_file"] == "/etc/relay/password"
+
+
+def test_the_relay_password_comes_from_one_place_and_is_never_repeated() -> None:
+    secret = "hunter2-relay-password"
+    message = render_error(
+        "existing-secrets-values.yaml",
+        settings=(
+            f"delivery.smarthost.password={secret}",
+            "delivery.smarthost.existingSecretKey=",
+            "config.delivery.smarthost.password_file=/etc/relay/password",
+        ),
+    )
+    assert problems(message) == [
+        "delivery.smarthost: password and existingSecret are both set; keep one (existingSecret "
+        "keeps the password out of your values)",
+        "delivery.smarthost.existingSecretKey: the key of the password in existingSecret is empty",
+        "config.delivery.smarthost.password_file: the chart writes it from delivery.smarthost "
+        "(the Secret's file under /etc/mailyard/smarthost); remove it, or unset "
+        "delivery.smarthost.existingSecret and password and mount your own file with "
+        "delivery.extraVolumes",
+    ]
+    assert secret not in message
+
+
+def test_the_ca_bundle_comes_from_one_place() -> None:
+    message = render_error(
+        "existing-secrets-values.yaml",
+        settings=(
+            "delivery.tlsCA.secret=partner-ca",
+            "delivery.tlsCA.key=",
+            "config.delivery.tls_ca_file=/etc/ca/bundle.pem",
+        ),
+    )
+    assert problems(message) == [
+        "delivery.tlsCA: configMap and secret are both set; keep one",
+        "delivery.tlsCA.key: empty; the key of the PEM bundle in the ConfigMap or Secret "
+        "(e.g. ca.crt)",
+        "config.delivery.tls_ca_file: the chart writes it from delivery.tlsCA (the bundle under "
+        "/etc/mailyard/delivery-ca); remove it, or unset delivery.tlsCA and mount your own file "
+        "with delivery.extraVolumes",
+    ]
+    # Without delivery.tlsCA, your own bundle (mounted with delivery.extraVolumes) is yours.
+    docs = render("default-values.yaml", settings=("config.delivery.tls_ca_file=/etc/ca/b.pem",))
+    [configmap] = [d for d in docs if d["metadata"]["name"] == "mx-mailyard-config"]
+    delivery = yaml.safe_load(configmap["data"]["mailyard.yaml"])["delivery"]
+    assert delivery["tls_ca_file"] == "/etc/ca/b.pem"

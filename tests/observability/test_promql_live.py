@@ -31,6 +31,7 @@ import trustme
 import yaml
 
 from mailyard.ingress.auth import hash_password
+from mailyard.queue import dkimkeys
 from tests.observability.artifacts import (
     RULES,
     alert_rules,
@@ -246,10 +247,13 @@ def live(
 ) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("promql-live")
     credentials = Credentials.make(workdir / "credentials")
+    dkim_key = workdir / "sender.test.ed25519.pem"  # signs app@sender.test's mail
+    dkimkeys.write_key_file(dkim_key, dkimkeys.generate("ed25519"))
     overrides = {
         "metrics": {"queue_poll_interval": "1s"},  # queue gauges as fresh as the scrapes
         "queue": {"prefetch": 1},  # see broker_refuses_inbound
         "ingress": credentials.config(),  # STARTTLS and AUTH on the mx listener
+        "dkim": {"keys": [{"domain": "sender.test", "selector": "s1", "key_file": str(dkim_key)}]},
     }
     pipeline = start_pipeline(workdir, dns_server, split=True, overrides=overrides)
     prometheus: PrometheusServer | None = None

@@ -151,11 +151,57 @@ true
 {{- define "mailyard.tlsDir" -}}/etc/mailyard/tls{{- end -}}
 {{- define "mailyard.authDir" -}}/etc/mailyard/auth{{- end -}}
 {{- define "mailyard.authUsersKey" -}}users.yaml{{- end -}}
+{{/* Where queue mounts the DKIM keys, and delivery the smarthost password and the CA bundle. */}}
+{{- define "mailyard.dkimDir" -}}/etc/mailyard/dkim{{- end -}}
+{{- define "mailyard.smarthostDir" -}}/etc/mailyard/smarthost{{- end -}}
+{{- define "mailyard.deliveryCADir" -}}/etc/mailyard/delivery-ca{{- end -}}
+
+{{/*
+dkim.keys as a JSON list of {domain, selector, file, pem}: `file` defaults to
+<domain>.<selector>.pem, `pem` is "" when not given. The map of file name → PEM
+that earlier charts took gives no domain or selector: [] here, and
+validation.yaml explains the list form.
+*/}}
+{{- define "mailyard.dkimKeys" -}}
+{{- $keys := list -}}
+{{- if kindIs "slice" .Values.dkim.keys -}}
+{{- range .Values.dkim.keys -}}
+{{- $key := . | default dict -}}
+{{- $domain := toString ($key.domain | default "") -}}
+{{- $selector := toString ($key.selector | default "") -}}
+{{- $file := toString ($key.file | default (printf "%s.%s.pem" $domain $selector)) -}}
+{{- $keys = append $keys (dict "domain" $domain "selector" $selector "file" $file "pem" (toString ($key.pem | default ""))) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $keys -}}
+{{- end -}}
+
+{{/* The Secret with the smarthost's password, and its key ("" when there is none). */}}
+{{- define "mailyard.smarthostSecretName" -}}
+{{- $smarthost := .Values.delivery.smarthost -}}
+{{- if $smarthost.existingSecret -}}
+{{- $smarthost.existingSecret -}}
+{{- else if $smarthost.password -}}
+{{- printf "%s-smarthost" (include "mailyard.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mailyard.smarthostSecretKey" -}}
+{{- ternary .Values.delivery.smarthost.existingSecretKey "password" (not (empty .Values.delivery.smarthost.existingSecret)) -}}
+{{- end -}}
+
+{{/* Whether delivery mounts a CA bundle (delivery.tlsCA.configMap or .secret). */}}
+{{- define "mailyard.deliveryCA" -}}
+{{- if or .Values.delivery.tlsCA.configMap .Values.delivery.tlsCA.secret -}}
+true
+{{- end -}}
+{{- end -}}
 
 {{/*
 The configuration file: chart defaults, then `.Values.config` over them, then
-what the chart's own values decide (ingress.proxyProtocol, and ingress.tls and
-ingress.auth: the files of the Secrets the chart mounts). Rendered as YAML;
+what the chart's own values decide (ingress.proxyProtocol; and the files of the
+Secrets the chart mounts: ingress.tls, ingress.auth, dkim.keys,
+delivery.smarthost.password_file, delivery.tls_ca_file). Rendered as YAML;
 templates that need a value from it use (include "mailyard.config" . | fromYaml).
 */}}
 {{- define "mailyard.config" -}}
@@ -184,6 +230,30 @@ templates that need a value from it use (include "mailyard.config" . | fromYaml)
 {{- end -}}
 {{- if .Values.auth.enabled -}}
 {{- $_ := set $ingress "auth" (dict "users_file" (printf "%s/%s" (include "mailyard.authDir" .) (include "mailyard.authUsersKey" .))) -}}
+{{- end -}}
+{{- /* One config dkim.keys entry per dkim.keys entry, its file where queue mounts the Secret. */ -}}
+{{- if .Values.dkim.enabled -}}
+{{- $keys := list -}}
+{{- range include "mailyard.dkimKeys" . | fromJsonArray -}}
+{{- $keys = append $keys (dict "domain" .domain "selector" .selector "key_file" (printf "%s/%s" (include "mailyard.dkimDir" $) .file)) -}}
+{{- end -}}
+{{- $_ := set $config "dkim" (dict "keys" $keys) -}}
+{{- end -}}
+{{- /*
+delivery.smarthost.password_file and delivery.tls_ca_file: the files of what
+delivery mounts. The smarthost itself (host, port, username, ...) is the user's,
+in config.delivery.smarthost; without it there is no key to set (validation.yaml
+says so).
+*/ -}}
+{{- $smarthost := dig "delivery" "smarthost" dict $config -}}
+{{- if and (include "mailyard.smarthostSecretName" .) (kindIs "map" $smarthost) $smarthost -}}
+{{- $_ := set $smarthost "password_file" (printf "%s/%s" (include "mailyard.smarthostDir" .) (include "mailyard.smarthostSecretKey" .)) -}}
+{{- end -}}
+{{- if include "mailyard.deliveryCA" . -}}
+{{- if not (kindIs "map" (get $config "delivery")) -}}
+{{- $_ := set $config "delivery" dict -}}
+{{- end -}}
+{{- $_ := set (get $config "delivery") "tls_ca_file" (printf "%s/%s" (include "mailyard.deliveryCADir" .) .Values.delivery.tlsCA.key) -}}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}

@@ -35,6 +35,9 @@ podAntiAffinity:
 {{- $mountTLS := and (eq $component "ingress") $root.Values.tls.enabled -}}
 {{- $mountAuth := and (eq $component "ingress") $root.Values.auth.enabled -}}
 {{- $mountDKIM := and (eq $component "queue") $root.Values.dkim.enabled -}}
+{{- $mountSmarthost := and (eq $component "delivery") (include "mailyard.smarthostSecretName" $root) -}}
+{{- $mountCA := and (eq $component "delivery") (include "mailyard.deliveryCA" $root) -}}
+{{- $ca := $root.Values.delivery.tlsCA -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -66,14 +69,13 @@ spec:
         checksum/broker: {{ include (print $root.Template.BasePath "/secrets/broker.yaml") $root | sha256sum }}
         {{- end }}
         {{- /*
-        No checksum of the TLS and AUTH Secrets: ingress re-reads the certificate
-        and the users file when the kubelet updates the mounted files, so a
-        certificate renewal or a new user never restarts a pod (and never drops
-        SMTP sessions). DKIM keys are not read by the app yet: a change rolls queue.
+        No checksum of the TLS, AUTH, DKIM and smarthost Secrets, nor of the CA
+        bundle: the app re-reads the certificate, the users file, the DKIM keys,
+        the smarthost password and the CA bundle when the kubelet updates the
+        mounted files, so a certificate renewal, a new user, a rotated key or
+        password never restarts a pod (and never drops SMTP sessions). The
+        configuration file names the files, so adding or removing one rolls the pods.
         */}}
-        {{- if and $mountDKIM (not $root.Values.dkim.existingSecret) }}
-        checksum/dkim: {{ include (print $root.Template.BasePath "/secrets/dkim.yaml") $root | sha256sum }}
-        {{- end }}
         {{- with $values.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -186,7 +188,17 @@ spec:
             {{- end }}
             {{- if $mountDKIM }}
             - name: dkim
-              mountPath: /etc/mailyard/dkim
+              mountPath: {{ include "mailyard.dkimDir" $root }}
+              readOnly: true
+            {{- end }}
+            {{- if $mountSmarthost }}
+            - name: smarthost
+              mountPath: {{ include "mailyard.smarthostDir" $root }}
+              readOnly: true
+            {{- end }}
+            {{- if $mountCA }}
+            - name: delivery-ca
+              mountPath: {{ include "mailyard.deliveryCADir" $root }}
               readOnly: true
             {{- end }}
             {{- with $values.extraVolumeMounts }}
@@ -221,6 +233,24 @@ spec:
           secret:
             secretName: {{ include "mailyard.dkimSecretName" $root }}
             defaultMode: 0440
+        {{- end }}
+        {{- if $mountSmarthost }}
+        - name: smarthost
+          secret:
+            secretName: {{ include "mailyard.smarthostSecretName" $root }}
+            defaultMode: 0440
+        {{- end }}
+        {{- if $mountCA }}
+        - name: delivery-ca
+          {{- if $ca.configMap }}
+          configMap:
+            name: {{ $ca.configMap }}
+            defaultMode: 0444
+          {{- else }}
+          secret:
+            secretName: {{ $ca.secret }}
+            defaultMode: 0444
+          {{- end }}
         {{- end }}
         {{- with $values.extraVolumes }}
         {{- toYaml . | nindent 8 }}
