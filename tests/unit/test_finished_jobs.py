@@ -1,0 +1,78 @@
+"""How the record of finished jobs groups its keys into stream appends (no broker needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from mailyard.broker.rabbitmq.streams import FinishedJobs
+
+
+class HeldLog:
+    """Stands in for the stream: appends wait until the test confirms them."""
+
+    def __init__(self) -> None:
+        self.appends: list[list[str]] = []
+        self.confirms: list[asyncio.Future[None]] = []
+
+    async def append(self, records: Sequence[bytes]) -> None:
+        [record] = records
+        self.appends.append(record.decode().split("\n"))
+        confirm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.confirms.append(confirm)
+        await confirm
+
+
+def test_keys_recorded_within_the_linger_go_out_as_one_append():
+    async def run() -> None:
+        log = HeldLog()
+        jobs = FinishedJobs(log, linger=0.01)  # type: ignore[arg-type]
+        first = [jobs.record(f"k{n}") for n in range(3)]
+        await asyncio.sleep(0)
+        assert log.appends == []  # lingering
+        await asyncio.sleep(0.02)
+        assert log.appends == [["k0", "k1", "k2"]]
+        assert not any(f.done() for f in first)  # not before the confirm
+        log.confirms[0].set_result(None)
+        await asyncio.gather(*first)
+
+    asyncio.run(run())
+
+
+def test_max_keys_sends_at_once_and_appends_wait_for_a_free_slot():
+    async def run() -> None:
+        log = HeldLog()
+        jobs = FinishedJobs(log, linger=10, max_keys=2, max_in_flight=1)  # type: ignore[arg-type]
+        a = [jobs.record("a1"), jobs.record("a2")]  # full: no linger
+        await asyncio.sleep(0)
+        assert log.appends == [["a1", "a2"]]
+        b = [jobs.record("b1"), jobs.record("b2"), jobs.record("b3")]
+        await asyncio.sleep(0)
+        assert len(log.appends) == 1  # one append in flight at most
+        log.confirms[0].set_result(None)
+        await asyncio.gather(*a)
+        await asyncio.sleep(0.005)  # the confirmed append's task ends, the next one starts
+        assert log.appends[1] == ["b1", "b2"]
+        log.confirms[1].set_result(None)
+        await asyncio.sleep(0.005)
+        assert log.appends[2] == ["b3"]  # what waited goes when a slot frees
+        log.confirms[2].set_result(None)
+        await asyncio.gather(*b)
+
+    asyncio.run(run())
+
+
+def test_a_failed_append_fails_its_keys_only():
+    async def run() -> None:
+        log = HeldLog()
+        jobs = FinishedJobs(log, linger=0.001)  # type: ignore[arg-type]
+        lost = jobs.record("lost")
+        await asyncio.sleep(0.01)
+        log.confirms[0].set_exception(ConnectionError("channel closed"))
+        kept = jobs.record("kept")
+        await asyncio.sleep(0.01)
+        log.confirms[1].set_result(None)
+        await kept
+        assert isinstance(lost.exception(), ConnectionError)
+
+    asyncio.run(run())
