@@ -38,13 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 
 from mailyard import filewatch
 from mailyard.config import TlsFiles
 from mailyard.filewatch import FileProblem, Watched
 from mailyard.ingress import metrics
+from mailyard.pemkeys import load_private_key
 
 log = logging.getLogger(__name__)
 
@@ -196,19 +195,7 @@ def _check_private_key(pem: bytes, path: Path) -> None:
     """Parse it here too: a bad key is then named as such (OpenSSL says "PEM lib"
     for either file), and an encrypted one never makes OpenSSL ask for a
     passphrase on the terminal."""
-    try:
-        serialization.load_pem_private_key(pem, password=None)
-    except TypeError as exc:  # cryptography's word for "encrypted, and no password given"
-        raise FileProblem(
-            f"{_KEY_FILE}: {path} is encrypted with a passphrase; give the key unencrypted "
-            "and protect the file instead (a Kubernetes Secret, mode 0600)"
-        ) from exc
-    except UnsupportedAlgorithm as exc:
-        raise FileProblem(f"{_KEY_FILE}: {path} holds a kind of key that is not supported") from exc
-    except ValueError as exc:
-        raise FileProblem(
-            f"{_KEY_FILE}: {path} holds no PEM private key ('-----BEGIN PRIVATE KEY-----')"
-        ) from exc
+    load_private_key(pem, path, _KEY_FILE, hint=" ('-----BEGIN PRIVATE KEY-----')")
 
 
 def _openssl_problem(exc: ssl.SSLError, cert_file: Path, key_file: Path) -> FileProblem:

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from mailyard import filewatch
 from mailyard.filewatch import FileProblem
+from mailyard.pemkeys import load_private_key
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +77,7 @@ def load_key(key: str, path: Path) -> SigningKey:
         pem = path.read_bytes()
     except OSError as exc:
         raise FileProblem(f"{key}: {filewatch.describe(exc)}") from exc
-    try:
-        private = serialization.load_pem_private_key(pem, password=None)
-    except TypeError as exc:  # cryptography's word for "encrypted, and no password given"
-        raise FileProblem(
-            f"{key}: {path} is encrypted with a passphrase; give the key unencrypted "
-            "and protect the file instead (a Kubernetes Secret, mode 0600)"
-        ) from exc
-    except UnsupportedAlgorithm as exc:
-        raise FileProblem(f"{key}: {path} holds a kind of key that is not supported") from exc
-    except ValueError as exc:
-        raise FileProblem(f"{key}: {path} holds no PEM private key{_hint(pem)}") from exc
+    private = load_private_key(pem, path, key, hint=_hint(pem))
     try:
         loaded = signing_key(private)
     except ValueError as exc:
