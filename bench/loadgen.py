@@ -16,8 +16,9 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 SMTP_SOURCE = shutil.which("smtp-source") or (
     "/usr/sbin/smtp-source" if Path("/usr/sbin/smtp-source").exists() else None
@@ -121,35 +122,41 @@ async def _expect(reader: asyncio.StreamReader, code: int) -> None:
         raise RuntimeError(f"expected {code}, got {line.decode(errors='replace').strip()!r}")
 
 
+def in_own_thread(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run ``coroutine`` on an event loop of its own, in a thread of its own; re-raise
+    whatever it raised."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(coroutine)
+        except BaseException as exc:  # reported to the caller below
+            failures.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
+
+
 def generate(
     host: str, port: int, *, count: int, size: int, concurrency: int,
     recipient_for: Callable[[int], str], progress: Progress, rate: float | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """Send ``count`` messages (at ``rate`` per second if given); when each got its 250."""
     accepted: dict[str, float] = {}
-    result: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(
-                _generate(
-                    host,
-                    port,
-                    count=count,
-                    size=size,
-                    concurrency=concurrency,
-                    recipient_for=recipient_for,
-                    rate=rate,
-                    accepted=accepted,
-                    progress=progress,
-                )
-            )
-        except BaseException as exc:  # reported to the caller below
-            result.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if result:
-        raise result[0]
+    in_own_thread(
+        _generate(
+            host,
+            port,
+            count=count,
+            size=size,
+            concurrency=concurrency,
+            recipient_for=recipient_for,
+            rate=rate,
+            accepted=accepted,
+            progress=progress,
+        )
+    )
     return accepted

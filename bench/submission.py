@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
 
-from bench.loadgen import Progress, _expect, message
+from bench.loadgen import Progress, _expect, in_own_thread, message
 
 USER = "bench@bench.test"
 PASSWORD = "bench-password-1"  # noqa: S105 (a throw-away user on loopback)
@@ -96,27 +95,15 @@ def submit(
     tls: ssl.SSLContext, progress: Progress,
 ) -> None:  # fmt: skip
     """Submit ``count`` messages; raises what the run ran into."""
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(
-                _submit(
-                    port,
-                    count=count,
-                    size=size,
-                    concurrency=concurrency,
-                    per_session=per_session,
-                    recipient=recipient,
-                    tls=tls,
-                    progress=progress,
-                )
-            )
-        except BaseException as exc:  # reported to the caller below
-            failures.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if failures:
-        raise failures[0]
+    in_own_thread(
+        _submit(
+            port,
+            count=count,
+            size=size,
+            concurrency=concurrency,
+            per_session=per_session,
+            recipient=recipient,
+            tls=tls,
+            progress=progress,
+        )
+    )
