@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from tests.support.dns_server import TestDnsServer
 from tests.support.pipeline import ADAPTERS, Pipeline, start_pipeline, stop_pipeline
@@ -54,3 +55,17 @@ def pipeline_factory(
 @pytest.fixture
 def pipeline(pipeline_factory: Callable[..., Pipeline]) -> Pipeline:
     return pipeline_factory()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """The CA whose certificates the test sinks and policy servers present."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
+    """``ca``'s certificate as a PEM file, for ``delivery.tls_ca_file``."""
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path

@@ -8,7 +8,6 @@ sinks' 127.0.0.2), so the policies one test publishes reach no other.
 from __future__ import annotations
 
 import itertools
-import ssl
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 import trustme
 
 from tests.support import dns_server as dns_support
+from tests.support.certificates import server_context
 from tests.support.https_server import PolicyServer
 from tests.support.pipeline import ALPHA, Pipeline, message
 from tests.support.processes import free_port
@@ -28,24 +28,6 @@ _numbers = itertools.count(1)
 def policy(mode: str, *mx: str, max_age: int = 86400) -> str:
     lines = ["version: STSv1", f"mode: {mode}", *(f"mx: {m}" for m in mx), f"max_age: {max_age}"]
     return "\r\n".join(lines) + "\r\n"
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-def context_for(ca: trustme.CA, *names: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(*names).configure_cert(context)
-    return context
 
 
 class Sts:
@@ -62,7 +44,7 @@ class Sts:
         if record:
             dns.add(f"_mta-sts.{self.domain}.", "TXT", '"v=STSv1; id=20261201T000000"')
         self.server = PolicyServer(
-            ALPHA, free_port(ALPHA), context_for(ca, f"mta-sts.{self.domain}")
+            ALPHA, free_port(ALPHA), server_context(ca, f"mta-sts.{self.domain}")
         ).start()
 
     def start_pipeline(self, pipeline_factory, ca_file: Path, sink_tls, **delivery) -> Pipeline:
@@ -107,7 +89,7 @@ def test_enforce_delivers_to_a_listed_mx_over_verified_tls(
 ) -> None:
     domain = sts()
     domain.server.serve(domain.domain, policy("enforce", domain.mx))
-    pipeline = domain.start_pipeline(pipeline_factory, ca_file, context_for(ca, domain.mx))
+    pipeline = domain.start_pipeline(pipeline_factory, ca_file, server_context(ca, domain.mx))
     domain.send(pipeline)
     [received] = pipeline.sink.wait_for(lambda m: len(m) == 1, 20, "the message")
     assert received.tls
@@ -127,7 +109,7 @@ def test_enforce_defers_a_certificate_that_does_not_match(
 ) -> None:
     domain = sts()
     domain.server.serve(domain.domain, policy("enforce", domain.mx))
-    pipeline = domain.start_pipeline(pipeline_factory, ca_file, context_for(ca, "other.test"))
+    pipeline = domain.start_pipeline(pipeline_factory, ca_file, server_context(ca, "other.test"))
     domain.send(pipeline)
     deferred(pipeline)
     delivery = pipeline.process("delivery")
@@ -142,7 +124,7 @@ def test_enforce_defers_when_no_mx_matches_the_policy_and_connects_nowhere(
 ) -> None:
     domain = sts()
     domain.server.serve(domain.domain, policy("enforce", "*.elsewhere.example"))
-    pipeline = domain.start_pipeline(pipeline_factory, ca_file, context_for(ca, domain.mx))
+    pipeline = domain.start_pipeline(pipeline_factory, ca_file, server_context(ca, domain.mx))
     domain.send(pipeline)
     deferred(pipeline)
     delivery = pipeline.process("delivery")
@@ -156,7 +138,7 @@ def test_testing_mode_delivers_as_before_and_reports_the_mismatch(
 ) -> None:
     domain = sts()
     domain.server.serve(domain.domain, policy("testing", "*.elsewhere.example"))
-    pipeline = domain.start_pipeline(pipeline_factory, ca_file, context_for(ca, "other.test"))
+    pipeline = domain.start_pipeline(pipeline_factory, ca_file, server_context(ca, "other.test"))
     domain.send(pipeline)
     [received] = pipeline.sink.wait_for(lambda m: len(m) == 1, 20, "the message")
     assert received.tls  # opportunistic: encrypted, the wrong name not held against it
@@ -197,7 +179,7 @@ def test_a_policy_server_with_an_untrusted_certificate_is_not_believed(
     domain.server.stop()
     stranger = trustme.CA()
     domain.server = PolicyServer(
-        ALPHA, free_port(ALPHA), context_for(stranger, f"mta-sts.{domain.domain}")
+        ALPHA, free_port(ALPHA), server_context(stranger, f"mta-sts.{domain.domain}")
     ).start()
     domain.server.serve(domain.domain, policy("enforce", "*.elsewhere.example"))
     pipeline = domain.start_pipeline(pipeline_factory, ca_file, None)

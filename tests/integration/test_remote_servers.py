@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import trustme
 
+from tests.support.certificates import server_context
 from tests.support.pipeline import ALL_HOSTS, ALPHA, SENDER, Pipeline, message, wait_until
 from tests.support.postfix_sink import SMTP_SINK, PostfixSink
 
@@ -109,15 +109,8 @@ def test_permanent_refusals_become_dsns(postfix_alpha, options, status) -> None:
     assert b"Diagnostic-Code: smtp; 500 5.3.0 Error: command failed" in dsn
 
 
-@pytest.fixture(scope="module")
-def certificate_authority() -> trustme.CA:
-    return trustme.CA()
-
-
-def test_starttls_is_used_when_offered(pipeline_factory, certificate_authority) -> None:
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    certificate_authority.issue_cert("mx.alpha.test").configure_cert(server_context)
-    pipeline = pipeline_factory(sink_tls=server_context)
+def test_starttls_is_used_when_offered(pipeline_factory, ca) -> None:
+    pipeline = pipeline_factory(sink_tls=server_context(ca, "mx.alpha.test"))
     code, _ = pipeline.send("app@sender.test", ["tls@alpha.test"], message("encrypted"))
     assert code == 250
     [received] = pipeline.sink.wait_for(lambda m: len(m) == 1, 20, "the message")

@@ -29,6 +29,13 @@ class TlsFiles:
         return serial_of(leaf.cert_chain_pems[0].bytes())
 
 
+def server_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
+    """A server's TLS context with a certificate from ``ca`` for ``names``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(context)
+    return context
+
+
 def write(leaf: trustme.LeafCert, cert_file: Path, key_file: Path) -> None:
     # Written next to the target and renamed, as Kubernetes swaps a Secret's files.
     for path, data in (
