@@ -30,6 +30,7 @@ PURE = (
     "delivery/transaction.py",
     "delivery/tlspolicy.py",
     "delivery/mtasts.py",
+    "delivery/expiring.py",
     "queue/split.py",
     "queue/schedule.py",
     "queue/plan.py",

@@ -1,10 +1,10 @@
-"""MTA-STS's pure part (RFC 8461): the TXT record, the policy file, MX matching, the cache."""
+"""MTA-STS's pure part (RFC 8461): the TXT record, the policy file, MX matching."""
 
 from __future__ import annotations
 
 import pytest
 
-from mailyard.delivery.mtasts import Mode, Policy, PolicyCache, PolicyError, parse_policy, record_id
+from mailyard.delivery.mtasts import Mode, Policy, PolicyError, parse_policy, record_id
 
 
 @pytest.mark.parametrize(
@@ -79,17 +79,3 @@ def test_mode_none_needs_no_mx():
 )
 def test_mx_matching(host, matches):
     assert parse_policy(POLICY, "1").matches(host) is matches
-
-
-def test_the_cache_keeps_a_policy_for_its_max_age_and_drops_the_oldest():
-    cache = PolicyCache(size=2)
-    short = Policy("1", Mode.ENFORCE, ("mx.a",), 10)
-    cache.put("a.example", short, now=100)
-    assert cache.get("a.example", now=109.9) is short
-    assert cache.get("a.example", now=110) is None
-    cache.put("a.example", short, now=200)
-    cache.put("b.example", short, now=200)
-    cache.get("a.example", now=201)  # used: b is now the oldest
-    cache.put("c.example", short, now=202)
-    assert cache.get("b.example", now=203) is None
-    assert cache.get("a.example", now=203) is short

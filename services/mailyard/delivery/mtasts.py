@@ -1,4 +1,4 @@
-"""MTA-STS (RFC 8461), the pure part: the TXT record, the policy file, MX matching, the cache.
+"""MTA-STS (RFC 8461), the pure part: the TXT record, the policy file, MX matching.
 
 Fetching (DNS, HTTPS) is in ``mtasts_fetch.py``. Written here by hand: no
 well-kept Python library parses MTA-STS policies (the few on PyPI are
@@ -8,7 +8,6 @@ unmaintained), and the grammar is a dozen lines of the RFC.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -106,29 +105,3 @@ def parse_policy(text: str, record: str) -> Policy:
     if not mx and mode != Mode.NONE:
         raise PolicyError("no mx pattern")
     return Policy(record, Mode(mode), tuple(mx), min(int(max_age), MAX_AGE_LIMIT))
-
-
-class PolicyCache:
-    """Policies by domain until their ``max_age`` runs out (§5.1), the least recently used
-    dropped beyond ``size``. Times are the caller's clock, in seconds."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._policies: OrderedDict[str, tuple[float, Policy]] = OrderedDict()
-
-    def get(self, domain: str, now: float) -> Policy | None:
-        entry = self._policies.get(domain)
-        if entry is None:
-            return None
-        expires, policy = entry
-        if now >= expires:
-            del self._policies[domain]
-            return None
-        self._policies.move_to_end(domain)
-        return policy
-
-    def put(self, domain: str, policy: Policy, now: float) -> None:
-        self._policies[domain] = (now + policy.max_age, policy)
-        self._policies.move_to_end(domain)
-        while len(self._policies) > self.size:
-            self._policies.popitem(last=False)

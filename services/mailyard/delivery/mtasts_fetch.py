@@ -19,17 +19,16 @@ import logging
 import socket
 import ssl
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from mailyard.delivery import metrics
+from mailyard.delivery.expiring import ExpiringCache
 from mailyard.delivery.mtasts import (
     MAX_POLICY_BYTES,
     Policy,
-    PolicyCache,
     PolicyError,
     parse_policy,
     record_id,
@@ -59,9 +58,9 @@ class MtaSts:
         self.timeout = timeout
         self.tls_context = tls_context
         self.safety = safety
-        self.cache = PolicyCache(cache_size)
-        self._records: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
-        self._cache_size = cache_size
+        self.cache: ExpiringCache[str, Policy] = ExpiringCache(cache_size)
+        # The TXT record's id by domain; "" when there is no valid record.
+        self._records: ExpiringCache[str, str] = ExpiringCache(cache_size)
         self._clock = clock
         self._fetching: dict[str, asyncio.Task[Policy | None]] = {}
 
@@ -84,16 +83,12 @@ class MtaSts:
         return fetched if fetched is not None else cached
 
     async def _record(self, domain: str, now: float) -> str | None:
-        kept = self._records.get(domain)
-        if kept is not None and kept[0] > now:
-            return kept[1]
-        records, ttl = await self.resolver.txt(f"_mta-sts.{domain}")
-        record = record_id(records)
-        self._records[domain] = (now + max(ttl, MIN_RECORD_SECONDS), record)
-        self._records.move_to_end(domain)
-        while len(self._records) > self._cache_size:
-            self._records.popitem(last=False)
-        return record
+        kept = self._records.get(domain, now)
+        if kept is None:
+            records, ttl = await self.resolver.txt(f"_mta-sts.{domain}")
+            kept = record_id(records) or ""
+            self._records.put(domain, kept, now + max(ttl, MIN_RECORD_SECONDS))
+        return kept or None
 
     async def _fetch(self, domain: str, record: str) -> Policy | None:
         url = f"https://mta-sts.{domain}:{self.https_port}/.well-known/mta-sts.txt"
@@ -108,7 +103,7 @@ class MtaSts:
             )
             return None
         metrics.MTA_STS_FETCHES.labels("ok").inc()
-        self.cache.put(domain, policy, self._clock())
+        self.cache.put(domain, policy, self._clock() + policy.max_age)
         log.info(
             "MTA-STS policy fetched",
             extra={"domain": domain, "id": record, "mode": policy.mode.value, "mx": policy.mx},

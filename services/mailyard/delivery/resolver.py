@@ -11,7 +11,6 @@ import asyncio
 import ipaddress
 import random
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import dns.asyncresolver
@@ -23,6 +22,7 @@ import dns.rdatatype
 import dns.resolver
 
 from mailyard.config import parse_host_port
+from mailyard.delivery.expiring import ExpiringCache
 from mailyard.delivery.mx import MxRecord, exchangers_in_order, is_null_mx
 from mailyard.reply import Reply
 
@@ -70,8 +70,7 @@ class MxResolver:
         # a busy destination is looked up once a TTL, not once a message. A
         # domain that does not exist is remembered too, for its SOA minimum
         # (RFC 2308), so a list full of typos does not query it per message.
-        self._cache_size = cache_size
-        self._routes: OrderedDict[str, tuple[float, list[MailHost] | RouteError]] = OrderedDict()
+        self._routes: ExpiringCache[str, list[MailHost] | RouteError] = ExpiringCache(cache_size)
         self._resolver.lifetime = timeout
         self._resolver.timeout = min(timeout, 3.0)
         self._ipv6 = ipv6
@@ -79,30 +78,21 @@ class MxResolver:
 
     async def route(self, domain: str) -> list[MailHost]:
         """Hosts to try, in order, each with its addresses."""
-        cached = self._routes.get(domain)
         now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            self._routes.move_to_end(domain)
-            if isinstance(cached[1], RouteError):
-                raise cached[1]
-            return cached[1]
+        cached = self._routes.get(domain, now)
+        if cached is not None:
+            if isinstance(cached, RouteError):
+                raise cached
+            return cached
         try:
             hosts, ttl = await self._resolve(domain)
         except RouteError as exc:
             if exc.negative_ttl > 0:
-                self._remember(domain, now + exc.negative_ttl, exc)
+                self._routes.put(domain, exc, now + exc.negative_ttl)
             raise
         if ttl > 0:
-            self._remember(domain, now + ttl, hosts)
+            self._routes.put(domain, hosts, now + ttl)
         return hosts
-
-    def _remember(self, domain: str, until: float, route: list[MailHost] | RouteError) -> None:
-        if not self._cache_size:
-            return
-        self._routes[domain] = (until, route)
-        self._routes.move_to_end(domain)
-        while len(self._routes) > self._cache_size:
-            self._routes.popitem(last=False)
 
     async def _resolve(self, domain: str) -> tuple[list[MailHost], float]:
         try:
