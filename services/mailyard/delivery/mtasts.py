@@ -47,6 +47,11 @@ class Policy:
                 return True
         return False
 
+    def lines(self) -> tuple[str, ...]:
+        """The policy as TLSRPT quotes it (RFC 8460 §4.4 ``policy-string``)."""
+        mx = tuple(f"mx: {pattern}" for pattern in self.mx)
+        return ("version: STSv1", f"mode: {self.mode.value}", *mx, f"max_age: {self.max_age}")
+
 
 def record_id(strings: list[str]) -> str | None:
     """The id of the one ``v=STSv1`` record among a name's TXT records, or None.

@@ -19,6 +19,7 @@ from mailyard.delivery.resolver import MailHost, MxResolver, RouteError
 from mailyard.delivery.safety import Safety
 from mailyard.delivery.smtp import Login
 from mailyard.delivery.tlspolicy import MTA_STS, TlsMode, TlsPolicies
+from mailyard.delivery.tlsresult import PolicyType, ReportedPolicy
 from mailyard.filewatch import Watched
 from mailyard.reply import Reply
 
@@ -49,6 +50,9 @@ class Route:
     tls: TlsMode
     smarthost: Smarthost | None = None
     policy: str = ""  # what set ``tls``, for events and metrics: a mode's name or "mta-sts"
+    # The published policy the sessions are held to, for TLSRPT; None when the
+    # operator's configuration (or nothing at all) decided.
+    reported: ReportedPolicy | None = None
 
     @property
     def policy_name(self) -> str:
@@ -96,15 +100,16 @@ class Router:
         matching = [host for host in hosts if policy.matches(host.name)]
         result = "match" if len(matching) == len(hosts) else "mismatch"
         metrics.MTA_STS_ROUTES.labels(policy.mode.value, result).inc()
+        reported = ReportedPolicy(PolicyType.STS, domain, policy.lines(), policy.mx)
         if policy.mode is Mode.TESTING:
-            return Route(hosts, self.tls.default)
+            return Route(hosts, self.tls.default, reported=reported)
         if not matching:
             names = ", ".join(host.name for host in hosts)
             raise RouteError(
                 Reply(451, "4.7.5", f"no MX host of {domain} ({names}) matches its MTA-STS policy"),
                 "mta_sts",
             )
-        return Route(matching, TlsMode.VERIFY, policy=MTA_STS)
+        return Route(matching, TlsMode.VERIFY, policy=MTA_STS, reported=reported)
 
 
 def smarthost_from(

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from mailyard.delivery import tlspolicy
 from mailyard.delivery.protocol import ProtocolError, ReplyReader, extensions
 from mailyard.delivery.tlspolicy import TlsMode
+from mailyard.delivery.tlsresult import ResultType, certificate_result
 from mailyard.delivery.transaction import Envelope, Stage, Transaction
 from mailyard.reply import Reply
 
@@ -41,10 +42,14 @@ _CONNECTION_TROUBLE = (
 
 
 class HostUnusable(Exception):
-    def __init__(self, reply: Reply, *, tls_failed: bool = False) -> None:
+    def __init__(self, reply: Reply, *, tls_failure: ResultType | None = None) -> None:
         super().__init__(str(reply))
         self.reply = reply
-        self.tls_failed = tls_failed
+        self.tls_failure = tls_failure  # set when TLS is why: RFC 8460's name for it
+
+    @property
+    def tls_failed(self) -> bool:
+        return self.tls_failure is not None
 
 
 class SessionLost(Exception):
@@ -168,7 +173,10 @@ async def open_session(
             if "STARTTLS" in session.extensions:
                 await _start_tls(session, tls_context, helo_name, required=required)
             elif required:
-                raise HostUnusable(tlspolicy.not_offered(session.where), tls_failed=True)
+                raise HostUnusable(
+                    tlspolicy.not_offered(session.where),
+                    tls_failure=ResultType.STARTTLS_NOT_SUPPORTED,
+                )
         if login is not None:
             await _authenticate(session, login)
     except HostUnusable:
@@ -188,7 +196,10 @@ async def _start_tls(
     reply = await session.command(b"STARTTLS\r\n")
     if reply.code != 220:
         if required:
-            raise HostUnusable(tlspolicy.refused(session.where, reply), tls_failed=True)
+            raise HostUnusable(
+                tlspolicy.refused(session.where, reply),
+                tls_failure=ResultType.STARTTLS_NOT_SUPPORTED,
+            )
         return  # offered, then refused, but still talking: carry on in clear
     try:
         async with asyncio.timeout(session.command_timeout):
@@ -201,7 +212,7 @@ async def _start_tls(
             problem = Reply(
                 451, "4.7.5", f"TLS handshake with {session.where} failed: {_describe(exc)}"
             )
-        raise HostUnusable(problem, tls_failed=True) from exc
+        raise HostUnusable(problem, tls_failure=certificate_result(exc)) from exc
     session.tls = True
     tls = session.writer.get_extra_info("ssl_object")
     if isinstance(tls, ssl.SSLObject):
