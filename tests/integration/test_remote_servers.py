@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import shutil
 import ssl
 import tempfile
@@ -12,6 +14,7 @@ import pytest
 from tests.support.certificates import server_context
 from tests.support.pipeline import ALL_HOSTS, ALPHA, SENDER, Pipeline, message, wait_until
 from tests.support.postfix_sink import SMTP_SINK, PostfixSink
+from tests.support.smtp_client import Raw
 
 needs_smtp_sink = pytest.mark.skipif(
     SMTP_SINK is None, reason="Postfix's smtp-sink is not installed (apt-get install postfix)"
@@ -159,3 +162,70 @@ def test_dsn_requests_are_passed_to_a_next_hop_that_offers_dsn(postfix_alpha) ->
         "<dsn@alpha.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Orig+2BTag@Alpha.Test"
     )
     assert by_recipient["<plain@alpha.test>"] == "<plain@alpha.test>"
+
+
+EIGHT_BIT_BODY = "Gr\u00fc\u00dfe \u2603, caf\u00e9\r\n.a dot line\r\n".encode()
+
+
+def eight_bit_message(subject: str) -> bytes:
+    return (
+        message(subject).split(b"\r\n\r\n")[0]
+        + b"\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8"
+        + b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        + EIGHT_BIT_BODY
+    )
+
+
+def send_eight_bit(pipeline: Pipeline, recipient: str, content: bytes) -> None:
+    with pipeline.smtp() as client:
+        assert client.docmd("MAIL FROM:<app@sender.test> BODY=8BITMIME")[0] == 250
+        assert client.rcpt(recipient)[0] == 250
+        code, text = client.data(content)
+        assert code == 250, text
+
+
+@needs_smtp_sink
+def test_eight_bit_mail_reaches_a_server_without_8bitmime_as_quoted_printable(
+    postfix_alpha,
+) -> None:
+    pipeline, sink = postfix_alpha("-8")  # smtp-sink: do not announce 8BITMIME
+    send_eight_bit(pipeline, "seven@alpha.test", eight_bit_message("to a 7-bit server"))
+    wait_until(lambda: len(sink.messages()) == 1, 30, "the message at smtp-sink")
+    [dumped] = sink.messages()
+    assert "BODY=8BITMIME" not in dumped.mail_from
+    assert dumped.body.isascii()
+    parsed = email.message_from_bytes(dumped.body, policy=email.policy.default)
+    assert parsed["Content-Transfer-Encoding"] == "quoted-printable"
+    # smtp-sink's dump ends lines in LF and adds one at the end.
+    decoded = parsed.get_payload(decode=True).replace(b"\r\n", b"\n").rstrip(b"\n")
+    assert decoded == EIGHT_BIT_BODY.replace(b"\r\n", b"\n").rstrip(b"\n")
+
+
+@needs_smtp_sink
+def test_eight_bit_mail_goes_unchanged_to_a_server_with_8bitmime(postfix_alpha) -> None:
+    pipeline, sink = postfix_alpha()
+    content = eight_bit_message("to an 8-bit server")
+    send_eight_bit(pipeline, "eight@alpha.test", content)
+    wait_until(lambda: len(sink.messages()) == 1, 30, "the message at smtp-sink")
+    [dumped] = sink.messages()
+    assert "BODY=8BITMIME" in dumped.mail_from
+    assert b"\r\n\r\n" + EIGHT_BIT_BODY in dumped.body.replace(b"\n", b"\r\n")
+
+
+def test_lines_longer_than_998_octets_from_bdat_are_re_encoded(pipeline_factory) -> None:
+    """RFC 5321 §4.5.3.1.6 on the way out, whatever BDAT let in."""
+    pipeline = pipeline_factory()
+    long_line = b"x" * 2500
+    content = message("long line", body="") + long_line + b"\r\nend\r\n"
+    with Raw(pipeline.ingress_port) as raw:
+        raw.ehlo()
+        assert raw.cmd("MAIL FROM:<app@sender.test>").code == 250
+        assert raw.cmd("RCPT TO:<long@alpha.test>").code == 250
+        reply = raw.cmd(b"BDAT %d LAST\r\n" % len(content) + content)
+        assert reply.code == 250, reply
+    [received] = pipeline.sink.wait_for(lambda m: len(m) == 1, 20, "the long-lined message")
+    lines = received.content.split(b"\r\n")
+    assert max(len(line) for line in lines) <= 998
+    parsed = email.message_from_bytes(received.content, policy=email.policy.default)
+    assert parsed["Content-Transfer-Encoding"] == "quoted-printable"
+    assert parsed.get_payload(decode=True) == long_line + b"\r\nend\r\n"

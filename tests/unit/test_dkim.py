@@ -12,6 +12,10 @@ import io
 import os
 import re
 import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +42,7 @@ from mailyard.queue import dkimkeys
 from mailyard.queue.service import QueueService
 from mailyard.queue.signing import Signer, Unsigned, covers, from_domain
 from mailyard.v1 import message_pb2 as pb
+from tests.support.processes import REPO
 
 RECEIVED = (
     b"Received: from client.test (client.test [127.0.0.1])\r\n"
@@ -372,6 +377,17 @@ def test_eight_bit_headers_and_a_long_body_still_verify(rsa_key: Key, ed_key: Ke
     assert verifies(signed, Zone(rsa_key, ed_key), 1)
 
 
+def test_an_eight_bit_body_is_signed_as_quoted_printable(rsa_key: Key) -> None:
+    """RFC 6376 §5.3: converted before signing, so a relay without 8BITMIME breaks nothing."""
+    content = message(body="Gr\u00fc\u00dfe \u2603\r\n".encode())
+    signed = Signer([dkim_key(rsa_key)]).sign(content).content
+    below = signed.split(b"\r\n\r\n", 1)
+    assert below[1] == b"Gr=C3=BC=C3=9Fe =E2=98=83\r\n"
+    assert below[0].endswith(b"\r\nContent-Transfer-Encoding: quoted-printable")
+    assert signed.isascii()
+    assert verifies(signed, Zone(rsa_key))
+
+
 # --- key files that cannot sign ---------------------------------------------
 
 
@@ -453,14 +469,38 @@ def test_a_key_that_cannot_sign_stops_start_up_naming_it(
         assert str(bad) in str(info.value)
 
 
+UNREADABLE_PROBE = """
+import sys
+from pathlib import Path
+from mailyard.config import DkimKey
+from mailyard.filewatch import FileProblem
+from tests.support.processes import REPO
+from mailyard.queue.signing import Signer
+try:
+    Signer([DkimKey(domain="example.com", selector="s1", key_file=Path(sys.argv[1]))])
+except FileProblem as problem:
+    print(problem)
+"""
+
+
 def test_an_unreadable_key_is_named(tmp_path: Path, rsa_key: Key) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads every file")
-    locked = tmp_path / "locked.pem"
-    locked.write_bytes(rsa_key.path.read_bytes())
-    locked.chmod(0)
-    with pytest.raises(FileProblem, match=r"^dkim\.keys\[0\]\.key_file: .*Permission denied"):
-        Signer([DkimKey(domain="example.com", selector="s1", key_file=locked)])
+    # Root reads every file, so as root the check runs in a child that is
+    # 'nobody' (setpriv, util-linux), in a directory nobody may enter.
+    directory = Path(tempfile.mkdtemp(prefix="mailyard-key-"))
+    directory.chmod(0o755)
+    try:
+        locked = directory / "locked.pem"
+        locked.write_bytes(rsa_key.path.read_bytes())
+        locked.chmod(0)
+        command = [sys.executable, "-c", UNREADABLE_PROBE, str(locked)]
+        if os.geteuid() == 0:
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        env = {**os.environ, "PYTHONPATH": str(REPO / "services")}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    finally:
+        shutil.rmtree(directory)
+    assert done.returncode == 0, done.stderr
+    assert re.match(r"^dkim\.keys\[0\]\.key_file: .*Permission denied", done.stdout), done.stdout
 
 
 def test_a_directory_for_a_key_is_named(tmp_path: Path) -> None:

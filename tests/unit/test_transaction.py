@@ -184,7 +184,31 @@ def test_an_address_that_would_inject_a_command_is_never_sent():
     assert set(codes(t).values()) == {"553 5.1.3"}
 
 
-def test_eight_bit_content_declares_8bitmime_where_offered():
-    eight = Envelope("s@example.com", ("a@example.net",), "caf\u00e9\r\n".encode())
-    assert b"BODY=8BITMIME" in Transaction(eight, PIPELINING).start()
-    assert b"BODY=8BITMIME" not in Transaction(eight, {"PIPELINING": ""}).start()
+EIGHT_BIT = "Subject: t\r\n\r\ncaf\u00e9\r\n".encode()
+
+
+def test_eight_bit_content_goes_as_it_is_with_8bitmime_where_offered():
+    t = Transaction(Envelope("s@example.com", ("a@example.net",), EIGHT_BIT), PIPELINING)
+    writes = replay(t, "250 ok", "250 ok", "354 go", "250 2.0.0 queued")
+    assert b"BODY=8BITMIME" in writes[0]
+    assert writes[1] == EIGHT_BIT + b".\r\n"
+
+
+def test_eight_bit_content_is_converted_for_a_server_without_8bitmime():
+    t = Transaction(Envelope("s@example.com", ("a@example.net",), EIGHT_BIT), {"PIPELINING": ""})
+    writes = replay(t, "250 ok", "250 ok", "354 go", "250 2.0.0 queued")
+    assert b"BODY=8BITMIME" not in writes[0]
+    sent = writes[1]
+    assert sent.isascii()
+    assert b"Content-Transfer-Encoding: quoted-printable\r\n" in sent
+    assert sent.endswith(b"\r\n\r\ncaf=C3=A9\r\n.\r\n")
+    assert codes(t) == {"a@example.net": "250 2.0.0"}
+
+
+def test_size_is_declared_for_the_converted_content():
+    extensions = {"PIPELINING": "", "SIZE": "1000000"}
+    t = Transaction(Envelope("s@example.com", ("a@example.net",), EIGHT_BIT), extensions)
+    writes = replay(t, "250 ok", "250 ok", "354 go", "250 2.0.0 queued")
+    declared = int(writes[0].split(b"SIZE=")[1].split(b"\r\n")[0])
+    assert declared == len(writes[1]) - len(b".\r\n")
+    assert declared > len(EIGHT_BIT)

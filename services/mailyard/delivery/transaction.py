@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from mailyard import sevenbit
 from mailyard.delivery.protocol import data_payload, is_eight_bit, mail_command, rcpt_command
 from mailyard.reply import Reply
 
@@ -105,6 +106,7 @@ class Transaction:
         self._rcpts: list[bytes] = []
         self._too_many: dict[str, Reply] = {}  # the 452s, should nobody be accepted
         self._ending_empty = False
+        self._content = envelope.content
 
     @property
     def done(self) -> bool:
@@ -119,7 +121,12 @@ class Transaction:
         envelope, extensions = self.envelope, self._extensions
         if envelope.smtputf8 and "SMTPUTF8" not in extensions:
             return self._refuse_all(NO_SMTPUTF8)
-        size = len(envelope.content)
+        eight_bit = is_eight_bit(self._content)
+        if eight_bit and "8BITMIME" not in extensions:
+            # RFC 6152 §3: never 8-bit octets to a 7-bit server; quoted-printable.
+            self._content = sevenbit.convert(self._content)
+            eight_bit = is_eight_bit(self._content)  # 8-bit headers stay as they were
+        size = len(self._content)
         limit = _size_limit(extensions)
         if limit and size > limit:
             return self._refuse_all(
@@ -132,7 +139,7 @@ class Transaction:
             mail = mail_command(
                 envelope.mail_from,
                 size=size if "SIZE" in extensions else None,
-                eight_bit="8BITMIME" in extensions and is_eight_bit(envelope.content),
+                eight_bit="8BITMIME" in extensions and eight_bit,
                 ret=dsn.ret,
                 envid=dsn.envid,
                 smtputf8=envelope.smtputf8,
@@ -232,7 +239,7 @@ class Transaction:
             return self._abandon()
         self._stage = Stage.DATA_END
         self.data_sent = True
-        return data_payload(self.envelope.content)
+        return data_payload(self._content)
 
     def _on_end(self, reply: Reply) -> bytes:
         if reply.code == 421:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from mailyard import sevenbit
 from mailyard.broker import Broker, Consumer, Output, QueueName, Work
 from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
@@ -58,7 +59,8 @@ class QueueService(ConsumingService):
         ]
 
     async def on_accepted(self, work: Work[pb.AcceptedMessage]) -> Sequence[Output]:
-        messages: list[pb.AcceptedMessage] = work.items
+        # Lines over 998 octets (BDAT can bring them) never reach the wire.
+        messages = [_short_lines(message) for message in work.items]
         signing: list[Signed | Unsigned | None] = [None] * len(messages)
         if self.signer is not None:
             # dkimpy's RSA is pure Python (milliseconds a signature): off the
@@ -132,6 +134,15 @@ class QueueService(ConsumingService):
             outputs += planned
             work.then(functools.partial(_account_deferral, job, step))
         return outputs
+
+
+def _short_lines(message: pb.AcceptedMessage) -> pb.AcceptedMessage:
+    if not sevenbit.has_long_line(message.content):
+        return message
+    copy = pb.AcceptedMessage()
+    copy.CopyFrom(message)
+    copy.content = sevenbit.convert(message.content)
+    return copy
 
 
 def sign_messages(

@@ -21,6 +21,10 @@ dkimpy does the cryptography; the key files are read with ``cryptography``
 and each version is proven at load by signing a probe and verifying it
 against its own public half.
 
+An 8-bit body, or one with lines over 998 octets, is converted to 7-bit
+MIME first (:mod:`mailyard.sevenbit`), so the signature still verifies
+after a relay without 8BITMIME.
+
 Signing never stops a message: one that cannot be signed raises
 :class:`Unsigned` with the reason (``no_from``: no single From domain;
 ``no_key``: no key covers it; ``error``: dkimpy refused the message,
@@ -49,6 +53,7 @@ from typing import Literal
 
 import dkim
 
+from mailyard import sevenbit
 from mailyard.config import DkimKey
 from mailyard.content import header_block
 from mailyard.filewatch import Watched
@@ -150,6 +155,10 @@ class Signer:
         keys = self.keys_for(domain)
         if not keys:
             raise Unsigned("no_key", f"no key for {domain}")
+        if sevenbit.needs_conversion(content, eight_bit_ok=False):
+            # RFC 6376 §5.3: sign what every next hop can take, or the first
+            # one without 8BITMIME converts the body and breaks the signature.
+            content = sevenbit.convert(content)
         fields: list[bytes] = []
         domains: list[str] = []
         problems: list[str] = []
