@@ -8,6 +8,7 @@ record. No sockets; the queue service runs on the in-memory port.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
 import re
@@ -38,7 +39,7 @@ from mailyard.broker.memory import MemoryBroker
 from mailyard.cli import main
 from mailyard.config import ConfigError, DkimKey, Settings, load_settings
 from mailyard.filewatch import FileProblem
-from mailyard.queue import dkimkeys
+from mailyard.queue import dkimkeys, dkimrsa
 from mailyard.queue.service import QueueService
 from mailyard.queue.signing import Signer, Unsigned, covers, from_domain
 from mailyard.v1 import message_pb2 as pb
@@ -475,6 +476,7 @@ from pathlib import Path
 from mailyard.config import DkimKey
 from mailyard.filewatch import FileProblem
 from tests.support.processes import REPO
+from mailyard.queue import dkimrsa
 from mailyard.queue.signing import Signer
 try:
     Signer([DkimKey(domain="example.com", selector="s1", key_file=Path(sys.argv[1]))])
@@ -744,3 +746,29 @@ def test_a_key_that_cannot_sign_stops_the_queue_service(tmp_path: Path) -> None:
     key = DkimKey(domain="example.com", selector="s1", key_file=tmp_path / "missing.pem")
     with pytest.raises(FileProblem, match=r"^dkim\.keys\[0\]\.key_file: cannot read"):
         QueueService(queue_settings(key), MemoryBroker())
+
+
+# --- the RSA step in OpenSSL ------------------------------------------------
+
+
+def test_openssl_signs_the_very_bytes_dkimpy_would(rsa_key: Key) -> None:
+    """RSASSA-PKCS1-v1_5 is deterministic: both give one signature, byte for byte."""
+    Signer([dkim_key(rsa_key)])  # installs it
+    assert dkimrsa.installed()
+    pem = rsa_key.path.read_bytes()
+    parsed = dkim.crypto.parse_pem_private_key(
+        serialization.load_pem_private_key(pem, None).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    for data in (b"", b"one message", secrets.token_bytes(4096)):
+        digest = hashlib.sha256(data)
+        assert dkimrsa.sign(digest, parsed) == dkimrsa._DKIMPY_SIGN(digest, parsed)
+
+
+def test_a_signature_made_by_openssl_verifies_with_dkimpys_own_rsa(rsa_key: Key) -> None:
+    signed = Signer([dkim_key(rsa_key)]).sign(message()).content
+    assert dkimrsa.installed()
+    assert dkim.verify(signed, dnsfunc=Zone(rsa_key))  # dkimpy's verification is untouched
