@@ -20,10 +20,10 @@ from typing import Any
 from tests.support.broker import BROKER_URL, reachable
 from tests.support.dns_server import TestDnsServer
 
-from bench import harness, procstats
+from bench import dkim, harness, procstats
 from bench.harness import LATENCY_DOMAIN, LATENCY_HOST, SINK_HOST, Load, Result
 from bench.submission import make_certificate
-from bench.systems import MailyardSystem, PostfixSystem
+from bench.systems import REPO, MailyardSystem, PostfixSystem
 
 ZONE = f"""
 $TTL 3600
@@ -75,6 +75,8 @@ def table(results: list[Result]) -> str:
         ),
         ("peak RSS MiB (sum)", *[f"{sum(r.peak_rss_mib.values()):.0f}" for r in results]),
     ]
+    if any(r.dkim_verified is not None for r in results):
+        rows.append(("DKIM: signed (latency phase), verified", *[_dkim_cell(r) for r in results]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(
@@ -83,18 +85,29 @@ def table(results: list[Result]) -> str:
         )
         for row in rows
     ]
-    postfix = next((r for r in results if r.system == "postfix"), None)
-    if postfix:
-        for r in results:
-            if r is not postfix:
-                delivered = r.delivered_per_s / postfix.delivered_per_s
-                accepted = r.accepted_per_s / postfix.accepted_per_s
-                cpu = (_mta_cpu(r) + r.rabbitmq_cpu_per_1000) / _mta_cpu(postfix)
-                lines.append(
-                    f"{r.system} / postfix: delivered {delivered:.2f}x, accepted {accepted:.2f}x, "
-                    f"CPU per message (with RabbitMQ) {cpu:.2f}x"
-                )
+    by_name = {r.system: r for r in results}
+    for r in results:
+        if r.system.startswith("postfix"):
+            continue
+        # A signing Mailyard beside Postfix signing with the same kind of key.
+        algorithm = r.system.rpartition("-dkim-")[2] if "-dkim-" in r.system else ""
+        peer = by_name.get(f"postfix-opendkim-{algorithm}") or by_name.get("postfix")
+        if peer is None:
+            continue
+        delivered = r.delivered_per_s / peer.delivered_per_s
+        accepted = r.accepted_per_s / peer.accepted_per_s
+        cpu = (_mta_cpu(r) + r.rabbitmq_cpu_per_1000) / _mta_cpu(peer)
+        lines.append(
+            f"{r.system} / {peer.system}: delivered {delivered:.2f}x, accepted {accepted:.2f}x, "
+            f"CPU per message (with RabbitMQ) {cpu:.2f}x"
+        )
     return "\n".join(lines)
+
+
+def _dkim_cell(result: Result) -> str:
+    if result.dkim_verified is None:
+        return "-"
+    return f"{result.dkim_signed}, {'yes' if result.dkim_verified else 'NO'}"
 
 
 def _mta_cpu(result: Result) -> float:
@@ -127,6 +140,11 @@ def main() -> int:
         help="Mailyard modes: all, split (RabbitMQ), embedded (the local spool)",
     )
     parser.add_argument("--compare-postfix", action="store_true")
+    parser.add_argument(
+        "--dkim", default="",
+        help="also run each mode signing with these key types (rsa,ed25519); with "
+        "--compare-postfix, Postfix too, through an OpenDKIM milter",
+    )  # fmt: skip
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument(
         "--latency-rate",
@@ -166,14 +184,28 @@ def main() -> int:
     port = port_on_both()
     dns = TestDnsServer(ZONE).start()
     workdir = Path(tempfile.mkdtemp(prefix="mailyard-bench-"))
+    systems: list[object] = []
     try:
         workdir.chmod(0o755)  # Postfix's daemons must be able to enter it
         certificate = make_certificate(workdir) if submissions else None
-        systems: list[object] = [
+        systems += [
             MailyardSystem(workdir, mode=mode, dns=dns.address, sink_port=port,
                            broker_url=BROKER_URL, certificate=certificate)
             for mode in modes
         ]  # fmt: skip
+        algorithms = [a for a in args.dkim.split(",") if a]
+        unknown = set(algorithms) - set(dkim.ALGORITHMS)
+        if unknown:
+            print(f"--dkim takes {', '.join(dkim.ALGORITHMS)}, not {', '.join(unknown)}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        keys = [dkim.keygen(workdir, algorithm, REPO) for algorithm in algorithms]
+        for key in keys:
+            systems.extend(
+                MailyardSystem(workdir, mode=mode, dns=dns.address, sink_port=port,
+                               broker_url=BROKER_URL, dkim_key=key)
+                for mode in modes
+            )  # fmt: skip
         if args.compare_repo:
             systems.append(
                 MailyardSystem(workdir, mode="split", dns=dns.address, sink_port=port,
@@ -186,6 +218,12 @@ def main() -> int:
                 PostfixSystem(workdir, sink_host=SINK_HOST, latency_host=LATENCY_HOST,
                               port=port, latency_domain=LATENCY_DOMAIN, certificate=certificate)
             )  # fmt: skip
+            systems[1:1] = [
+                PostfixSystem(workdir, sink_host=SINK_HOST, latency_host=LATENCY_HOST,
+                              port=port, latency_domain=LATENCY_DOMAIN,
+                              opendkim=dkim.OpenDkim(workdir, key))
+                for key in keys
+            ]  # fmt: skip
         print(
             f"{load.count} messages of {load.size} bytes over {load.concurrency} sessions, "
             f"{args.rounds} round(s)"
@@ -205,6 +243,9 @@ def main() -> int:
         results = [harness.combine(system_runs) for system_runs in runs.values()]
     finally:
         dns.stop()
+        for system in systems:
+            if isinstance(system, PostfixSystem) and system.opendkim is not None:
+                system.opendkim.remove()
         if args.keep:
             print(f"logs and configs kept in {workdir}")
         else:
@@ -222,7 +263,12 @@ def main() -> int:
                 json.dumps({"at": stamp, "machine": procstats.machine(), **asdict(result)}) + "\n"
             )
     print(f"\nappended to {args.results}")
-    return 0 if all(r.lost == 0 and r.latency_lost == 0 for r in results) else 1
+    return 0 if all(_sound(r) for r in results) else 1
+
+
+def _sound(result: Result) -> bool:
+    """Nothing lost, and whatever was to be signed was signed and verifies."""
+    return result.lost == 0 and result.latency_lost == 0 and result.dkim_verified is not False
 
 
 if __name__ == "__main__":

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from bench import procstats
+from bench import dkim, procstats
 from bench.loadgen import SMTP_SOURCE, Progress, generate, smtp_source
 from bench.sinks import CountingSink, TimingSink
 
@@ -52,6 +55,10 @@ class Result:
     submission_delivered_per_s: float = 0.0
     submission_cpu_per_1000: float = 0.0  # the MTA's, all processes
     submission_rabbitmq_cpu_per_1000: float = 0.0
+    # DKIM: latency-phase messages that arrived signed, and whether a signed
+    # one's signatures verified (None: the system does not sign).
+    dkim_signed: int = 0
+    dkim_verified: bool | None = None
     rounds: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -85,6 +92,8 @@ def combine(runs: list[Result]) -> Result:
         submission_delivered_per_s=median([r.submission_delivered_per_s for r in runs]),
         submission_cpu_per_1000=median([r.submission_cpu_per_1000 for r in runs]),
         submission_rabbitmq_cpu_per_1000=median([r.submission_rabbitmq_cpu_per_1000 for r in runs]),
+        dkim_signed=sum(r.dkim_signed for r in runs),
+        dkim_verified=(None if first.dkim_verified is None else all(r.dkim_verified for r in runs)),
         rounds=[
             {
                 "delivered_per_s": r.delivered_per_s,
@@ -179,7 +188,8 @@ def run(system: Any, load: Load, port: int, *, latency_rate: float | None = None
     ``latency_rate`` messages/s (default: half the throughput it just had)."""
     print(f"{system.name}:", flush=True)
     sink = CountingSink(SINK_HOST, port)
-    timing = TimingSink(LATENCY_HOST, port)
+    sample = Path(tempfile.mkdtemp(prefix="mailyard-bench-dkim-")) / "signed.eml"
+    timing = TimingSink(LATENCY_HOST, port, sample)
     # The embedded spool uses no broker: RabbitMQ's CPU is not its cost.
     rabbit = None if getattr(system, "embedded", False) else procstats.rabbitmq_pid()
     try:
@@ -216,12 +226,18 @@ def run(system: Any, load: Load, port: int, *, latency_rate: float | None = None
             for i in accepted_at
             if i in timing.arrivals
         )
+        keys = getattr(system, "dkim_keys", [])
+        verified = (
+            (dkim.verify(sample.read_bytes(), keys) if sample.exists() else False) if keys else None
+        )
+        signed = len(timing.signed.intersection(str(i) for i in accepted_at))
         submission = _submission(system, load, sink, rabbit)
         peak = system.peak_rss()
     finally:
         system.stop()
         sink.stop()
         timing.stop()
+        shutil.rmtree(sample.parent, ignore_errors=True)
 
     def per_1000(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
         return {k: round((after[k] - before.get(k, 0.0)) / load.count * 1000, 3) for k in after}
@@ -240,6 +256,8 @@ def run(system: Any, load: Load, port: int, *, latency_rate: float | None = None
         latency_ms=_percentiles(latencies),
         latency_lost=n - len(latencies),
         generator="smtp-source" if SMTP_SOURCE else "asyncio",
+        dkim_signed=signed,
+        dkim_verified=verified,
         **submission,
     )
 

@@ -7,12 +7,16 @@ keyed by the ``X-Bench-Id`` header the generator put in. It runs in a process
 of its own (``python -m bench.sinks HOST PORT``): in a thread of the harness it
 would wait for the generator's GIL, and the latency would be the harness's.
 Both sides stamp with ``time.monotonic()``, one clock for every process.
+It also notes which messages came DKIM-signed, and keeps the first signed
+one in a file (``python -m bench.sinks HOST PORT SAMPLE``) so the harness
+can check that signature.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -62,7 +66,9 @@ class CountingSink:
         self._process.wait(10)
 
 
-async def _timing_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _timing_session(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sample: Path | None = None
+) -> None:
     """Just enough SMTP (with PIPELINING) to take mail and stamp its arrival.
 
     Written by hand rather than with aiosmtpd: the sink shares two cores with
@@ -81,7 +87,13 @@ async def _timing_session(reader: asyncio.StreamReader, writer: asyncio.StreamWr
                 arrived = time.monotonic()
                 match = _BENCH_ID.search(content)
                 if match:
-                    sys.stdout.write(f"{match.group(1).decode()} {arrived!r}\n")
+                    headers = content.split(b"\r\n\r\n", 1)[0]
+                    signed = headers.startswith(b"DKIM-Signature:") or (
+                        b"\nDKIM-Signature:" in headers
+                    )
+                    if signed and sample is not None:
+                        _keep_first(sample, content)
+                    sys.stdout.write(f"{match.group(1).decode()} {arrived!r} {int(signed)}\n")
                     sys.stdout.flush()
                 writer.write(b"250 2.0.0 OK\r\n")
             elif verb == b"QUIT":
@@ -95,14 +107,28 @@ async def _timing_session(reader: asyncio.StreamReader, writer: asyncio.StreamWr
         writer.close()
 
 
+_kept: set[Path] = set()
+
+
+def _keep_first(sample: Path, content: bytes) -> None:
+    """The first signed message, as it was before dot-stuffing and the final dot."""
+    if sample in _kept:
+        return
+    _kept.add(sample)
+    sample.write_bytes(content[: -len(b".\r\n")].replace(b"\r\n..", b"\r\n."))
+
+
 class TimingSink:
     """The timing sink in its own process; ``arrivals`` fills as it reports."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, sample: Path) -> None:
+        """``sample``: where the first DKIM-signed message is written."""
         self.host, self.port = host, port
+        self.sample = sample
         self.arrivals: dict[str, float] = {}
+        self.signed: set[str] = set()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "bench.sinks", host, str(port)],
+            [sys.executable, "-m", "bench.sinks", host, str(port), str(sample)],
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
@@ -115,8 +141,10 @@ class TimingSink:
     def _read(self) -> None:
         assert self._process.stdout is not None
         for line in self._process.stdout:
-            bench_id, _, stamp = line.decode().partition(" ")
+            bench_id, stamp, signed = line.decode().split(" ")
             self.arrivals[bench_id] = float(stamp)
+            if signed.strip() == "1":
+                self.signed.add(bench_id)
 
     def stop(self) -> None:
         self._process.terminate()
@@ -124,8 +152,9 @@ class TimingSink:
         self._reader.join(10)
 
 
-async def _serve(host: str, port: int) -> None:
-    server = await asyncio.start_server(_timing_session, host, port, limit=64 * 2**20)
+async def _serve(host: str, port: int, sample: Path | None) -> None:
+    session = functools.partial(_timing_session, sample=sample)
+    server = await asyncio.start_server(session, host, port, limit=64 * 2**20)
     sys.stdout.write("listening\n")
     sys.stdout.flush()
     async with server:
@@ -134,4 +163,5 @@ async def _serve(host: str, port: int) -> None:
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(sys.argv[1], int(sys.argv[2])))
+        sample = Path(sys.argv[3]) if len(sys.argv) > 3 else None
+        asyncio.run(_serve(sys.argv[1], int(sys.argv[2]), sample))

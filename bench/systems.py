@@ -25,6 +25,9 @@ from pathlib import Path
 import yaml
 
 from bench import procstats
+from bench.dkim import DOMAIN as DKIM_DOMAIN
+from bench.dkim import Key as DkimKey
+from bench.dkim import OpenDkim
 from bench.submission import PASSWORD, USER, Certificate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,12 +57,17 @@ class MailyardSystem:
         certificate: Certificate | None = None,
         repo: Path = REPO,
         label: str = "",
+        dkim_key: DkimKey | None = None,
     ) -> None:
         """``repo`` and ``label``: another checkout of Mailyard (an earlier commit),
-        run beside this one in the same rounds; it gets no key it may not know."""
+        run beside this one in the same rounds; it gets no key it may not know.
+        ``dkim_key``: the queue signs every message with it."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
+        if dkim_key is not None:
+            label = "-".join(filter(None, [label, f"dkim-{dkim_key.algorithm}"]))
         self.name = f"mailyard-{mode}" + (f"-{label}" if label else "")
+        self.dkim_keys = [dkim_key] if dkim_key is not None else []
         self.repo = repo
         legacy = repo != REPO
         certificate = None if legacy else certificate
@@ -105,6 +113,11 @@ class MailyardSystem:
                         **({} if legacy else {"prohibited_networks": ["169.254.0.0/16"]}),
                     },
                     "metrics": {"host": "127.0.0.1"},
+                    **(
+                        {"dkim": {"keys": [_dkim_config(k) for k in self.dkim_keys]}}
+                        if self.dkim_keys
+                        else {}
+                    ),
                 }
             )
         )
@@ -163,6 +176,10 @@ class MailyardSystem:
             await channel.exchange_delete(topology.events)
 
 
+def _dkim_config(key: DkimKey) -> dict[str, str]:
+    return {"domain": DKIM_DOMAIN, "selector": key.selector, "key_file": str(key.path)}
+
+
 def _hash(password: str) -> str:
     sys.path.insert(0, str(REPO / "services"))
     from mailyard.ingress.auth import hash_password
@@ -171,8 +188,6 @@ def _hash(password: str) -> str:
 
 
 class PostfixSystem:
-    name = "postfix"
-
     def __init__(
         self,
         workdir: Path,
@@ -182,8 +197,13 @@ class PostfixSystem:
         port: int,
         latency_domain: str,
         certificate: Certificate | None = None,
+        opendkim: OpenDkim | None = None,
     ) -> None:
-        self.root = workdir / "postfix"
+        """``opendkim``: a milter that signs what this Postfix accepts."""
+        self.opendkim = opendkim
+        self.name = "postfix" + (f"-opendkim-{opendkim.key.algorithm}" if opendkim else "")
+        self.dkim_keys = [opendkim.key] if opendkim is not None else []
+        self.root = workdir / self.name
         self.smtp_port = free_port()
         self.certificate = certificate
         self.submission_port = free_port() if certificate is not None else None
@@ -215,6 +235,7 @@ class PostfixSystem:
                     "smtp_tls_security_level = none",
                     "default_process_limit = 100",
                     *self._submission_settings(etc),
+                    *self._milter_settings(),
                     "",
                 ]
             )
@@ -259,6 +280,16 @@ class PostfixSystem:
         self.master_pid = 0
         self._last_seen: dict[int, tuple[str, float]] = {}
 
+    def _milter_settings(self) -> list[str]:
+        if self.opendkim is None:
+            return []
+        return [
+            f"smtpd_milters = {self.opendkim.milter}",
+            "non_smtpd_milters = $smtpd_milters",
+            "milter_default_action = tempfail",  # never unsigned by accident
+            "milter_protocol = 6",
+        ]
+
     def _submission_settings(self, etc: Path) -> list[str]:
         """TLS "may" and SASL through Cyrus with one static user in a sasldb (sasl2-bin)."""
         if self.certificate is None:
@@ -293,6 +324,8 @@ class PostfixSystem:
         ]
 
     def start(self) -> None:
+        if self.opendkim is not None:
+            self.opendkim.start()
         subprocess.run([POSTFIX, "-c", str(self.etc), "start"], check=True, capture_output=True)
         pid_file = self.root / "spool" / "pid" / "master.pid"
         deadline = time.monotonic() + 30
@@ -332,16 +365,25 @@ class PostfixSystem:
         for name, seconds in self._last_seen.values():
             usage[name] = usage.get(name, 0.0) + seconds
         usage["total"] = procstats.tree_cpu_seconds(self.master_pid)
+        if self.opendkim is not None and self.opendkim.process is not None:
+            # The milter is Postfix's signing cost: it counts in the total.
+            usage["opendkim"] = procstats.cpu_seconds(self.opendkim.process.pid)
+            usage["total"] += usage["opendkim"]
         return usage
 
     def peak_rss(self) -> dict[str, int]:
-        return {
+        peaks = {
             name: sum(procstats.peak_rss_bytes(pid) for pid in pids)
             for name, pids in self._by_daemon().items()
         }
+        if self.opendkim is not None and self.opendkim.process is not None:
+            peaks["opendkim"] = procstats.peak_rss_bytes(self.opendkim.process.pid)
+        return peaks
 
     def stop(self) -> None:
         subprocess.run([POSTFIX, "-c", str(self.etc), "stop"], capture_output=True)
+        if self.opendkim is not None:
+            self.opendkim.stop()
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:

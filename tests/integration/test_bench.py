@@ -65,3 +65,39 @@ def test_a_small_benchmark_runs_and_loses_nothing(broker: str, tmp_path: Path) -
     assert embedded["rabbitmq_cpu_per_1000"] == 0
     if compare:
         assert systems["postfix"]["cpu_per_1000"]["total"] > 0
+
+
+def test_a_small_signing_benchmark_checks_its_signatures(broker: str, tmp_path: Path) -> None:
+    """--dkim: Mailyard signs with each key type, Postfix through OpenDKIM; every
+    latency-phase message arrives signed, and a sample's signatures verify."""
+    results = tmp_path / "results.jsonl"
+    command = [
+        sys.executable, "-m", "bench", "--count", "200", "--rounds", "1",
+        "--modes", "embedded", "--dkim", "rsa,ed25519", "--submission-count", "0",
+        "--latency-seconds", "2", "--results", str(results),
+    ]  # fmt: skip
+    opendkim = shutil.which("opendkim") or Path("/usr/sbin/opendkim").exists()
+    if os.environ.get("CI") and not opendkim:
+        pytest.fail("opendkim is not installed; .ci/run installs it")
+    compare = postfix_available() and bool(opendkim)
+    if compare:
+        command.append("--compare-postfix")
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'services'}:{REPO}"}
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "DKIM: signed (latency phase), verified" in done.stdout
+
+    systems = {r["system"]: r for r in map(json.loads, results.read_text().splitlines())}
+    signing = {"mailyard-embedded-dkim-rsa", "mailyard-embedded-dkim-ed25519"}
+    if compare:
+        signing |= {"postfix-opendkim-rsa", "postfix-opendkim-ed25519"}
+        assert systems["postfix-opendkim-rsa"]["cpu_per_1000"]["opendkim"] > 0
+    assert signing <= set(systems)
+    for name in signing:
+        assert systems[name]["dkim_verified"] is True, name
+        assert systems[name]["dkim_signed"] >= 200, name  # every latency message
+        assert systems[name]["latency_lost"] == 0, name
+    assert systems["mailyard-embedded"]["dkim_verified"] is None
+    assert systems["mailyard-embedded"]["dkim_signed"] == 0
