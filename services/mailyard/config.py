@@ -426,10 +426,17 @@ class DkimConfig(Section):
         return keys
 
 
+class ClassificationConfig(Section):
+    # Users' bounce classification rules, read in this order before the
+    # defaults (mailyard/rules/bounces.yaml): the first rule that matches wins.
+    rules_files: list[Path] = Field(default_factory=list, max_length=20)
+
+
 class BounceConfig(Section):
     prefetch: int = Field(32, ge=1)
     # Original headers quoted in a DSN are cut at this size.
     max_quoted_headers: int = Field(65536, ge=1024)
+    classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
 
 
 # Mailbox providers that get their own label in per-destination metrics;

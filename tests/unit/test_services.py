@@ -19,6 +19,7 @@ from mailyard.broker.memory import MemoryBroker
 from mailyard.config import Settings
 from mailyard.delivery.outcome import RecipientOutcome
 from mailyard.delivery.service import DeliveryService
+from mailyard.filewatch import FileProblem
 from mailyard.queue.service import QueueService
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
@@ -120,6 +121,7 @@ async def test_queue_expires_a_deferred_job_past_its_lifetime():
     assert isinstance(emit, Emit)
     assert emit.kind is EventKind.EXPIRED
     assert emit.event.results[0].reply.text == "busy"
+    assert emit.event.results[0].bounce_class == "MessageExpired"
     assert b"Subject: s" in emit.event.original_headers
 
 
@@ -187,6 +189,35 @@ async def test_delivery_reports_each_outcome_and_sends_the_deferred_back_to_queu
     retry = again.items[0]
     assert (list(retry.recipients), retry.attempts) == (["later@example.net"], 2)
     assert retry.last_results[0].reply.status == "4.7.1"
+    # Every recipient that was not delivered carries its bounce class.
+    assert kinds[EventKind.FAILED].results[0].bounce_class == "InvalidRecipient"
+    assert kinds[EventKind.DEFERRED].results[0].bounce_class == "TransientFailure"
+    assert kinds[EventKind.DELIVERED].results[0].bounce_class == ""
+    assert retry.last_results[0].bounce_class == "TransientFailure"
+
+
+async def test_delivery_reads_users_classification_rules_before_the_defaults(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {class: SpamBlock, text: greylisted}\n")
+    fake = FakeDeliverer({"later@example.net": Reply(451, "4.7.1", "greylisted")})
+    service = DeliveryService(
+        settings(bounce={"classification": {"rules_files": [str(rules)]}}),
+        MemoryBroker(),
+        deliverer=fake,  # type: ignore[arg-type]
+    )
+    broker = await start(service)
+    settled = await broker.deliver(QueueName.DELIVERY, [job(1, ["later@example.net"])])
+    [(_, outputs)] = settled.completed
+    [deferred] = [o.event for o in outputs if isinstance(o, Emit)]
+    assert deferred.results[0].bounce_class == "SpamBlock"
+
+
+def test_a_rules_file_that_cannot_be_read_stops_delivery_naming_the_key(tmp_path):
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(FileProblem, match=r"^bounce\.classification\.rules_files\[0\]: "):
+        DeliveryService(
+            settings(bounce={"classification": {"rules_files": [str(missing)]}}), MemoryBroker()
+        )
 
 
 async def test_delivery_works_at_most_concurrency_jobs_at_once_across_batches():

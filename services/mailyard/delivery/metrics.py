@@ -97,3 +97,9 @@ for _result in ("ok", "failed"):
 for _mode in ("enforce", "testing"):
     for _result in ("match", "mismatch"):
         MTA_STS_ROUTES.labels(_mode, _result)
+
+CLASSIFIED = Counter(
+    "mailyard_delivery_classified_total",
+    "Deferred and failed recipients by bounce class (mailyard/classify.py)",
+    ["outcome", "class"],  # deferred | failed; one of the fixed class names
+)

@@ -49,7 +49,7 @@ class RecipientOutcome:
     def outcome(self) -> Outcome:
         return outcome_of(self.reply)
 
-    def to_pb(self) -> pb.RecipientResult:
+    def to_pb(self, bounce_class: str = "") -> pb.RecipientResult:
         return pb.RecipientResult(
             recipient=self.recipient,
             reply=pb.SmtpReply(
@@ -67,4 +67,5 @@ class RecipientOutcome:
                 if self.tls is not None
                 else None
             ),
+            bounce_class=bounce_class,
         )

@@ -2,7 +2,8 @@
 
 One event per outcome kind that occurred (its recipients' results in it),
 and for deferred recipients the job again, one attempt further and with
-their last replies, for the queue service to schedule or expire.
+their last replies, for the queue service to schedule or expire. Deferred
+and failed recipients carry their bounce class (``mailyard/classify.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from mailyard.broker import Emit, Output, Publish, QueueName
+from mailyard.classify import Classifier, default_classifier
 from mailyard.delivery.outcome import EVENT_KINDS, Outcome, RecipientOutcome
 from mailyard.events import event_for
 from mailyard.v1 import message_pb2 as pb
@@ -29,13 +31,19 @@ def plan_report(
     *,
     now: datetime,
     quote_limit: int,
+    classifier: Classifier | None = None,
 ) -> list[Output]:
+    """``classifier``: what gives each deferred and failed recipient its bounce class."""
+    classify = (classifier or default_classifier()).classify
     attempts = job.attempts + 1
     outputs: list[Output] = []
     for outcome, group in by_outcome(outcomes).items():
         if not group:
             continue
-        results = [o.to_pb() for o in group]
+        if outcome is Outcome.DELIVERED:
+            results = [o.to_pb() for o in group]
+        else:
+            results = [o.to_pb(classify(o.reply)) for o in group]
         kind = EVENT_KINDS[outcome]
         event = event_for(kind, job, results, now=now, attempts=attempts, quote_limit=quote_limit)
         outputs.append(Emit(kind, event))

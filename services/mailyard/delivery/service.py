@@ -28,6 +28,7 @@ from typing import Any
 from mailyard import wire
 from mailyard.broker import Broker, Consumer, Output, Publish, QueueName, Work
 from mailyard.broker.service import ConsumingService
+from mailyard.classify import Classifier
 from mailyard.config import Settings
 from mailyard.delivery import metrics
 from mailyard.delivery.attempt import Deliverer
@@ -57,6 +58,10 @@ class DeliveryService(ConsumingService):
         super().__init__(broker)
         self.settings = settings
         self.config = config = settings.delivery
+        self.classifier = Classifier(
+            settings.bounce.classification.rules_files,
+            key="bounce.classification.rules_files",
+        )
         self.pool = SessionPool(
             enabled=config.connection_reuse,
             max_idle=config.idle_connection_timeout.total_seconds(),
@@ -197,7 +202,11 @@ class DeliveryService(ConsumingService):
             outcomes = await self._attempt(job, deadline)
             now = datetime.now(UTC)
             outputs = plan_report(
-                job, outcomes, now=now, quote_limit=self.settings.bounce.max_quoted_headers
+                job,
+                outcomes,
+                now=now,
+                quote_limit=self.settings.bounce.max_quoted_headers,
+                classifier=self.classifier,
             )
             account = self._accounting(job, outcomes, now)
             await work.complete(job, outputs)
@@ -248,20 +257,22 @@ class DeliveryService(ConsumingService):
                     )
                 for result in group:
                     metrics.RECIPIENTS.labels(outcome.value, result.reply.status_class).inc()
+                    extra = {
+                        "message_id": job.message_id,
+                        "queue_id": job.queue_id,
+                        "to": result.recipient,
+                        "relay": result.remote_mta or "none",
+                        "delay": round(age, 3),
+                        "attempt": job.attempts + 1,
+                        "reply": str(result.reply),
+                    }
                     if outcome is Outcome.DELIVERED:
                         metrics.LATENCY_SECONDS.observe(age)
-                    log.info(
-                        outcome.value,
-                        extra={
-                            "message_id": job.message_id,
-                            "queue_id": job.queue_id,
-                            "to": result.recipient,
-                            "relay": result.remote_mta or "none",
-                            "delay": round(age, 3),
-                            "attempt": job.attempts + 1,
-                            "reply": str(result.reply),
-                        },
-                    )
+                    else:
+                        bounce_class = self.classifier.classify(result.reply)
+                        metrics.CLASSIFIED.labels(outcome.value, bounce_class.value).inc()
+                        extra["class"] = bounce_class.value
+                    log.info(outcome.value, extra=extra)
 
         return account
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from mailyard import wire
 from mailyard.broker import Emit, EventKind, Output, Publish, QueueName
+from mailyard.classify import BounceClass
 from mailyard.events import event_for
 from mailyard.queue.schedule import Expire, Retry, after_deferral
 from mailyard.queue.split import Split, delivery_batches, split_message
@@ -79,12 +80,22 @@ def plan_deferral(
         retry_delays=retry_delays,
     )
     if isinstance(step, Expire):
-        results = list(job.last_results) or [
+        # The last reply stays (it says why the attempts failed); the class
+        # says what happened in the end.
+        results = [_copy(r) for r in job.last_results] or [
             pb.RecipientResult(recipient=r, reply=EXPIRED_REPLY) for r in job.recipients
         ]
+        for result in results:
+            result.bounce_class = BounceClass.MESSAGE_EXPIRED.value
         event = event_for(EventKind.EXPIRED, job, results, now=now, quote_limit=quote_limit)
         return [Emit(EventKind.EXPIRED, event)], step
     retry = pb.DeliveryJob()
     retry.CopyFrom(job)
     retry.not_before.CopyFrom(wire.timestamp(now + step.delay))
     return [Publish(QueueName.DELIVERY, (retry,), delay=step.delay)], step
+
+
+def _copy(result: pb.RecipientResult) -> pb.RecipientResult:
+    copy = pb.RecipientResult()
+    copy.CopyFrom(result)
+    return copy

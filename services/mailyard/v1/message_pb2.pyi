@@ -135,18 +135,20 @@ class DeliveryBatch(_message.Message):
     def __init__(self, domain: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[DeliveryJob, _Mapping]]] = ...) -> None: ...
 
 class RecipientResult(_message.Message):
-    __slots__ = ("recipient", "reply", "remote_mta", "elapsed_ms", "tls")
+    __slots__ = ("recipient", "reply", "remote_mta", "elapsed_ms", "tls", "bounce_class")
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     REMOTE_MTA_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
+    BOUNCE_CLASS_FIELD_NUMBER: _ClassVar[int]
     recipient: str
     reply: SmtpReply
     remote_mta: str
     elapsed_ms: int
     tls: TlsSession
-    def __init__(self, recipient: _Optional[str] = ..., reply: _Optional[_Union[SmtpReply, _Mapping]] = ..., remote_mta: _Optional[str] = ..., elapsed_ms: _Optional[int] = ..., tls: _Optional[_Union[TlsSession, _Mapping]] = ...) -> None: ...
+    bounce_class: str
+    def __init__(self, recipient: _Optional[str] = ..., reply: _Optional[_Union[SmtpReply, _Mapping]] = ..., remote_mta: _Optional[str] = ..., elapsed_ms: _Optional[int] = ..., tls: _Optional[_Union[TlsSession, _Mapping]] = ..., bounce_class: _Optional[str] = ...) -> None: ...
 
 class TlsSession(_message.Message):
     __slots__ = ("policy", "version", "cipher", "verified")

@@ -1,0 +1,195 @@
+"""Bounce classification: a reply becomes one of a fixed set of classes — no I/O.
+
+The class names are KumoMTA's (``PreDefinedBounceClass``), so that senders
+who know one MTA's reports can read the other's. A class says what the
+sender should do about a failure: stop mailing the address
+(InvalidRecipient, BadDomain, InactiveMailbox), fix their setup
+(AuthenticationFailed, BadConfiguration), look at their reputation
+(SpamBlock, SpamContent) or wait (TransientFailure, ...).
+
+Rules are ordered and the first that matches wins. A rule names a class and
+one or more conditions, all of which must hold:
+
+- ``code``: the reply code, with ``x`` for any digit (``550``, ``55x``, ``4xx``);
+- ``status``: the enhanced status code (RFC 3463), ``x`` for any one part
+  (``5.1.1``, ``x.1.1``, ``5.7.x``);
+- ``text``: a regular expression searched in the reply text, case-insensitive.
+
+The defaults (``rules/bounces.yaml`` in this package) know the replies of
+the large mailbox providers first, then words that mean the same everywhere,
+then RFC 3463's status codes, then the reply code alone. Users' files
+(``bounce.classification.rules_files``) come before the defaults, so one of
+their rules wins over ours. A file is read when the classifier is made; a
+file that cannot be used stops start-up with its name and the rule at fault.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mailyard.filewatch import FileProblem
+from mailyard.reply import Reply
+
+
+class BounceClass(StrEnum):
+    INVALID_RECIPIENT = "InvalidRecipient"
+    BAD_DOMAIN = "BadDomain"
+    DNS_FAILURE = "DNSFailure"
+    INACTIVE_MAILBOX = "InactiveMailbox"
+    QUOTA_ISSUES = "QuotaIssues"
+    MESSAGE_EXPIRED = "MessageExpired"
+    SPAM_BLOCK = "SpamBlock"
+    SPAM_CONTENT = "SpamContent"
+    SPAM_RELATED = "SpamRelated"
+    POLICY_RELATED = "PolicyRelated"
+    AUTHENTICATION_FAILED = "AuthenticationFailed"
+    RELAY_DENIED = "RelayDenied"
+    RELAYING_ISSUES = "RelayingIssues"
+    TOO_MANY_RECIPIENTS = "TooManyRecipients"
+    TRANSIENT_FAILURE = "TransientFailure"
+    NO_ANSWER_FROM_HOST = "NoAnswerFromHost"
+    BAD_CONNECTION = "BadConnection"
+    BAD_CONFIGURATION = "BadConfiguration"
+    PROTOCOL_ERRORS = "ProtocolErrors"
+    ROUTING_ERRORS = "RoutingErrors"
+    CONTENT_RELATED = "ContentRelated"
+    PROHIBITED_ATTACHMENT = "ProhibitedAttachment"
+    VIRUS_RELATED = "VirusRelated"
+    INVALID_SENDER = "InvalidSender"
+    AUTO_REPLY = "AutoReply"
+    CHALLENGE_RESPONSE = "ChallengeResponse"
+    SUBSCRIBE = "Subscribe"
+    UNSUBSCRIBE = "Unsubscribe"
+    UNCATEGORIZED = "Uncategorized"
+
+
+# A hard bounce of these means the address is gone: the suppression list's business.
+ADDRESS_GONE = frozenset(
+    {BounceClass.INVALID_RECIPIENT, BounceClass.BAD_DOMAIN, BounceClass.INACTIVE_MAILBOX}
+)
+
+
+class RulesError(FileProblem):
+    """A rules file cannot be used; the message names the file and the rule.
+
+    A :class:`~mailyard.filewatch.FileProblem`, so it stops start-up like any
+    other file named in the configuration."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    bounce_class: BounceClass
+    code: re.Pattern[str] | None = None
+    status: re.Pattern[str] | None = None
+    text: re.Pattern[str] | None = None
+
+    def matches(self, reply: Reply) -> bool:
+        if self.code is not None and not self.code.fullmatch(str(reply.code)):
+            return False
+        if self.status is not None and not self.status.fullmatch(reply.status):
+            return False
+        return self.text is None or self.text.search(reply.text) is not None
+
+
+class Classifier:
+    """The rules of ``files`` (in order), then the defaults; the first match wins."""
+
+    def __init__(self, files: Sequence[Path] = (), *, key: str = "rules_files") -> None:
+        mine: list[Rule] = []
+        for index, path in enumerate(files):
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise RulesError(f"{key}[{index}]: {path}: {exc.strerror or exc}") from exc
+            mine.extend(load_rules(text, f"{key}[{index}]: {path}"))
+        self.rules: tuple[Rule, ...] = (*mine, *default_rules())
+        # Bulk mail meets the same few replies over and over.
+        self.classify = functools.lru_cache(maxsize=4096)(self._classify)
+
+    def _classify(self, reply: Reply) -> BounceClass:
+        for rule in self.rules:
+            if rule.matches(reply):
+                return rule.bounce_class
+        return BounceClass.UNCATEGORIZED
+
+
+@functools.cache
+def default_classifier() -> Classifier:
+    return Classifier()
+
+
+@functools.cache
+def default_rules() -> tuple[Rule, ...]:
+    text = resources.files("mailyard").joinpath("rules/bounces.yaml").read_text()
+    return tuple(load_rules(text, "the default bounce rules"))
+
+
+def load_rules(text: str, source: str) -> list[Rule]:
+    """The rules of one file: ``rules:``, a list of ``{class, code?, status?, text?}``."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{source}: not YAML: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
+        raise RulesError(f"{source}: expected a mapping with a 'rules' list")
+    return [
+        _rule(entry, f"{source}: rule {index + 1}") for index, entry in enumerate(document["rules"])
+    ]
+
+
+def _rule(entry: Any, where: str) -> Rule:
+    if not isinstance(entry, dict):
+        raise RulesError(f"{where}: expected a mapping, got {entry!r}")
+    unknown = set(entry) - {"class", "code", "status", "text"}
+    if unknown:
+        raise RulesError(f"{where}: unknown keys {sorted(unknown)}")
+    try:
+        bounce_class = BounceClass(str(entry.get("class")))
+    except ValueError:
+        raise RulesError(
+            f"{where}: class {entry.get('class')!r} is not one of {', '.join(BounceClass)}"
+        ) from None
+    if not {"code", "status", "text"} & set(entry):
+        raise RulesError(f"{where}: a rule needs code, status or text")
+    return Rule(
+        bounce_class,
+        code=_digits(entry.get("code"), r"[2-5x][0-9x]{2}", where, "code"),
+        status=_digits(
+            entry.get("status"), r"[245x]\.(?:\d{1,3}|x)\.(?:\d{1,3}|x)", where, "status"
+        ),
+        text=_regex(entry.get("text"), where),
+    )
+
+
+_CODE_SHAPE = r"[2-5x][0-9x]{2}"
+_STATUS_SHAPE = r"[245x]\.(?:\d{1,3}|x)\.(?:\d{1,3}|x)"
+
+
+def _digits(value: Any, shape: str, where: str, key: str) -> re.Pattern[str] | None:
+    if value is None:
+        return None
+    value = str(value).lower()
+    if not re.fullmatch(shape, value):
+        raise RulesError(f"{where}: {key} {value!r} is not like {shape}")
+    pattern = r"\.".join(
+        r"\d+" if part == "x" else re.escape(part).replace("x", r"\d") for part in value.split(".")
+    )
+    return re.compile(pattern)
+
+
+def _regex(value: Any, where: str) -> re.Pattern[str] | None:
+    if value is None:
+        return None
+    try:
+        return re.compile(str(value), re.IGNORECASE)
+    except re.error as exc:
+        raise RulesError(f"{where}: text is not a regular expression: {exc}") from exc
