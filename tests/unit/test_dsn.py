@@ -198,3 +198,15 @@ def test_diagnostic_code():
     assert diagnostic_code(result("a@x", 550, "5.1.1", "No", "mx.x")) == "smtp; 550 5.1.1 No"
     assert diagnostic_code(result("a@x", 550, "", "No", "mx.x")) == "smtp; 550 No"
     assert diagnostic_code(result("a@x", 554, "5.4.4", "no MX")) == "X-Mailyard; 554 5.4.4 no MX"
+
+
+def test_the_bounce_class_is_named_for_people_and_for_programs():
+    classified = result("a@example.net", 550, "5.1.1", "No such user", "mx.example.net")
+    classified.bounce_class = "InvalidRecipient"
+    plain = result("b@example.net", 554, "", "odd")
+    msg = parse(build(event(results=[classified, plain])))
+    blocks = status_blocks(msg)
+    assert blocks[1]["X-Mailyard-Bounce-Class"] == "InvalidRecipient"
+    assert "X-Mailyard-Bounce-Class" not in blocks[2]
+    human = parts(msg)[0].get_content()
+    assert "No such user\r\n    class: InvalidRecipient\r\n<b@example.net>" in human

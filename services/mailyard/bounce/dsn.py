@@ -89,6 +89,8 @@ def _human_part(event: pb.DeliveryEvent, reporting_mta: str, expired: bool) -> s
     for result in event.results:
         via = f" (said {result.remote_mta})" if result.remote_mta else ""
         lines.append(f"<{result.recipient}>{via}: {reply_text(result.reply)}")
+        if result.bounce_class:
+            lines.append(f"    class: {result.bounce_class}")
     return "\n".join(lines) + "\n"
 
 
@@ -106,6 +108,8 @@ def _status_part(event: pb.DeliveryEvent, reporting_mta: str) -> Message:
         if result.remote_mta:
             block["Remote-MTA"] = f"dns; {result.remote_mta}"
         block["Diagnostic-Code"] = diagnostic_code(result)
+        if result.bounce_class:  # an extension field (RFC 3464 §2.4): what it means
+            block["X-Mailyard-Bounce-Class"] = result.bounce_class
         block["Last-Attempt-Date"] = format_datetime(event.occurred_at.ToDatetime(tzinfo=UTC))
         blocks.append(block)
     status = Message()

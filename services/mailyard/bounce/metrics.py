@@ -6,7 +6,9 @@ DSNS = Counter(
     "mailyard_bounce_dsns_total", "Delivery status notifications queued, by cause", ["kind"]
 )
 DSN_RECIPIENTS = Counter(
-    "mailyard_bounce_dsn_recipients_total", "Failed recipients reported in DSNs", ["kind"]
+    "mailyard_bounce_dsn_recipients_total",
+    "Failed recipients reported in DSNs, by bounce class",
+    ["kind", "class"],  # failed | expired; mailyard/classify.py's names ("" if none)
 )
 DSNS_SKIPPED = Counter(
     "mailyard_bounce_dsns_skipped_total",

@@ -70,7 +70,8 @@ def _account(event: pb.DeliveryEvent, plan: DsnPlan, dsn_id: str) -> None:
     if plan.skipped is not None:
         return
     metrics.DSNS.labels(plan.kind).inc()
-    metrics.DSN_RECIPIENTS.labels(plan.kind).inc(len(event.results))
+    for result in event.results:
+        metrics.DSN_RECIPIENTS.labels(plan.kind, result.bounce_class).inc()
     log.info(
         "DSN queued",
         extra={
