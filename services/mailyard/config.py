@@ -236,6 +236,22 @@ class DeliveryBatchConfig(Section):
     max_bytes: int = Field(1_048_576, ge=1024)
 
 
+class FeedbackIdConfig(Section):
+    """Gmail's feedback loop header, ``Feedback-ID: campaign:customer:type:sender``.
+
+    Added by the queue before DKIM signing to mail that came in over SMTP and
+    has none. ``sender_id`` is the same for all your mail; the other fields
+    are read from the headers named here (empty when a header is absent or
+    not configured); the customer is the submission login when no header
+    names one. Only letters, digits, ``.``, ``_`` and ``-`` are kept.
+    """
+
+    sender_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    campaign_header: str = ""
+    customer_header: str = ""
+    mail_type_header: str = ""
+
+
 class QueueConfig(Section):
     retry_delays: list[Duration] = Field(
         default_factory=lambda: [
@@ -249,6 +265,8 @@ class QueueConfig(Section):
     max_recipients_per_job: int = Field(50, ge=1)
     prefetch: int = Field(64, ge=1)
     delivery_batch: DeliveryBatchConfig = DeliveryBatchConfig()
+    # Off (null) by default; see FeedbackIdConfig.
+    feedback_id: FeedbackIdConfig | None = None
 
     @field_validator("retry_delays")
     @classmethod

@@ -748,6 +748,23 @@ def test_a_key_that_cannot_sign_stops_the_queue_service(tmp_path: Path) -> None:
         QueueService(queue_settings(key), MemoryBroker())
 
 
+def test_one_click_unsubscribe_and_feedback_id_are_signed(rsa_key: Key) -> None:
+    """RFC 8058 §4: List-Unsubscribe-Post must be covered; Gmail wants Feedback-ID signed."""
+    extra = (
+        b"List-Unsubscribe: <https://example.com/u/1>\r\n"
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        b"Feedback-ID: c1:shop:news:esp\r\n"
+    )
+    content = extra + message()
+    signed = Signer([dkim_key(rsa_key)]).sign(content).content
+    [signature] = signatures(signed)
+    headers = [h.lower() for h in signed_headers(signature)]
+    assert {b"list-unsubscribe", b"list-unsubscribe-post", b"feedback-id"} <= set(headers)
+    assert verifies(signed, Zone(rsa_key))
+    tampered = signed.replace(b"Feedback-ID: c1:", b"Feedback-ID: c2:")
+    assert not verifies(tampered, Zone(rsa_key))
+
+
 # --- the RSA step in OpenSSL ------------------------------------------------
 
 

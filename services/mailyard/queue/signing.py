@@ -13,7 +13,8 @@ and trailing-space changes of relays), no ``l=`` (a body length would let
 anyone append to the body), ``i=@<domain>``, and dkimpy's default header
 set, which is RFC 6376 §5.4.1's list (From, Sender, Reply-To, Subject,
 Date, Message-ID, To, Cc, MIME-Version, Content-*, Resent-*, In-Reply-To,
-References, List-*) as far as present, with ``From`` signed once more than
+References, List-*) as far as present, plus List-Unsubscribe-Post (RFC
+8058) and Feedback-ID, with ``From`` signed once more than
 it occurs, so that no second From can be added (oversigning, §5.4.2).
 Received, Return-Path, Bcc and DKIM-Signature are never signed.
 dkimpy does the DKIM work and OpenSSL the RSA step
@@ -66,6 +67,10 @@ log = logging.getLogger(__name__)
 UnsignedReason = Literal["no_key", "no_from", "error"]
 UNSIGNED_REASONS: tuple[UnsignedReason, ...] = ("no_key", "no_from", "error")
 CANONICALIZATION = (b"relaxed", b"relaxed")
+# Beyond RFC 6376 §5.4.1's list: RFC 8058 §4 wants one-click unsubscribe
+# covered by the signature (Gmail and Yahoo require it of bulk senders), and
+# Gmail counts a Feedback-ID only when it is signed.
+ALSO_SIGNED = frozenset({b"list-unsubscribe-post", b"feedback-id"})
 
 
 class Unsigned(Exception):
@@ -184,7 +189,9 @@ class Signer:
 
 def signature(content: bytes, domain: str, selector: str, key: SigningKey) -> bytes:
     """One ``DKIM-Signature:`` field (folded, ending in CRLF) for ``content``."""
-    field = dkim.DKIM(content).sign(
+    signer = dkim.DKIM(content)
+    signer.should_sign |= ALSO_SIGNED
+    field = signer.sign(
         selector.encode("ascii"),
         domain.encode("ascii"),
         key.secret,
