@@ -13,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import trustme
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from mailyard.delivery.dane import Mismatch, Tlsa, TlsaRecord, authenticate
+from tests.support.certificates import tlsa_data
 
 MX = "mx.example.net"
 NOW = datetime.now(UTC)
@@ -26,18 +27,8 @@ def der(pem: bytes) -> bytes:
 
 
 def record(usage: int, selector: int, matching: int, certificate: bytes) -> TlsaRecord:
-    """The record of that kind for ``certificate`` (DER), computed here independently."""
-    parsed = x509.load_der_x509_certificate(certificate)
-    data = (
-        certificate
-        if selector == 0
-        else parsed.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    )
-    if matching == 1:
-        data = hashlib.sha256(data).digest()
-    elif matching == 2:
-        data = hashlib.sha512(data).digest()
-    return TlsaRecord(usage, selector, matching, data)
+    """The record of that kind for ``certificate`` (DER)."""
+    return TlsaRecord(usage, selector, matching, tlsa_data(selector, matching, certificate))
 
 
 def tlsa(*records: TlsaRecord, base: str = MX) -> Tlsa:
