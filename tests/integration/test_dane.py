@@ -35,13 +35,18 @@ LOOKUPS = "mailyard_delivery_dane_lookups_total"
 class Dane:
     """One test's domain and its DNS records; signed (AD) unless the test says otherwise."""
 
-    def __init__(self, dns: dns_support.TestDnsServer, *, signed_host: bool = True) -> None:
+    def __init__(
+        self, dns: dns_support.TestDnsServer, *, signed_mx: bool = True, signed_host: bool = True
+    ) -> None:
         self.dns = dns
         self.domain = f"dane{next(_numbers)}.test"
         self.mx = f"mx.{self.domain}"
         dns.add(f"{self.domain}.", "MX", f"10 {self.mx}.")
         dns.add(f"{self.mx}.", "A", ALPHA)
-        dns.sign(f"{self.domain}.", *([f"{self.mx}."] if signed_host else []))
+        if signed_mx:
+            dns.sign(f"{self.domain}.")
+        if signed_host:
+            dns.sign(f"{self.mx}.")
 
     def tlsa_name(self, pipeline: Pipeline) -> str:
         return f"_{pipeline.sink.port}._tcp.{self.mx}"
@@ -107,6 +112,18 @@ def test_a_matching_dane_ee_record_delivers_over_dane_verified_tls(
     delivery = pipeline.process("delivery")
     assert delivery.metric(SESSIONS, policy="dane", result="verified") == 1
     assert delivery.metric(LOOKUPS, result="secure") >= 1
+
+
+def test_the_hosts_of_an_unsigned_mx_rrset_still_get_dane(dane, pipeline_factory, ca) -> None:
+    """RFC 7672 §2.2.1 allows it (a signed provider behind an unsigned customer domain), and
+    it can only add protection: a TLSA record no attacker can forge, for that host."""
+    domain = dane(signed_mx=False)
+    leaf = ca.issue_cert(domain.mx)
+    pipeline = start(pipeline_factory, leaf_context(leaf))
+    domain.publish(pipeline, tlsa_text(3, 1, 1, der_chain(leaf)[0]))
+    domain.send(pipeline)
+    delivered(pipeline)
+    assert pipeline.process("delivery").metric(SESSIONS, policy="dane", result="verified") == 1
 
 
 def test_a_certificate_no_record_matches_defers_and_never_goes_in_clear(
