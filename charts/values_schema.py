@@ -160,6 +160,7 @@ def component(name: str) -> Schema:
             {"existingSecret": STRING, "existingSecretKey": SECRET_KEY, "password": STRING}
         )
         properties["tlsCA"] = obj({"configMap": STRING, "secret": STRING, "key": SECRET_KEY})
+        properties["dane"] = obj({"enabled": BOOLEAN})
     return obj(properties)
 
 

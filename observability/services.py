@@ -519,8 +519,8 @@ def delivery() -> list[Row]:
 def outbound_tls_and_dkim() -> Row:
     """What the TLS policies got from each session, and DKIM signing (done by queue)."""
     sessions = "mailyard_delivery_tls_sessions_total"
-    # Policies that require a verified certificate (verify; MTA-STS enforce): the only
-    # ones whose sessions can fail on TLS rather than fall back to clear text.
+    # Policies that require TLS (verify; MTA-STS enforce; DANE): the only ones whose
+    # sessions can fail on TLS rather than fall back to clear text.
     verifying = 'policy!~"opportunistic|none"'
     failed = rate(sessions, verifying, 'result="failed"', by="policy")
     tried = rate(sessions, verifying, by="policy")
@@ -531,10 +531,11 @@ def outbound_tls_and_dkim() -> Row:
         timeseries(
             "TLS sessions by policy and result",
             "Outbound sessions opened per second, by the TLS policy that applied "
-            "(delivery.tls, delivery.tls_policies, the smarthost's tls) and what came of it: "
-            "verified (certificate checked), unverified (encrypted, not checked), clear, or "
-            "failed (verified TLS was required and could not be had: the host is skipped, "
-            "the mail deferred, never sent in clear). Bad: failed rising "
+            "(delivery.tls, delivery.tls_policies, the smarthost's tls, mta-sts, dane) and "
+            "what came of it: verified (certificate checked: against a CA and the MX name, "
+            "or under dane against the host's TLSA records), unverified (encrypted, not "
+            "checked), clear, or failed (TLS was required and could not be had: the host is "
+            "skipped, the mail deferred, never sent in clear). Bad: failed rising "
             "(MailyardDeliveryTlsVerificationFailing), or clear growing under opportunistic "
             "(STARTTLS no longer offered, or handshakes failing and falling back).",
             Target(rate(sessions, by="policy, result"), "{{policy}}: {{result}}"),
@@ -545,8 +546,9 @@ def outbound_tls_and_dkim() -> Row:
             "Share of the sessions of each verifying policy that failed, and share of "
             "opportunistic sessions that went in clear. Bad: any lasting failed share "
             "(a destination's certificate expired or does not match its MX name, a CA missing "
-            "from delivery.tls_ca_file, STARTTLS gone: its mail waits on the retry ladder), or "
-            "the clear share jumping from its usual level.",
+            "from delivery.tls_ca_file, a certificate its TLSA records do not match, STARTTLS "
+            "gone: its mail waits on the retry ladder), or the clear share jumping from its "
+            "usual level.",
             Target(f"(\n{failed}\nor\n{tried} * 0\n)\n/\n{tried}", "{{policy}}: failed"),
             Target(
                 f"({clear} or vector(0))\n/\n{rate(sessions, opportunistic)}",
@@ -554,6 +556,20 @@ def outbound_tls_and_dkim() -> Row:
             ),
             unit="percentunit",
             max_value=1,
+        ),
+        timeseries(
+            "DANE: TLSA lookups by result",
+            "MX hosts about to be tried, with delivery.dane.enabled, by what DNSSEC said of "
+            "their TLSA records: secure (DANE applies: TLS required, the certificate matched "
+            "against the records), none (authenticated: there are none), insecure (not "
+            "signed, or the host's addresses were not: DANE does not apply), failed (SERVFAIL "
+            "or no answer: the host is skipped and its mail waits). Bad: failed rising (a "
+            "destination's DNSSEC is broken, or the resolver in delivery.nameservers is), or "
+            "only insecure while mail flows (the resolver does not validate: it never sets "
+            "AD, and DANE never applies). All 0 with DANE off.",
+            Target(rate("mailyard_delivery_dane_lookups_total", by="result"), "{{result}}"),
+            unit=PER_SECOND,
+            colors={"failed": BAD, "secure": GOOD},
         ),
         timeseries(
             "DKIM: messages signed and unsigned",

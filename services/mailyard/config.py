@@ -323,8 +323,26 @@ class MtaStsConfig(Section):
     cache_size: int = Field(10_000, ge=1)  # policies (and TXT answers) kept
 
 
+class DaneConfig(Section):
+    """RFC 7672: an MX host whose TLSA records DNSSEC vouches for gets mail only over
+    STARTTLS with a certificate one of its DANE-TA or DANE-EE records matches; else
+    the host is skipped and the mail waits (``4.7.5``), never sent in clear.
+
+    Off by default because it needs a DNSSEC-validating resolver, and
+    ``delivery.nameservers`` must point at it (a local Unbound or Knot
+    Resolver, say, over a network path you trust: delivery checks no
+    signatures itself, it believes the resolver's AD bit). The cluster's or
+    the system's usual resolver does not validate; DANE then never applies.
+    Per host, DANE wins over MTA-STS; a ``tls_policies`` entry for the
+    domain wins over both, and the smarthost is never DANE-checked.
+    """
+
+    enabled: bool = False
+
+
 class DeliveryConfig(Section):
     # "host" or "host:port" ("[v6]:port"); empty means the system resolver.
+    # With dane.enabled: a DNSSEC-validating resolver.
     nameservers: list[str] = Field(default_factory=list)
     port: Port = 25
     # Jobs worked on at once by one delivery process.
@@ -351,6 +369,7 @@ class DeliveryConfig(Section):
     # it changes. Unset: the system's trust store.
     tls_ca_file: Path | None = None
     mta_sts: MtaStsConfig = Field(default_factory=MtaStsConfig)
+    dane: DaneConfig = Field(default_factory=DaneConfig)
     ipv6: bool = True
     connection_reuse: bool = True
     idle_connection_timeout: Duration = timedelta(seconds=30)

@@ -512,6 +512,14 @@ def test_without_a_relay_password_or_a_ca_bundle_delivery_mounts_nothing_more() 
     assert not find(docs, "Secret", "mx-mailyard-smarthost")
 
 
+def test_dane_is_written_into_the_config_from_delivery_dane() -> None:
+    delivery = config_file(render("outbound-values.yaml"))["delivery"]
+    assert delivery["dane"] == {"enabled": True}
+    assert delivery["nameservers"] == ["10.96.0.53"]
+    off = render("outbound-values.yaml", settings=("delivery.dane.enabled=false",))
+    assert "dane" not in config_file(off)["delivery"]  # the app's default: off
+
+
 def test_the_relay_password_file_is_one_delivery_reads(tmp_path: Path) -> None:
     """The chart's Secret, read by delivery's own smarthost loader."""
     from mailyard.delivery.routes import smarthost_from

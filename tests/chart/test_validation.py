@@ -21,6 +21,7 @@ BROKEN = {
         "delivery": {
             "nameservers": ["10.96.0.10:5353"],
             "smarthost": {"host": "relay.example.net", "username": "mailyard"},
+            "dane": {"enabled": True},
         },
     },
     "rabbitmq": {"external": {"enabled": True, "url": "", "existingSecret": ""}},
@@ -59,6 +60,7 @@ EXPECTED = [
     "auth: enabled, but neither existingSecret nor users are set",
     "config.delivery.smarthost.username: mailyard, but there is no password",
     "delivery.tlsCA: configMap and secret are both set",
+    "config.delivery.dane.enabled: set delivery.dane.enabled instead",
     "config.delivery.nameservers: 10.96.0.10:5353 is on port 5353",
     "tests: the helm test probe needs a recipient",
 ]
@@ -503,3 +505,17 @@ def test_the_ca_bundle_comes_from_one_place() -> None:
     [configmap] = [d for d in docs if d["metadata"]["name"] == "mx-mailyard-config"]
     delivery = yaml.safe_load(configmap["data"]["mailyard.yaml"])["delivery"]
     assert delivery["tls_ca_file"] == "/etc/ca/b.pem"
+
+
+def test_dane_needs_a_resolver_of_its_own() -> None:
+    """The cluster DNS does not validate DNSSEC: DANE through it would never apply."""
+    message = render_error("default-values.yaml", settings=("delivery.dane.enabled=true",))
+    assert problems(message) == [
+        "delivery.dane.enabled: DANE needs a DNSSEC-validating resolver; name it in "
+        "config.delivery.nameservers (the cluster DNS does not validate, so DANE would never "
+        "apply)"
+    ]
+    render(
+        "default-values.yaml",
+        settings=("delivery.dane.enabled=true", "config.delivery.nameservers[0]=10.96.0.53"),
+    )

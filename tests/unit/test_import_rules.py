@@ -30,6 +30,7 @@ PURE = (
     "delivery/transaction.py",
     "delivery/tlspolicy.py",
     "delivery/mtasts.py",
+    "delivery/dane.py",
     "delivery/expiring.py",
     "queue/split.py",
     "queue/schedule.py",

@@ -201,7 +201,8 @@ true
 The configuration file: chart defaults, then `.Values.config` over them, then
 what the chart's own values decide (ingress.proxyProtocol; and the files of the
 Secrets the chart mounts: ingress.tls, ingress.auth, dkim.keys,
-delivery.smarthost.password_file, delivery.tls_ca_file). Rendered as YAML;
+delivery.smarthost.password_file, delivery.tls_ca_file; and delivery.dane.enabled
+from delivery.dane). Rendered as YAML;
 templates that need a value from it use (include "mailyard.config" . | fromYaml).
 */}}
 {{- define "mailyard.config" -}}
@@ -254,6 +255,14 @@ says so).
 {{- $_ := set $config "delivery" dict -}}
 {{- end -}}
 {{- $_ := set (get $config "delivery") "tls_ca_file" (printf "%s/%s" (include "mailyard.deliveryCADir" .) .Values.delivery.tlsCA.key) -}}
+{{- end -}}
+{{- /* delivery.dane.enabled from the chart's delivery.dane (validation.yaml refuses a contradiction). */ -}}
+{{- if .Values.delivery.dane.enabled -}}
+{{- if not (kindIs "map" (get $config "delivery")) -}}
+{{- $_ := set $config "delivery" dict -}}
+{{- end -}}
+{{- $delivery := get $config "delivery" -}}
+{{- $_ := set $delivery "dane" (mergeOverwrite (deepCopy (get $delivery "dane" | default dict)) (dict "enabled" true)) -}}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}

@@ -15,11 +15,13 @@ Security: the only service that opens connections to the internet, to port
 ``delivery.port`` (25) of the hosts DNS names, and to DNS.
 
 Standards: RFC 5321 (SMTP, §5.1 MX selection), RFC 7505 (null MX), RFC 3207
-and RFC 7435 (opportunistic STARTTLS), RFC 3463 (status codes).
+and RFC 7435 (opportunistic STARTTLS), RFC 3463 (status codes), RFC 8461
+(MTA-STS), RFC 7672, 7671 and 6698 (DANE, with ``delivery.dane.enabled``).
 
 Metrics: ``mailyard_delivery_*`` — jobs, recipients by outcome and reply
 class, attempt duration, accept-to-delivery latency, DNS and host failures,
-sessions opened/reused by TLS, possible duplicates.
+sessions opened/reused by TLS, TLS sessions by policy and result, MTA-STS
+fetches, DANE's TLSA lookups, possible duplicates.
 
 Configuration: ``delivery.*``, ``hostname`` (our EHLO name), ``broker.*``.
 """

@@ -1,9 +1,9 @@
 """One delivery attempt for one job: route, then try hosts until one answers.
 
 RFC 5321 §5.1: MX hosts in preference order, each of their addresses in
-turn; a host we cannot use (no connection, bad greeting, broken TLS) sends
-us to the next one. The first host that accepts MAIL FROM decides every
-recipient's fate for this attempt.
+turn; a host we cannot use (no connection, bad greeting, broken TLS, a
+failed TLSA lookup) sends us to the next one. The first host that accepts
+MAIL FROM decides every recipient's fate for this attempt.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from mailyard.delivery.smtp import (
     open_session,
     send_transaction,
 )
-from mailyard.delivery.tlspolicy import TlsMode, TlsSummary
+from mailyard.delivery.tlspolicy import TlsMode, TlsSummary, Verification
 from mailyard.delivery.transaction import Dsn, Envelope
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
@@ -81,25 +81,33 @@ class Deliverer:
 
         last_problem = NO_HOST_ANSWERED
         for host in route.hosts:
+            try:
+                reach = await self.router.for_host(route, host)  # DANE's, or the route itself
+            except HostUnusable as exc:
+                last_problem = self._unusable(job, host.name, exc)
+                continue
             for address in host.addresses:
                 try:
                     port = host.port or self.port
-                    session, replies = await self._transact(host.name, address, port, job, route)
+                    session, replies = await self._transact(host.name, address, port, job, reach)
                 except HostUnusable as exc:
-                    metrics.HOST_FAILURES.inc()
-                    log.info(
-                        "host unusable, trying the next",
-                        extra={"queue_id": job.queue_id, "host": host.name, "reason": str(exc)},
-                    )
-                    last_problem = exc.reply
+                    last_problem = self._unusable(job, host.name, exc)
                     continue
-                return outcomes(replies, session.mx, summary(session, route.policy_name))
+                return outcomes(replies, session.mx, summary(session, reach.policy_name))
         # Every host failed before MAIL FROM. Even 5xx greetings are retried:
         # a host refusing everyone is more often broken than meaning it.
         reply = last_problem
         if reply.is_permanent:
             reply = Reply(451, reply.status.replace("5.", "4.", 1), reply.text)
         return outcomes(reply)
+
+    def _unusable(self, job: pb.DeliveryJob, host: str, exc: HostUnusable) -> Reply:
+        metrics.HOST_FAILURES.inc()
+        log.info(
+            "host unusable, trying the next",
+            extra={"queue_id": job.queue_id, "host": host, "reason": str(exc)},
+        )
+        return exc.reply
 
     async def _transact(
         self, mx: str, address: str, port: int, job: pb.DeliveryJob, route: Route
@@ -138,7 +146,7 @@ class Deliverer:
         try:
             session = await self._connect(mx, address, port, route, mode)
         except HostUnusable as exc:
-            if exc.tls_failed and mode is TlsMode.VERIFY:
+            if exc.tls_failed and mode.requires_tls:
                 metrics.TLS_SESSIONS.labels(route.policy_name, "failed").inc()
             if not exc.tls_failed or mode is not TlsMode.OPPORTUNISTIC:
                 raise
@@ -153,6 +161,7 @@ class Deliverer:
     async def _connect(
         self, mx: str, address: str, port: int, route: Route, mode: TlsMode
     ) -> SmtpSession:
+        # DANE too handshakes without checking: the TLSA records do, afterwards.
         context = self.verifying_tls() if mode is TlsMode.VERIFY else self.opportunistic_tls
         return await open_session(
             mx=mx,
@@ -164,20 +173,28 @@ class Deliverer:
             connect_timeout=self.connect_timeout,
             command_timeout=self.command_timeout,
             login=route.smarthost.login() if route.smarthost is not None else None,
+            tlsa=route.tlsa,
         )
 
 
 def suitable_for(mx: str, route: Route) -> Callable[[SmtpSession], bool]:
     """Which pooled sessions may carry this route's mail.
 
-    A session that was not verified for this very host name never carries
-    mail for a destination that requires verification; a relay's mail goes
-    only on a session logged in as its user.
+    A session that was not verified for this very host name, and in the way
+    the route asks (the Web PKI for ``verify``, its TLSA records for
+    ``dane``), never carries mail for a destination that requires it; under
+    DANE with only unusable records, any encrypted session will do. A
+    relay's mail goes only on a session logged in as its user.
     """
     login = route.smarthost.username if route.smarthost is not None else ""
+    wanted = {TlsMode.VERIFY: Verification.WEBPKI, TlsMode.DANE: Verification.DANE}.get(route.tls)
+    if route.tlsa is not None and not route.tlsa.usable:
+        wanted = None
 
     def suits(session: SmtpSession) -> bool:
-        if route.tls is TlsMode.VERIFY and not (session.verified and session.mx == mx):
+        if route.tls.requires_tls and not session.tls:
+            return False
+        if wanted is not None and not (session.verification is wanted and session.mx == mx):
             return False
         return session.authenticated_as == login
 

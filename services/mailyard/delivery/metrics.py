@@ -92,8 +92,18 @@ MTA_STS_ROUTES = Counter(
     "match it (mismatch under enforce: deferred; under testing: delivered, reported)",
     ["mode", "result"],
 )
+DANE_LOOKUPS = Counter(
+    "mailyard_delivery_dane_lookups_total",
+    "TLSA lookups for MX hosts about to be tried (delivery.dane.enabled), by what DNSSEC "
+    "said: secure (authenticated records: DANE applies), none (authenticated denial), "
+    "insecure (not signed, or the host's addresses were not: not looked up), failed "
+    "(SERVFAIL or no answer: the host is skipped, dnssec-invalid)",
+    ["result"],
+)
 for _result in ("ok", "failed"):
     MTA_STS_FETCHES.labels(_result)
+for _result in ("secure", "none", "insecure", "failed"):
+    DANE_LOOKUPS.labels(_result)
 for _mode in ("enforce", "testing"):
     for _result in ("match", "mismatch"):
         MTA_STS_ROUTES.labels(_mode, _result)

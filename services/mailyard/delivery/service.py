@@ -32,6 +32,7 @@ from mailyard.classify import Classifier
 from mailyard.config import Settings
 from mailyard.delivery import metrics
 from mailyard.delivery.attempt import Deliverer
+from mailyard.delivery.dane_lookup import DaneLookup
 from mailyard.delivery.limits import DestinationLimiter
 from mailyard.delivery.mtasts_fetch import MtaSts
 from mailyard.delivery.outcome import Outcome, RecipientOutcome
@@ -74,6 +75,7 @@ class DeliveryService(ConsumingService):
             timeout=config.dns_timeout.total_seconds(),
             ipv6=config.ipv6,
             cache_size=config.dns_cache_size,
+            dnssec=config.dane.enabled,
         )
         safety = Safety.build(config.prohibited_networks, settings.hostname)
         verifying = verifying_tls(config.tls_ca_file)
@@ -109,6 +111,7 @@ class DeliveryService(ConsumingService):
                     if config.mta_sts.enabled
                     else None
                 ),
+                dane=DaneLookup(resolver, port=config.port) if config.dane.enabled else None,
             ),
             self.pool,
             port=config.port,
