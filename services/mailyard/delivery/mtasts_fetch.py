@@ -1,10 +1,10 @@
 """MTA-STS (RFC 8461), the I/O part: the ``_mta-sts`` TXT record and the policy over HTTPS.
 
-The policy host ``mta-sts.<domain>`` is resolved through
-``delivery.nameservers`` like every other name (aiohttp's resolver is
-replaced by ours), its addresses pass ``delivery.prohibited_networks`` (a
-policy URL must not reach the cluster's insides), its certificate is
-checked with ``delivery.tls_ca_file``, redirects are not followed (§3.3).
+The policy host ``mta-sts.<domain>`` is fetched with delivery's HTTPS client
+(``https.py``): resolved through ``delivery.nameservers``, its addresses
+outside ``delivery.prohibited_networks`` (a policy URL must not reach the
+cluster's insides), its certificate checked with ``delivery.tls_ca_file``,
+redirects not followed (§3.3).
 
 §5.1's rules: a valid cached policy is used while the TXT id is unchanged
 or DNS fails; a new id fetches again, and a failed fetch keeps the cached
@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Callable
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 
-from mailyard.delivery import metrics
+from mailyard.delivery import https, metrics
 from mailyard.delivery.expiring import ExpiringCache
 from mailyard.delivery.mtasts import (
     MAX_POLICY_BYTES,
@@ -111,12 +109,8 @@ class MtaSts:
         return policy
 
     async def _download(self, url: str) -> str:
-        connector = aiohttp.TCPConnector(
-            resolver=_OurResolver(self.resolver, self.safety), ssl=self.tls_context()
-        )
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with (
-            aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
+            https.session(self.resolver, self.safety, self.tls_context(), self.timeout) as http,
             http.get(url, allow_redirects=False) as response,
         ):
             if response.status != 200:
@@ -127,33 +121,3 @@ class MtaSts:
             if len(body) > MAX_POLICY_BYTES:
                 raise PolicyError(f"policy larger than {MAX_POLICY_BYTES} bytes")
             return body.decode("utf-8", "replace")
-
-
-class _OurResolver(AbstractResolver):
-    """aiohttp's name lookups through delivery's resolver, with prohibited networks left out."""
-
-    def __init__(self, resolver: MxResolver, safety: Safety | None) -> None:
-        self.resolver = resolver
-        self.safety = safety
-
-    async def resolve(
-        self, host: str, port: int = 0, family: int = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = await self.resolver.host(host, port)
-        addresses = [a for a in found.addresses if self.safety is None or self.safety.allows(a)]
-        if not addresses:
-            raise OSError(f"{host} has no address outside delivery.prohibited_networks")
-        return [
-            {
-                "hostname": host,
-                "host": address,
-                "port": port,
-                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-            for address in addresses
-        ]
-
-    async def close(self) -> None:
-        return None
