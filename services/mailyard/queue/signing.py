@@ -15,7 +15,9 @@ set, which is RFC 6376 §5.4.1's list (From, Sender, Reply-To, Subject,
 Date, Message-ID, To, Cc, MIME-Version, Content-*, Resent-*, In-Reply-To,
 References, List-*) as far as present, with ``From`` signed once more than
 it occurs, so that no second From can be added (oversigning, §5.4.2).
-Received, Return-Path, Bcc and DKIM-Signature are never signed.
+Received, Return-Path, Bcc and DKIM-Signature are never signed. A TLS
+report's TLS-Report-Domain and TLS-Report-Submitter (RFC 8460 §5.3: they
+SHOULD be signed) are, and oversigned, when the message has them.
 dkimpy does the cryptography; the key files are read with ``cryptography``
 (:mod:`mailyard.queue.dkimkeys`) and watched (:mod:`mailyard.filewatch`),
 and each version is proven at load by signing a probe and verifying it
@@ -55,6 +57,10 @@ from mailyard.filewatch import Watched
 from mailyard.queue.dkimkeys import SigningKey, load_key
 
 log = logging.getLogger(__name__)
+
+# RFC 8460 §5.3: a TLS report's TLS-Report-Domain and TLS-Report-Submitter SHOULD
+# be signed; only messages that have them (reports made by delivery) sign them.
+TLS_REPORT_HEADERS = (b"tls-report-domain", b"tls-report-submitter")
 
 UnsignedReason = Literal["no_key", "no_from", "error"]
 UNSIGNED_REASONS: tuple[UnsignedReason, ...] = ("no_key", "no_from", "error")
@@ -172,13 +178,16 @@ class Signer:
 
 def signature(content: bytes, domain: str, selector: str, key: SigningKey) -> bytes:
     """One ``DKIM-Signature:`` field (folded, ending in CRLF) for ``content``."""
-    field = dkim.DKIM(content).sign(
+    signer = dkim.DKIM(content)
+    signer.add_frozen(TLS_REPORT_HEADERS)
+    field = signer.sign(
         selector.encode("ascii"),
         domain.encode("ascii"),
         key.secret,
         signature_algorithm=key.signature_algorithm,
         canonicalize=CANONICALIZATION,
-        include_headers=None,  # dkimpy's default set: RFC 6376 §5.4.1, From oversigned
+        include_headers=None,  # dkimpy's default set: RFC 6376 §5.4.1, From oversigned,
+        # and a TLS report's own fields, oversigned too
         length=False,  # no l=
     )
     if not isinstance(field, bytes) or not field.startswith(b"DKIM-Signature:"):
