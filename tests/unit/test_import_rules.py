@@ -31,6 +31,8 @@ PURE = (
     "delivery/tlspolicy.py",
     "delivery/mtasts.py",
     "delivery/expiring.py",
+    "delivery/tlsrpt.py",
+    "delivery/tlsrpt_mail.py",
     "queue/split.py",
     "queue/schedule.py",
     "queue/plan.py",
