@@ -10,6 +10,12 @@ redirects not followed (§3.3).
 or DNS fails; a new id fetches again, and a failed fetch keeps the cached
 policy; a TXT record with nothing fetched and nothing cached is as if the
 domain had no policy. One fetch per domain at a time.
+
+A fetch that fails is told to ``on_failure`` (the TLS reporter) with RFC
+8460's name for it (§4.3.2.2): ``sts-webpki-invalid`` when the policy host's
+certificate does not verify, ``sts-policy-invalid`` when what it served is
+no policy, ``sts-policy-fetch-error`` for everything else (DNS, connection,
+an HTTP status other than 200, a timeout).
 """
 
 from __future__ import annotations
@@ -33,10 +39,17 @@ from mailyard.delivery.mtasts import (
 )
 from mailyard.delivery.resolver import MxResolver, RouteError
 from mailyard.delivery.safety import Safety
+from mailyard.delivery.tlsresult import ResultType
 
 log = logging.getLogger(__name__)
 
 MIN_RECORD_SECONDS = 60.0  # a TXT answer is kept at least this long (a TTL of 0 is common)
+
+FailureObserver = Callable[[str, ResultType, str], None]  # (domain, result, reason)
+
+
+class FetchError(Exception):
+    """The policy host answered, but not with the policy (an HTTP status other than 200)."""
 
 
 class MtaSts:
@@ -50,6 +63,7 @@ class MtaSts:
         safety: Safety | None,
         cache_size: int,
         clock: Callable[[], float] = time.monotonic,
+        on_failure: FailureObserver | None = None,
     ) -> None:
         self.resolver = resolver
         self.https_port = https_port
@@ -61,6 +75,7 @@ class MtaSts:
         self._records: ExpiringCache[str, str] = ExpiringCache(cache_size)
         self._clock = clock
         self._fetching: dict[str, asyncio.Task[Policy | None]] = {}
+        self.on_failure = on_failure
 
     async def policy(self, domain: str) -> Policy | None:
         """The domain's policy, or None when it has none (or none could be had)."""
@@ -93,12 +108,22 @@ class MtaSts:
         try:
             text = await self._download(url)
             policy = parse_policy(text, record)
-        except (PolicyError, aiohttp.ClientError, TimeoutError, RouteError, OSError) as exc:
+        except (
+            PolicyError,
+            FetchError,
+            aiohttp.ClientError,
+            TimeoutError,
+            RouteError,
+            OSError,
+        ) as exc:
             metrics.MTA_STS_FETCHES.labels("failed").inc()
+            reason = str(exc) or type(exc).__name__
             log.warning(
                 "MTA-STS policy could not be fetched",
-                extra={"domain": domain, "url": url, "reason": str(exc) or type(exc).__name__},
+                extra={"domain": domain, "url": url, "reason": reason},
             )
+            if self.on_failure is not None:
+                self.on_failure(domain, fetch_failure(exc), reason)
             return None
         metrics.MTA_STS_FETCHES.labels("ok").inc()
         self.cache.put(domain, policy, self._clock() + policy.max_age)
@@ -114,10 +139,19 @@ class MtaSts:
             http.get(url, allow_redirects=False) as response,
         ):
             if response.status != 200:
-                raise PolicyError(f"HTTP {response.status} from {url}")
+                raise FetchError(f"HTTP {response.status} from {url}")
             if response.content_type != "text/plain":
                 raise PolicyError(f"Content-Type {response.content_type!r}, not text/plain")
             body = await response.content.read(MAX_POLICY_BYTES + 1)
             if len(body) > MAX_POLICY_BYTES:
                 raise PolicyError(f"policy larger than {MAX_POLICY_BYTES} bytes")
             return body.decode("utf-8", "replace")
+
+
+def fetch_failure(error: BaseException) -> ResultType:
+    """RFC 8460 §4.3.2.2's name for why a policy could not be had."""
+    if isinstance(error, PolicyError):
+        return ResultType.STS_POLICY_INVALID
+    if isinstance(error, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
+        return ResultType.STS_WEBPKI_INVALID
+    return ResultType.STS_POLICY_FETCH_ERROR

@@ -75,9 +75,14 @@ class Router:
         self.tls = tls or TlsPolicies()
         self.mta_sts = mta_sts
 
-    async def route(self, domain: str) -> Route:
+    async def route(self, domain: str, *, published: bool = True) -> Route:
         """Hosts to try, in order, and the TLS mode; RouteError when there is no
-        host (or none that is safe)."""
+        host (or none that is safe).
+
+        ``published=False`` leaves the destination's published policies (MTA-STS)
+        out, for TLS reports: RFC 8460 §5.3 wants them delivered despite the very
+        TLS failures they may report. The operator's modes still apply.
+        """
         if self.smarthost is not None and self.smarthost.serves(domain):
             # The operator named it: exempt from prohibited_networks.
             host = await self.resolver.host(self.smarthost.host, self.smarthost.port)
@@ -86,7 +91,8 @@ class Router:
         if self.safety is not None:
             hosts = self.safety.filter(domain, hosts)
         configured = self.tls.configured(domain)
-        if configured is not None or self.mta_sts is None:  # the operator's word wins
+        if configured is not None or self.mta_sts is None or not published:
+            # The operator's word wins over a published policy, as does a report's need.
             return Route(hosts, configured or self.tls.default)
         return await self._mta_sts_route(domain, hosts)
 
