@@ -160,6 +160,10 @@ def component(name: str) -> Schema:
             {"existingSecret": STRING, "existingSecretKey": SECRET_KEY, "password": STRING}
         )
         properties["tlsCA"] = obj({"configMap": STRING, "secret": STRING, "key": SECRET_KEY})
+        # Written into config delivery.tlsrpt, which the app validates once more.
+        properties["tlsrpt"] = obj(
+            {"enabled": BOOLEAN, "interval": duration(), "organization": STRING, "contact": STRING}
+        )
     return obj(properties)
 
 

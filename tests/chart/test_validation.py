@@ -33,6 +33,7 @@ BROKEN = {
     "delivery": {
         "terminationGracePeriodSeconds": 10,
         "tlsCA": {"configMap": "trust-bundle", "secret": "ca"},
+        "tlsrpt": {"enabled": True, "organization": "Example Inc."},
     },
     "bounce": {"pdb": {"maxUnavailable": 0}},
     "tls": {"enabled": True},
@@ -59,6 +60,7 @@ EXPECTED = [
     "auth: enabled, but neither existingSecret nor users are set",
     "config.delivery.smarthost.username: mailyard, but there is no password",
     "delivery.tlsCA: configMap and secret are both set",
+    "delivery.tlsrpt: enabled, but contact is empty",
     "config.delivery.nameservers: 10.96.0.10:5353 is on port 5353",
     "tests: the helm test probe needs a recipient",
 ]
@@ -503,3 +505,30 @@ def test_the_ca_bundle_comes_from_one_place() -> None:
     [configmap] = [d for d in docs if d["metadata"]["name"] == "mx-mailyard-config"]
     delivery = yaml.safe_load(configmap["data"]["mailyard.yaml"])["delivery"]
     assert delivery["tls_ca_file"] == "/etc/ca/b.pem"
+
+
+def test_tls_reports_name_their_sender_and_come_from_one_place() -> None:
+    message = render_error("default-values.yaml", settings=("delivery.tlsrpt.enabled=true",))
+    assert problems(message) == [
+        "delivery.tlsrpt: enabled, but organization and contact are empty; a report names who "
+        "sends it (organization, e.g. Example Inc.) and an address to write to (contact, e.g. "
+        "tlsrpt@example.com, whose domain a dkim key should cover: receivers ignore unsigned "
+        "reports)"
+    ]
+    message = render_error(
+        "outbound-values.yaml", settings=("config.delivery.tlsrpt.contact=other@example.com",)
+    )
+    assert problems(message) == [
+        "config.delivery.tlsrpt.contact: set delivery.tlsrpt.contact instead (the chart writes "
+        "this key from it)"
+    ]
+    message = render_error("default-values.yaml", settings=("config.delivery.tlsrpt.enabled=true",))
+    assert problems(message) == [
+        "config.delivery.tlsrpt.enabled: set delivery.tlsrpt.enabled instead (the chart writes "
+        "this key from it)"
+    ]
+
+
+def test_the_schema_knows_the_tls_report_values() -> None:
+    message = render_error("default-values.yaml", settings=("delivery.tlsrpt.interval=daily",))
+    assert "delivery.tlsrpt.interval" in message or "/delivery/tlsrpt/interval" in message
