@@ -161,6 +161,10 @@ def component(name: str) -> Schema:
         )
         properties["tlsCA"] = obj({"configMap": STRING, "secret": STRING, "key": SECRET_KEY})
         properties["dane"] = obj({"enabled": BOOLEAN})
+        # Written into config delivery.tlsrpt, which the app validates once more.
+        properties["tlsrpt"] = obj(
+            {"enabled": BOOLEAN, "interval": duration(), "organization": STRING, "contact": STRING}
+        )
     return obj(properties)
 
 

@@ -517,7 +517,7 @@ def delivery() -> list[Row]:
 
 
 def outbound_tls_and_dkim() -> Row:
-    """What the TLS policies got from each session, and DKIM signing (done by queue)."""
+    """What the TLS policies got from each session, TLS reports, and DKIM signing (by queue)."""
     sessions = "mailyard_delivery_tls_sessions_total"
     # Policies that require TLS (verify; MTA-STS enforce; DANE): the only ones whose
     # sessions can fail on TLS rather than fall back to clear text.
@@ -540,6 +540,7 @@ def outbound_tls_and_dkim() -> Row:
             "(STARTTLS no longer offered, or handshakes failing and falling back).",
             Target(rate(sessions, by="policy, result"), "{{policy}}: {{result}}"),
             unit=PER_SECOND,
+            width=6,
         ),
         timeseries(
             "TLS falling short of its policy",
@@ -556,7 +557,9 @@ def outbound_tls_and_dkim() -> Row:
             ),
             unit="percentunit",
             max_value=1,
+            width=6,
         ),
+        tls_reports(),
         timeseries(
             "DANE: TLSA lookups by result",
             "MX hosts about to be tried, with delivery.dane.enabled, by what DNSSEC said of "
@@ -584,7 +587,35 @@ def outbound_tls_and_dkim() -> Row:
             Target(rate("mailyard_queue_dkim_unsigned_total", by="reason"), "unsigned: {{reason}}"),
             unit=PER_SECOND,
             colors={"unsigned: error": BAD},
+            width=6,
         ),
+    )
+
+
+def tls_reports() -> Panel:
+    """RFC 8460 reports: they go out in one burst per interval (a day), hence hourly counts."""
+    reports = "mailyard_delivery_tlsrpt_reports_total"
+    return timeseries(
+        "TLS reports (RFC 8460)",
+        "With delivery.tlsrpt.enabled: TLS reports sent in the last hour, by method (mailto: "
+        "queued on inbound for our own delivery; https: POSTed) and result, _smtp._tls "
+        "lookups that failed (that domain's report is lost), and counts dropped because "
+        "max_domains or max_failure_details was reached. Reports leave once per interval "
+        "(a day, just after 00:00 UTC), so this is a spike a day. Bad: failed as high as "
+        "sent (MailyardDeliveryTlsReportsFailing: egress to 443 blocked, a CA bundle "
+        "without the public roots, inbound refusing the mail), failed lookups, or any "
+        "dropped (raise the caps).",
+        Target(increase(reports, by="method, result", window="1h"), "{{method}}: {{result}}"),
+        Target(
+            increase("mailyard_delivery_tlsrpt_lookups_total", 'result="failed"', window="1h"),
+            "TXT lookups failed",
+        ),
+        Target(
+            increase("mailyard_delivery_tlsrpt_dropped_total", by="kind", window="1h"),
+            "dropped: {{kind}}",
+        ),
+        colors={"mailto: failed": BAD, "https: failed": BAD},
+        width=6,
     )
 
 

@@ -340,6 +340,75 @@ class DaneConfig(Section):
     enabled: bool = False
 
 
+_ADDR_SPEC = re.compile(r"[^@\s<>()\[\],;:\"]{1,64}@[^@\s<>]{1,253}")
+
+
+class TlsRptConfig(Section):
+    """SMTP TLS Reporting (RFC 8460) as a sender: per policy domain and ``interval``,
+    count the TLS sessions that succeeded and failed (by result type) and send the
+    report to the ``rua`` the domain publishes in ``_smtp._tls.<domain>`` (mail
+    through our own pipeline, DKIM-signed like any other; or an HTTPS POST).
+
+    Off by default, unlike MTA-STS: reporting makes Mailyard send mail in the name
+    of ``organization`` and ``contact`` and POST to URLs that remote domains pick,
+    which nobody should find happening after a first install; and a report is only
+    believed when a DKIM key (``dkim.keys``) covers the domain of ``contact``
+    (receivers must ignore unsigned reports, §5.3), which only the operator can set
+    up. So turning it on asks for both names, with no guess from ``hostname``.
+
+    Each delivery replica reports for itself (its own report-id); the counts of
+    an interval that is cut short by a shutdown are sent at once, for the part of
+    the interval that passed.
+    """
+
+    enabled: bool = False
+    # Intervals start at multiples of this since the epoch (1d: from 00:00 UTC, as
+    # RFC 8460 §4.1 recommends); each report goes out within a tenth of it after.
+    interval: Duration = timedelta(days=1)
+    # The report's organization-name, e.g. "Example Inc.".
+    organization: str = ""
+    # The report's contact-info, the From: of its mail; its domain is the
+    # TLS-Report-Submitter. Give dkim.keys a key for that domain.
+    contact: str = ""
+    # Timeout of one HTTPS POST of a report (and of its TCP connect).
+    timeout: Duration = timedelta(seconds=30)
+    # Policy domains counted per interval; sessions of further domains are dropped
+    # (mailyard_delivery_tlsrpt_dropped_total{kind="policy"}).
+    max_domains: int = Field(10_000, ge=1)
+    # failure-details rows (result type, MX, address) kept per interval in all;
+    # failures past it still count in their policy's summary.
+    max_failure_details: int = Field(10_000, ge=0)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, interval: timedelta) -> timedelta:
+        if interval < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return interval
+
+    @field_validator("contact")
+    @classmethod
+    def _contact(cls, contact: str) -> str:
+        contact = contact.strip()
+        if contact and not _ADDR_SPEC.fullmatch(contact):
+            raise ValueError(f"{contact!r} is not an address like tlsrpt@example.com")
+        if contact:
+            local, _, domain = contact.rpartition("@")
+            contact = f"{local}@{normalize_domain(domain)}"
+        return contact
+
+    @model_validator(mode="after")
+    def _names_when_enabled(self) -> TlsRptConfig:
+        missing = [key for key in ("organization", "contact") if not getattr(self, key).strip()]
+        if self.enabled and missing:
+            raise ValueError(
+                f"enabled needs {' and '.join(missing)}: the report names who sends it "
+                "(organization-name) and an address to write to (contact-info, the From: "
+                "of report mail), e.g. organization: Example Inc., contact: tlsrpt@example.com"
+            )
+        return self
+
+
 class DeliveryConfig(Section):
     # "host" or "host:port" ("[v6]:port"); empty means the system resolver.
     # With dane.enabled: a DNSSEC-validating resolver.
@@ -370,6 +439,7 @@ class DeliveryConfig(Section):
     tls_ca_file: Path | None = None
     mta_sts: MtaStsConfig = Field(default_factory=MtaStsConfig)
     dane: DaneConfig = Field(default_factory=DaneConfig)
+    tlsrpt: TlsRptConfig = Field(default_factory=TlsRptConfig)
     ipv6: bool = True
     connection_reuse: bool = True
     idle_connection_timeout: Duration = timedelta(seconds=30)

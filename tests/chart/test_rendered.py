@@ -764,6 +764,40 @@ def test_delivery_egress_opens_https_for_mta_sts_while_it_is_on() -> None:
         assert ("TCP", 443) not in egress_ports(render("default-values.yaml"))[name], name
 
 
+def test_delivery_egress_opens_https_for_tls_reports_while_they_are_on() -> None:
+    without_sts = ("config.delivery.mta_sts.enabled=false",)
+    reporting = (
+        *without_sts,
+        "delivery.tlsrpt.enabled=true",
+        "delivery.tlsrpt.organization=Example Inc.",
+        "delivery.tlsrpt.contact=tlsrpt@example.com",
+    )
+    assert ("TCP", 443) not in egress_ports(render("default-values.yaml", settings=without_sts))[
+        "delivery"
+    ]
+    allowed = egress_ports(render("default-values.yaml", settings=reporting))
+    assert ("TCP", 443) in allowed["delivery"]
+    for name in ("ingress", "queue", "bounce"):
+        assert ("TCP", 443) not in allowed[name], name
+    # Both on: one port, once.
+    [rule] = one(render("outbound-values.yaml"), "NetworkPolicy", "mx-mailyard-delivery-smtp")[
+        "spec"
+    ]["egress"]
+    assert [p["port"] for p in rule["ports"]].count(443) == 1
+
+
+def test_tls_reports_are_written_into_the_config_with_its_other_keys() -> None:
+    docs = render("outbound-values.yaml", settings=("config.delivery.tlsrpt.max_domains=500",))
+    assert config_file(docs)["delivery"]["tlsrpt"] == {
+        "enabled": True,
+        "interval": "1d",
+        "organization": "Example Inc.",
+        "contact": "tlsrpt@example.com",
+        "max_domains": 500,
+    }
+    assert "tlsrpt" not in config_file(render("default-values.yaml")).get("delivery", {})
+
+
 def test_broker_egress_goes_to_the_chart_created_cluster() -> None:
     docs = render("rabbitmq-cluster-values.yaml")
     policy = one(docs, "NetworkPolicy", "mx-mailyard-broker-dns")

@@ -34,6 +34,7 @@ BROKEN = {
     "delivery": {
         "terminationGracePeriodSeconds": 10,
         "tlsCA": {"configMap": "trust-bundle", "secret": "ca"},
+        "tlsrpt": {"enabled": True, "organization": "Example Inc."},
     },
     "bounce": {"pdb": {"maxUnavailable": 0}},
     "tls": {"enabled": True},
@@ -61,6 +62,7 @@ EXPECTED = [
     "config.delivery.smarthost.username: mailyard, but there is no password",
     "delivery.tlsCA: configMap and secret are both set",
     "config.delivery.dane.enabled: set delivery.dane.enabled instead",
+    "delivery.tlsrpt: enabled, but contact is empty",
     "config.delivery.nameservers: 10.96.0.10:5353 is on port 5353",
     "tests: the helm test probe needs a recipient",
 ]
@@ -519,3 +521,30 @@ def test_dane_needs_a_resolver_of_its_own() -> None:
         "default-values.yaml",
         settings=("delivery.dane.enabled=true", "config.delivery.nameservers[0]=10.96.0.53"),
     )
+
+
+def test_tls_reports_name_their_sender_and_come_from_one_place() -> None:
+    message = render_error("default-values.yaml", settings=("delivery.tlsrpt.enabled=true",))
+    assert problems(message) == [
+        "delivery.tlsrpt: enabled, but organization and contact are empty; a report names who "
+        "sends it (organization, e.g. Example Inc.) and an address to write to (contact, e.g. "
+        "tlsrpt@example.com, whose domain a dkim key should cover: receivers ignore unsigned "
+        "reports)"
+    ]
+    message = render_error(
+        "outbound-values.yaml", settings=("config.delivery.tlsrpt.contact=other@example.com",)
+    )
+    assert problems(message) == [
+        "config.delivery.tlsrpt.contact: set delivery.tlsrpt.contact instead (the chart writes "
+        "this key from it)"
+    ]
+    message = render_error("default-values.yaml", settings=("config.delivery.tlsrpt.enabled=true",))
+    assert problems(message) == [
+        "config.delivery.tlsrpt.enabled: set delivery.tlsrpt.enabled instead (the chart writes "
+        "this key from it)"
+    ]
+
+
+def test_the_schema_knows_the_tls_report_values() -> None:
+    message = render_error("default-values.yaml", settings=("delivery.tlsrpt.interval=daily",))
+    assert "delivery.tlsrpt.interval" in message or "/delivery/tlsrpt/interval" in message

@@ -203,6 +203,45 @@ def test_attempt_timeout_just_under_25m_is_accepted(write):
     assert settings.delivery.attempt_timeout == timedelta(minutes=24, seconds=59)
 
 
+def test_tls_reporting_is_off_by_default_and_daily():
+    tlsrpt = load_settings(None).delivery.tlsrpt
+    assert not tlsrpt.enabled
+    assert tlsrpt.interval == timedelta(days=1)
+
+
+def test_tls_reporting_names_its_sender(write):
+    settings = load_settings(
+        write(
+            "delivery:\n  tlsrpt:\n    enabled: true\n    interval: 6h\n"
+            "    organization: Example Inc.\n    contact: TLS-Reports@Example.COM\n"
+        )
+    )
+    tlsrpt = settings.delivery.tlsrpt
+    assert tlsrpt.interval == timedelta(hours=6)
+    assert tlsrpt.organization == "Example Inc."
+    assert tlsrpt.contact == "TLS-Reports@example.com"  # the domain lower-cased
+
+
+@pytest.mark.parametrize(
+    ("section", "detail"),
+    [
+        ("{enabled: true}", "enabled needs organization and contact"),
+        ("{enabled: true, organization: Example}", "enabled needs contact"),
+        ("{enabled: true, contact: tlsrpt@example.com}", "enabled needs organization"),
+        ("{contact: not-an-address}", "'not-an-address' is not an address"),
+        ("{contact: 'a@bad_domain'}", "bad_domain"),
+        ("{interval: 500ms}", "at least 1s"),
+        ("{max_domains: 0}", "greater than or equal to 1"),
+    ],
+)
+def test_tls_reporting_refuses_what_it_cannot_send_naming_the_key(write, section, detail):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(f"delivery:\n  tlsrpt: {section}\n"))
+    message = str(info.value)
+    assert "\n  delivery.tlsrpt" in message
+    assert detail in message
+
+
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:

@@ -32,6 +32,8 @@ PURE = (
     "delivery/mtasts.py",
     "delivery/dane.py",
     "delivery/expiring.py",
+    "delivery/tlsrpt.py",
+    "delivery/tlsrpt_mail.py",
     "queue/split.py",
     "queue/schedule.py",
     "queue/plan.py",

@@ -199,8 +199,8 @@ true
 
 {{/*
 The configuration file: chart defaults, then `.Values.config` over them, then
-what the chart's own values decide (ingress.proxyProtocol; and the files of the
-Secrets the chart mounts: ingress.tls, ingress.auth, dkim.keys,
+what the chart's own values decide (ingress.proxyProtocol, delivery.tlsrpt; and
+the files of the Secrets the chart mounts: ingress.tls, ingress.auth, dkim.keys,
 delivery.smarthost.password_file, delivery.tls_ca_file; and delivery.dane.enabled
 from delivery.dane). Rendered as YAML;
 templates that need a value from it use (include "mailyard.config" . | fromYaml).
@@ -263,6 +263,16 @@ says so).
 {{- end -}}
 {{- $delivery := get $config "delivery" -}}
 {{- $_ := set $delivery "dane" (mergeOverwrite (deepCopy (get $delivery "dane" | default dict)) (dict "enabled" true)) -}}
+{{- end -}}
+{{- /* delivery.tlsrpt: the chart's four values over any other key of config delivery.tlsrpt. */ -}}
+{{- $tlsrpt := .Values.delivery.tlsrpt -}}
+{{- if $tlsrpt.enabled -}}
+{{- if not (kindIs "map" (get $config "delivery")) -}}
+{{- $_ := set $config "delivery" dict -}}
+{{- end -}}
+{{- $delivery := get $config "delivery" -}}
+{{- $section := dict "enabled" true "interval" (toString $tlsrpt.interval) "organization" $tlsrpt.organization "contact" $tlsrpt.contact -}}
+{{- $_ := set $delivery "tlsrpt" (mergeOverwrite (deepCopy (get $delivery "tlsrpt" | default dict)) $section) -}}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}

@@ -92,9 +92,14 @@ class Router:
         self.mta_sts = mta_sts
         self.dane = dane
 
-    async def route(self, domain: str) -> Route:
+    async def route(self, domain: str, *, published: bool = True) -> Route:
         """Hosts to try, in order, and the TLS mode; RouteError when there is no
-        host (or none that is safe)."""
+        host (or none that is safe).
+
+        ``published=False`` leaves the destination's published policies (MTA-STS)
+        out, for TLS reports: RFC 8460 §5.3 wants them delivered despite the very
+        TLS failures they may report. The operator's modes still apply.
+        """
         if self.smarthost is not None and self.smarthost.serves(domain):
             # The operator named it: exempt from prohibited_networks.
             host = await self.resolver.host(self.smarthost.host, self.smarthost.port)
@@ -105,6 +110,9 @@ class Router:
         configured = self.tls.configured(domain)
         if configured is not None:  # the operator's word wins, over DANE and MTA-STS
             return Route(hosts, configured)
+        if not published:
+            # A report's need wins over the published policies (DANE, MTA-STS).
+            return Route(hosts, self.tls.default)
         if self.mta_sts is None:
             route = Route(hosts, self.tls.default)
         else:

@@ -15,6 +15,7 @@ class Origin(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORIGIN_UNSPECIFIED: _ClassVar[Origin]
     ORIGIN_SMTP: _ClassVar[Origin]
     ORIGIN_DSN: _ClassVar[Origin]
+    ORIGIN_TLSRPT: _ClassVar[Origin]
 
 class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -26,6 +27,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 ORIGIN_UNSPECIFIED: Origin
 ORIGIN_SMTP: Origin
 ORIGIN_DSN: Origin
+ORIGIN_TLSRPT: Origin
 EVENT_KIND_UNSPECIFIED: EventKind
 EVENT_KIND_DELIVERED: EventKind
 EVENT_KIND_DEFERRED: EventKind
