@@ -100,6 +100,14 @@ class TestDnsServer:
             rdataset = node.find_rdataset(dns.rdataclass.IN, rdata.rdtype, create=True)
             rdataset.add(rdata, ttl)
 
+    def replace(self, name: str, rdtype: str, text: str, ttl: int = 60) -> None:
+        """Serve this record instead of every ``rdtype`` record ``name`` had."""
+        owner = dns.name.from_text(name, origin=self.origin)
+        with self._lock:
+            node = self.zone.find_node(owner, create=True)
+            node.delete_rdataset(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
+        self.add(name, rdtype, text, ttl)
+
     def query_count(self, name: str, rdtype: str) -> int:
         with self._lock:
             return self.queries[(name.rstrip(".").lower(), rdtype)]
