@@ -544,6 +544,23 @@ class BounceConfig(Section):
     # Original headers quoted in a DSN are cut at this size.
     max_quoted_headers: int = Field(65536, ge=1024)
     classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
+    # VERP (mailyard/verp.py): outgoing mail is sent one recipient per
+    # transaction with an envelope sender on this domain that names the
+    # recipient under an HMAC, so asynchronous bounces come back here and
+    # say whose they are. One of ingress.local_domains. Unset: senders as given.
+    return_path_domain: DomainName | None = None
+    # The HMAC secret, at least 16 bytes: the first line signs, further lines
+    # (previous secrets) still verify. Re-read when it changes.
+    verp_secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _verp_needs_a_secret(self) -> BounceConfig:
+        if self.return_path_domain is not None and self.verp_secret_file is None:
+            raise ValueError(
+                "return_path_domain needs bounce.verp_secret_file (the HMAC secret "
+                "that signs and verifies the VERP addresses)"
+            )
+        return self
 
 
 # Mailbox providers that get their own label in per-destination metrics;
@@ -592,6 +609,17 @@ class Settings(BaseSettings):
     dkim: DkimConfig = DkimConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _return_path_domain_is_local(self) -> Settings:
+        domain = self.bounce.return_path_domain
+        if domain is not None and domain not in self.ingress.local_domains:
+            raise ValueError(
+                f"bounce.return_path_domain {domain} must be one of ingress.local_domains "
+                f"({', '.join(self.ingress.local_domains) or 'none set'}): bounces to it "
+                "must be accepted and reach the bounce service"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -348,3 +348,35 @@ def test_normalize_domain(value, expected):
 def test_normalize_domain_rejects(value):
     with pytest.raises(ValueError, match="is not a valid domain name"):
         normalize_domain(value)
+
+
+def test_return_path_domain_is_one_of_the_local_domains(write, tmp_path):
+    text = (
+        "ingress:\n  local_domains: [Bounces.Example.COM]\n"
+        f"bounce:\n  return_path_domain: BOUNCES.example.com\n"
+        f"  verp_secret_file: {tmp_path / 'secret'}\n"
+    )
+    settings = load_settings(write(text))
+    assert settings.bounce.return_path_domain == "bounces.example.com"
+    assert settings.bounce.verp_secret_file == tmp_path / "secret"
+
+
+def test_a_return_path_domain_that_is_not_local_is_refused_naming_both_keys(write):
+    text = (
+        "ingress:\n  local_domains: [bounces.example.com]\n"
+        "bounce:\n  return_path_domain: mail.example.com\n  verp_secret_file: /s\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(text))
+    message = str(info.value)
+    assert "bounce.return_path_domain mail.example.com must be one of ingress.local_domains" in (
+        message
+    )
+    assert "(bounces.example.com)" in message
+
+
+def test_a_return_path_domain_needs_a_secret(write):
+    text = "ingress:\n  local_domains: [b.example]\nbounce:\n  return_path_domain: b.example\n"
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(text))
+    assert "\n  bounce: return_path_domain needs bounce.verp_secret_file" in str(info.value)
