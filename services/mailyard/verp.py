@@ -183,10 +183,10 @@ def _recipient_hash(recipient: str) -> str:
     return base64.b32encode(digest[:5]).decode("ascii").lower()
 
 
-SECRET_KEY = "bounce.verp_secret_file"
+CONFIG_KEY = "bounce.verp_secret_file"  # named in errors and reload metrics
 
 
 def watch_keyring(path: Path) -> Watched[Keyring]:
     """The keyring, read now (a missing or short secret stops start-up naming the key)
     and again whenever the file changes (a rotated Secret)."""
-    return Watched(SECRET_KEY, (path,), load_keyring)
+    return Watched(CONFIG_KEY, (path,), load_keyring)

@@ -69,7 +69,8 @@ def test_the_longest_readable_recipient_fits_exactly():
     # b- (2) + mac (8) + - (1) + local=domain: 53 octets of recipient at most.
     recipient = "x" * (53 - len("=ex.io")) + "@ex.io"
     local = local_of(sign(recipient))
-    assert local.startswith("b-") and len(local) == 64
+    assert local.startswith("b-")
+    assert len(local) == 64
     one_more = "x" + recipient
     assert local_of(sign(one_more)).startswith("bh-")
 

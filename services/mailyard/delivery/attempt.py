@@ -267,13 +267,19 @@ def _yes(flag: bool) -> str:
 
 
 def envelope_of(job: pb.DeliveryJob) -> Envelope:
+    # The VERP return path when the queue set one; the sender as given otherwise.
     return Envelope(
-        job.mail_from,
+        sender_of(job),
         tuple(job.recipients),
         job.content,
         dsn=dsn_of(job),
         smtputf8=needs_smtputf8(job),
     )
+
+
+def sender_of(job: pb.DeliveryJob) -> str:
+    """What goes out at MAIL FROM."""
+    return job.return_path or job.mail_from
 
 
 def dsn_of(job: pb.DeliveryJob) -> Dsn | None:
@@ -291,5 +297,5 @@ def dsn_of(job: pb.DeliveryJob) -> Dsn | None:
 def needs_smtputf8(job: pb.DeliveryJob) -> bool:
     """Only when an address is not ASCII: RFC 6531 §3.4 lets a UTF-8 body go without."""
     return job.options.smtputf8 and not all(
-        address.isascii() for address in (job.mail_from, *job.recipients)
+        address.isascii() for address in (sender_of(job), *job.recipients)
     )

@@ -17,7 +17,7 @@ from mailyard.broker import Emit, EventKind, Output, Publish, QueueName
 from mailyard.classify import BounceClass
 from mailyard.events import event_for
 from mailyard.queue.schedule import Expire, Retry, after_deferral
-from mailyard.queue.split import Split, delivery_batches, split_message
+from mailyard.queue.split import ReturnPath, Split, delivery_batches, split_message
 from mailyard.v1 import message_pb2 as pb
 
 EXPIRED_REPLY = pb.SmtpReply(code=451, status="4.4.7", text="delivery time expired")
@@ -39,11 +39,13 @@ def plan_accepted(
     max_jobs: int,
     max_bytes: int,
     may_repeat: bool,
+    return_path: ReturnPath | None = None,
 ) -> AcceptedPlan:
     """Jobs per destination; ``may_repeat`` when the input was handed over before.
 
     A message split again after a crash yields the same jobs with the same
     ids; marking them lets delivery skip those already delivered.
+    ``return_path``: VERP on (see ``split.py``).
     """
     splits = [
         split_message(
@@ -51,6 +53,7 @@ def plan_accepted(
             local_domains=local_domains,
             max_recipients_per_job=max_recipients_per_job,
             lifetime=lifetime,
+            return_path=return_path,
         )
         for message in messages
     ]

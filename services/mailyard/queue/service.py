@@ -23,6 +23,7 @@ from mailyard.durations import format_duration
 from mailyard.queue import metrics
 from mailyard.queue.feedback import FeedbackIdSource, with_feedback_id
 from mailyard.queue.plan import plan_accepted, plan_deferral
+from mailyard.queue.returnpath import ReturnPaths, with_envelope_from
 from mailyard.queue.schedule import Expire, Retry
 from mailyard.queue.signing import UNSIGNED_REASONS, Signed, Signer, Unsigned
 from mailyard.queue.split import Split
@@ -54,6 +55,13 @@ class QueueService(ConsumingService):
             if feedback is not None
             else None
         )
+        bounce = settings.bounce
+        # VERP on: one job per remote recipient, each with its signed return path.
+        self.return_paths = (
+            ReturnPaths(bounce.return_path_domain, bounce.verp_secret_file)
+            if bounce.return_path_domain is not None and bounce.verp_secret_file is not None
+            else None
+        )
         for domain in self.signer.domains if self.signer is not None else []:
             metrics.DKIM_SIGNED.labels(domain)  # zero series from the start
         for reason in UNSIGNED_REASONS:
@@ -75,6 +83,8 @@ class QueueService(ConsumingService):
         messages = [_short_lines(message) for message in work.items]
         if self.feedback_id is not None:
             messages = [_with_feedback_id(m, self.feedback_id) for m in messages]
+        if self.return_paths is not None:
+            messages = [_with_envelope_from(m) for m in messages]
         signing: list[Signed | Unsigned | None] = [None] * len(messages)
         if self.signer is not None:
             # dkimpy's RSA is pure Python (milliseconds a signature): off the
@@ -90,6 +100,7 @@ class QueueService(ConsumingService):
             # Never more than the size ingress's start-up probe proved the broker takes.
             max_bytes=min(batching.max_bytes, self.settings.ingress.max_message_size),
             may_repeat=work.redelivered,
+            return_path=self.return_paths,
         )
         work.then(lambda: self._account(messages, plan.splits, plan.batch_sizes, signing))
         return plan.outputs
@@ -156,6 +167,15 @@ def _with_feedback_id(message: pb.AcceptedMessage, source: FeedbackIdSource) -> 
     copy = pb.AcceptedMessage()
     copy.CopyFrom(message)
     copy.content = with_feedback_id(message.content, message.client.login, source)
+    return copy
+
+
+def _with_envelope_from(message: pb.AcceptedMessage) -> pb.AcceptedMessage:
+    if not message.mail_from:  # the null sender is never rewritten: nothing to remember
+        return message
+    copy = pb.AcceptedMessage()
+    copy.CopyFrom(message)
+    copy.content = with_envelope_from(message.content, message.mail_from)
     return copy
 
 

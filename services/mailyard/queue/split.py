@@ -4,17 +4,27 @@ Like Postfix's qmgr: recipients are grouped by domain (one SMTP transaction
 per destination), in chunks of at most ``max_recipients_per_job``. Mail for a
 local domain is never relayed: it becomes a job for the bounce service.
 Exact duplicate recipients are delivered once.
+
+With VERP on (``return_path``), each remote recipient gets a job of its own
+with its own envelope sender: a transaction carries one recipient, as with
+KumoMTA's and the ESPs' VERP, so one message to n recipients of a domain
+costs n transactions instead of ⌈n/50⌉ (on the same pooled sessions: the
+price is the MAIL/RCPT/DATA round trips and the body sent n times). The null
+sender is never rewritten: a DSN or a report must not be answered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from mailyard import ids, wire
 from mailyard.addresses import domain_of
 from mailyard.v1 import message_pb2 as pb
+
+# (message id, recipient) -> the envelope sender for that recipient's job.
+ReturnPath = Callable[[str, str], str]
 
 
 @dataclass
@@ -29,6 +39,7 @@ def split_message(
     local_domains: Collection[str],
     max_recipients_per_job: int,
     lifetime: timedelta,
+    return_path: ReturnPath | None = None,
 ) -> Split:
     by_domain: dict[str, list[tuple[str, pb.RecipientOptions | None]]] = {}
     seen: set[str] = set()
@@ -46,10 +57,13 @@ def split_message(
     expires_at = wire.later(message.received_at, lifetime)
     split = Split()
     index = 0
+    verp = return_path if message.mail_from else None
     for domain, recipients in by_domain.items():
-        for start in range(0, len(recipients), max_recipients_per_job):
+        is_local = domain in local_domains
+        per_job = 1 if verp is not None and not is_local else max_recipients_per_job
+        for start in range(0, len(recipients), per_job):
             index += 1
-            chunk = recipients[start : start + max_recipients_per_job]
+            chunk = recipients[start : start + per_job]
             job = pb.DeliveryJob(
                 message_id=message.message_id,
                 queue_id=ids.queue_id(message.message_id, index),
@@ -65,7 +79,9 @@ def split_message(
             )
             if any(option is not None for _, option in chunk):
                 job.recipient_options.extend(option or pb.RecipientOptions() for _, option in chunk)
-            (split.local if domain in local_domains else split.remote).append(job)
+            if verp is not None and not is_local:
+                job.return_path = verp(message.message_id, chunk[0][0])
+            (split.local if is_local else split.remote).append(job)
     return split
 
 
