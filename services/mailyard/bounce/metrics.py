@@ -19,3 +19,15 @@ LOCAL_MESSAGES = Counter(
     "mailyard_bounce_local_messages_total",
     "Messages received for ingress.local_domains (asynchronous bounces, replies)",
 )
+ASYNC = Counter(
+    "mailyard_bounce_async_total",
+    "Mail for local domains judged as an asynchronous report, per envelope recipient, by result",
+    # bounced | complained | delayed | forged | unsigned | unparsable | not_a_bounce
+    # (bounce/inbound.py's Result)
+    ["result"],
+)
+COMPLAINTS = Counter(
+    "mailyard_bounce_complaints_total",
+    "ARF complaints (RFC 5965) turned into complained events, by feedback type",
+    ["feedback_type"],  # abuse | auth-failure | fraud | not-spam | other | virus
+)
