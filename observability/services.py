@@ -676,7 +676,47 @@ def bounce() -> list[Row]:
         ),
         *queue_panels("bounce|local", "bounce and local, the queues it consumes", width=12),
     )
-    return [red, dsns]
+    complaints = increase("mailyard_bounce_complaints_total", window="1h")
+    delivered = increase("mailyard_delivery_recipients_total", 'outcome="delivered"', window="1h")
+    reports = row(
+        "Asynchronous bounces and complaints",
+        timeseries(
+            "Asynchronous reports by result",
+            "Mail for the local domains, per envelope recipient, by what the bounce service "
+            "made of it: bounced (a bounce to our VERP address: a bounced event), complained "
+            "(an ARF report: a complained event), delayed (a delay warning), not_a_bounce "
+            "(auto-replies, replies), unsigned (a bounce to an address that is no VERP "
+            "address of ours), unparsable, forged (a VERP address whose HMAC failed). Bad: "
+            "forged rising (someone tries to get addresses suppressed, or the VERP secret "
+            "changed without keeping the old one as a second line), unparsable or unsigned "
+            "rising (a provider's new format; bounces to a return path VERP does not make).",
+            Target(rate("mailyard_bounce_async_total", by="result"), "{{result}}"),
+            unit=PER_SECOND,
+            colors={"forged": BAD, "unparsable": WARN, "unsigned": WARN, "complained": BAD},
+        ),
+        timeseries(
+            "Complaints by feedback type",
+            "ARF complaints from the feedback loops (Yahoo, Microsoft, AOL, …; Gmail sends "
+            "none), by Feedback-Type. Bad: any fraud or virus (a compromised sender), abuse "
+            "following a campaign (see the complaint rate).",
+            Target(
+                rate("mailyard_bounce_complaints_total", by="feedback_type"), "{{feedback_type}}"
+            ),
+            unit=PER_SECOND,
+        ),
+        grafana.stat(
+            "Complaint rate (1h)",
+            "Complaints over the last hour against recipients delivered. Bad: above 0.1% "
+            "(Gmail's recommendation); above 0.3% MailyardBounceComplaintRateHigh fires "
+            "(Gmail's limit for bulk senders).",
+            Target(f"({complaints} or vector(0))\n/\n{delivered}", "complaints / delivered"),
+            unit="percentunit",
+            thresholds=((GOOD, None), (WARN, 0.001), (BAD, 0.003)),
+            width=8,
+            height=8,
+        ),
+    )
+    return [red, dsns, reports]
 
 
 SERVICES: dict[str, tuple[str, Callable[[], list[Row]]]] = {
