@@ -274,6 +274,9 @@ def chart_values() -> Schema:
             "keda": obj({"enabled": BOOLEAN}),
             "tls": obj({**secret_file["properties"], "cert": STRING, "key": STRING}),
             "dkim": obj({**secret_file["properties"], "keys": dkim_keys()}),
+            "verp": obj(
+                {**secret_file["properties"], "existingSecretKey": SECRET_KEY, "secret": STRING}
+            ),
             "auth": obj({**secret_file["properties"], "users": auth_users()}),
             **{name: component(name) for name in COMPONENTS},
             "networkPolicy": obj(

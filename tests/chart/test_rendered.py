@@ -275,12 +275,15 @@ def test_tls_dkim_auth_and_relay_files_are_mounted_read_only_where_they_are_used
             "/etc/mailyard/tls": "secret mx-example-com-tls",
             "/etc/mailyard/auth": "secret mailyard-smtp-users",
         },
-        "queue": {"/etc/mailyard/dkim": "secret mailyard-dkim"},
+        "queue": {
+            "/etc/mailyard/dkim": "secret mailyard-dkim",
+            "/etc/mailyard/verp": "secret mailyard-verp",
+        },
         "delivery": {
             "/etc/mailyard/smarthost": "secret relay-credentials",
             "/etc/mailyard/delivery-ca": "configMap mail-trust-bundle",
         },
-        "bounce": {},
+        "bounce": {"/etc/mailyard/verp": "secret mailyard-verp"},
     }
     for name, deployment in deployments(render("existing-secrets-values.yaml")).items():
         spec = deployment["spec"]["template"]["spec"]
@@ -309,6 +312,8 @@ def test_secrets_created_from_values() -> None:
     assert set(one(docs, "Secret", "mx-mailyard-tls")["data"]) == {"tls.crt", "tls.key"}
     assert set(one(docs, "Secret", "mx-mailyard-dkim")["data"]) == {"example.com.s1.pem"}
     assert set(one(docs, "Secret", "mx-mailyard-auth")["data"]) == {"users.yaml"}
+    verp = base64.b64decode(one(docs, "Secret", "mx-mailyard-verp")["data"]["secret"])
+    assert verp == b"example-only-verp-secret-new-2025\nexample-only-verp-secret-old-2024\n"
     found = deployments(docs)
     ingress = found["ingress"]["spec"]["template"]["metadata"]["annotations"]
     assert "checksum/config" in ingress
@@ -465,6 +470,31 @@ def test_the_dkim_keys_the_chart_writes_sign_mail(tmp_path: Path) -> None:
     )
     assert signed.domains == ("example.com", "example.com")
     assert signed.content.count(b"DKIM-Signature:") == 2
+
+
+def test_the_verp_secret_is_a_file_queue_and_bounce_read(tmp_path: Path) -> None:
+    """bounce.verp_secret_file names the mounted Secret's key; its lines are a keyring."""
+    from mailyard import verp
+
+    docs = render("rabbitmq-cluster-values.yaml")
+    config = config_file(docs)
+    assert config["bounce"] == {
+        "return_path_domain": "bounces.example.com",
+        "verp_secret_file": "/etc/mailyard/verp/secret",
+    }
+    secret = base64.b64decode(one(docs, "Secret", "mx-mailyard-verp")["data"]["secret"])
+    path = tmp_path / "secret"
+    path.write_bytes(secret)
+    assert verp.load_keyring((path,)).secrets == (
+        b"example-only-verp-secret-new-2025",
+        b"example-only-verp-secret-old-2024",
+    )
+    mine = config_file(render("existing-secrets-values.yaml"))["bounce"]
+    assert mine["verp_secret_file"] == "/etc/mailyard/verp/verp-secret"
+    # Off: nothing mounted, no key written.
+    docs = render("default-values.yaml")
+    assert "bounce" not in config_file(docs)
+    assert not [d for d in docs if d["metadata"]["name"] == "mx-mailyard-verp"]
 
 
 @pytest.mark.parametrize(

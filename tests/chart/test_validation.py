@@ -548,3 +548,48 @@ def test_tls_reports_name_their_sender_and_come_from_one_place() -> None:
 def test_the_schema_knows_the_tls_report_values() -> None:
     message = render_error("default-values.yaml", settings=("delivery.tlsrpt.interval=daily",))
     assert "delivery.tlsrpt.interval" in message or "/delivery/tlsrpt/interval" in message
+
+
+def test_the_return_path_domain_is_a_local_domain_with_a_secret(tmp_path: Path) -> None:
+    message = render_error(
+        "default-values.yaml",
+        settings=("config.bounce.return_path_domain=bounces.example.org",),
+    )
+    assert [line.split(":")[0] for line in problems(message)] == [
+        "config.bounce.return_path_domain",
+        "config.bounce.return_path_domain",
+    ]
+    assert "bounces.example.org must be one of config.ingress.local_domains" in message
+    assert "there is no VERP secret; turn verp.enabled on" in message
+    # Case does not matter, as for the app.
+    render(
+        "default-values.yaml",
+        settings=(
+            "config.bounce.return_path_domain=Bounces.Example.COM",
+            "verp.enabled=true",
+            "verp.existingSecret=mine",
+        ),
+    )
+
+
+def test_verp_needs_a_domain_and_one_long_enough_secret_never_repeated() -> None:
+    message = render_error(
+        "default-values.yaml", settings=("verp.enabled=true", "verp.secret=tooshort-secret")
+    )
+    assert [line.split(":")[0] for line in problems(message)] == ["verp", "verp.secret"]
+    assert "its first line has 15 bytes; a VERP secret needs at least 16" in message
+    assert "tooshort-secret" not in message
+    message = render_error(
+        "default-values.yaml",
+        settings=(
+            "config.bounce.return_path_domain=bounces.example.com",
+            "config.bounce.verp_secret_file=/mine",
+            "verp.enabled=true",
+            "verp.existingSecret=a",
+            "verp.secret=0123456789abcdef",
+        ),
+    )
+    assert [line.split(":")[0] for line in problems(message)] == [
+        "verp",
+        "config.bounce.verp_secret_file",
+    ]
