@@ -265,6 +265,16 @@ def test_a_complaint_to_a_forged_verp_address_is_forged():
     assert (verdict.result, verdict.event) == (Result.FORGED, None)
 
 
+def test_a_parser_that_breaks_is_a_drop_reason_not_a_crash(monkeypatch):
+    def broken(message):
+        raise RuntimeError("a detector's bug")
+
+    monkeypatch.setattr("mailyard.bounce.inbound.read_feedback", broken)
+    verdict = judge_one(report("postfix-dsn.eml"), return_path("jane@example.org"))
+    assert (verdict.result, verdict.event) == (Result.UNPARSABLE, None)
+    assert "a detector's bug" in verdict.detail
+
+
 def test_each_envelope_recipient_is_judged_on_its_own():
     content = report("postfix-dsn.eml")
     job = local_job(content, return_path("jane@example.org"), "postmaster@bounces.test")

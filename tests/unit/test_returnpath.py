@@ -20,6 +20,15 @@ def test_return_paths_sign_with_the_secret_file(tmp_path):
     )
 
 
+def test_an_id_that_is_none_of_ours_keeps_the_sender_as_given(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s" * 32 + b"\n")
+    paths = ReturnPaths("bounces.example.com", secret)
+    # The hashed form carries the message id: it must be one ingress made.
+    assert paths("not-an-id", "Upper.Case@example.org") == ""
+    assert paths("not-an-id", "plain@example.org").startswith("b-")
+
+
 def test_the_original_sender_goes_on_top():
     content = b"Received: x\r\nX-Mailyard-Envelope-From: <forged@evil.example>\r\n\r\nbody\r\n"
     assert with_envelope_from(content, "app@sender.example") == (

@@ -141,6 +141,23 @@ def _judge_one(
         if isinstance(parsed, verp.Forged):
             return Verdict(address, Result.FORGED, detail=parsed.reason)
         ours = parsed
+    try:
+        return _judge_content(address, local, domain, job, content, ours, mailboxes, classify, now)
+    except Exception as exc:  # a parser's bug must be a drop reason, never a crash or a loop
+        return Verdict(address, Result.UNPARSABLE, detail=f"{type(exc).__name__}: {exc}")
+
+
+def _judge_content(
+    address: str,
+    local: str,
+    domain: str,
+    job: pb.DeliveryJob,
+    content: _Content,
+    ours: verp.Verp | None,
+    mailboxes: Mailboxes,
+    classify: Classify,
+    now: datetime,
+) -> Verdict:
     feedback_address = local.lower() == FEEDBACK_MAILBOX or (
         mailboxes.return_path_domain is not None and domain == mailboxes.return_path_domain
     )

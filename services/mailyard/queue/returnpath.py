@@ -12,9 +12,12 @@ field is none of RFC 6376 §5.4.1's), so every job carries the same bytes.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from mailyard import verp
+
+log = logging.getLogger(__name__)
 
 ENVELOPE_FROM = "X-Mailyard-Envelope-From"
 
@@ -27,9 +30,14 @@ class ReturnPaths:
         self.keyring = verp.watch_keyring(secret_file)  # a bad secret stops start-up here
 
     def __call__(self, message_id: str, recipient: str) -> str:
-        return verp.return_path(
-            self.keyring.value, domain=self.domain, message_id=message_id, recipient=recipient
-        )
+        """The VERP address; "" (the sender as given) for an id that is none of ours."""
+        try:
+            return verp.return_path(
+                self.keyring.value, domain=self.domain, message_id=message_id, recipient=recipient
+            )
+        except ValueError as exc:  # a producer other than ingress: never hold the mail for it
+            log.warning("no VERP return path", extra={"message_id": message_id, "error": str(exc)})
+            return ""
 
 
 def with_envelope_from(content: bytes, mail_from: str) -> bytes:
