@@ -40,6 +40,8 @@ PURE = (
     "delivery/plan.py",
     "bounce/plan.py",
     "bounce/dsn.py",
+    "xtext.py",
+    "notify.py",
 )
 
 
