@@ -7,10 +7,11 @@ runs) can share one broker.
     <p>.delivery       delivery jobs (queue, retry ladder → delivery)
     <p>.deferred       attempts that ended in a 4xx (delivery → queue)
     <p>.retry.<delay>  the retry ladder; each rung hands its jobs back to <p>.delivery
-    <p>.bounce         failed/expired events (events → bounce)
+    <p>.bounce         events that become DSNs (events → bounce); one consumer at a time
     <p>.local          mail for ingress.local_domains (queue → bounce)
     <p>.parking        poison and undecodable messages, with reason headers
-    <p>.events         delivered / deferred / failed / expired / bounced / complained
+    <p>.events         delivered / deferred / failed / expired / bounced / complained /
+                       delayed / relayed
     <p>.suppression    log: suppression list changes
     <p>.done           log: delivery jobs finished (consulted when a batch comes back)
 
@@ -50,10 +51,12 @@ class EventKind(StrEnum):
     # webhooks) bind to them like to any kind.
     BOUNCED = "bounced"
     COMPLAINED = "complained"
+    DELAYED = "delayed"  # a delay warning is due (queue.delay_warning)
+    RELAYED = "relayed"  # NOTIFY=SUCCESS, delivered to a next hop without DSN
 
 
 # Events that a DSN depends on: they must reach the bounce queue.
-BOUNCE_EVENTS = (EventKind.FAILED, EventKind.EXPIRED)
+BOUNCE_EVENTS = (EventKind.FAILED, EventKind.EXPIRED, EventKind.DELAYED, EventKind.RELAYED)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,10 @@ class Topology:
     prefix: str
     retry_delays: tuple[timedelta, ...]
     delivery_limit: int
+    # The bounce queue hands its events to one consumer at a time (RabbitMQ's
+    # single active consumer), so that one process sees every notice of a
+    # message (bounce/window.py). False only for a queue declared before that.
+    single_active_bounce: bool = True
 
     def queue(self, role: QueueName) -> str:
         return f"{self.prefix}.{role.value}"
