@@ -543,6 +543,12 @@ class BounceConfig(Section):
     prefetch: int = Field(32, ge=1)
     # Original headers quoted in a DSN are cut at this size.
     max_quoted_headers: int = Field(65536, ge=1024)
+    # RET=FULL (RFC 3461 §4.3): a failed DSN returns the whole message up to
+    # this size; a larger one is returned as its headers (as Postfix does past
+    # bounce_size_limit: a message cut short would be broken MIME). The
+    # failure events of RET=FULL messages carry the message, so keep this
+    # well under the broker's max_message_size.
+    max_quoted_message: int = Field(10 * 1024 * 1024, ge=0)
     classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
     # VERP (mailyard/verp.py): outgoing mail is sent one recipient per
     # transaction with an envelope sender on this domain that names the

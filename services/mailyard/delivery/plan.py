@@ -14,7 +14,7 @@ from datetime import datetime
 from mailyard.broker import Emit, Output, Publish, QueueName
 from mailyard.classify import Classifier, default_classifier
 from mailyard.delivery.outcome import EVENT_KINDS, Outcome, RecipientOutcome
-from mailyard.events import event_for
+from mailyard.events import Quoting, event_for
 from mailyard.v1 import message_pb2 as pb
 
 
@@ -30,7 +30,7 @@ def plan_report(
     outcomes: Sequence[RecipientOutcome],
     *,
     now: datetime,
-    quote_limit: int,
+    quoting: Quoting,
     classifier: Classifier | None = None,
 ) -> list[Output]:
     """``classifier``: what gives each deferred and failed recipient its bounce class."""
@@ -45,7 +45,7 @@ def plan_report(
         else:
             results = [o.to_pb(classify(o.reply)) for o in group]
         kind = EVENT_KINDS[outcome]
-        event = event_for(kind, job, results, now=now, attempts=attempts, quote_limit=quote_limit)
+        event = event_for(kind, job, results, now=now, attempts=attempts, quoting=quoting)
         outputs.append(Emit(kind, event))
         if outcome is Outcome.DEFERRED:
             outputs.append(Publish(QueueName.DEFERRED, (_again(job, attempts, results),)))

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from mailyard import wire
 from mailyard.broker import Emit, EventKind, Output, Publish, QueueName
 from mailyard.classify import BounceClass
-from mailyard.events import event_for
+from mailyard.events import Quoting, event_for
 from mailyard.queue.schedule import Expire, Retry, after_deferral
 from mailyard.queue.split import ReturnPath, Split, delivery_batches, split_message
 from mailyard.v1 import message_pb2 as pb
@@ -74,7 +74,7 @@ def plan_deferral(
     *,
     now: datetime,
     retry_delays: Sequence[timedelta],
-    quote_limit: int,
+    quoting: Quoting,
 ) -> tuple[list[Output], Retry | Expire]:
     step = after_deferral(
         attempts=job.attempts,
@@ -90,7 +90,7 @@ def plan_deferral(
         ]
         for result in results:
             result.bounce_class = BounceClass.MESSAGE_EXPIRED.value
-        event = event_for(EventKind.EXPIRED, job, results, now=now, quote_limit=quote_limit)
+        event = event_for(EventKind.EXPIRED, job, results, now=now, quoting=quoting)
         return [Emit(EventKind.EXPIRED, event)], step
     retry = pb.DeliveryJob()
     retry.CopyFrom(job)

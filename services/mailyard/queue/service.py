@@ -20,6 +20,7 @@ from mailyard.broker import Broker, Consumer, Output, QueueName, Work
 from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
 from mailyard.durations import format_duration
+from mailyard.events import Quoting
 from mailyard.queue import metrics
 from mailyard.queue.feedback import FeedbackIdSource, with_feedback_id
 from mailyard.queue.plan import plan_accepted, plan_deferral
@@ -38,6 +39,8 @@ class QueueService(ConsumingService):
     def __init__(self, settings: Settings, broker: Broker) -> None:
         super().__init__(broker)
         self.settings = settings
+        bounce = settings.bounce
+        self.quoting = Quoting(bounce.max_quoted_headers, bounce.max_quoted_message)
         self.config = settings.queue
         self.local_domains = frozenset(settings.ingress.local_domains)
         # The key files are read now: one that cannot sign stops start-up
@@ -154,7 +157,7 @@ class QueueService(ConsumingService):
                 job,
                 now=now,
                 retry_delays=self.config.retry_delays,
-                quote_limit=self.settings.bounce.max_quoted_headers,
+                quoting=self.quoting,
             )
             outputs += planned
             work.then(functools.partial(_account_deferral, job, step))
