@@ -260,6 +260,12 @@ class QueueConfig(Section):
         min_length=1,
     )
     max_lifetime: Duration = timedelta(days=5)
+    # Postfix's delay_warning_time: a message still waiting this long after
+    # it was accepted gets the sender one "delayed" DSN (RFC 3464 §2.3.3) for
+    # the recipients whose NOTIFY allows it (the default does). Checked when
+    # an attempt is deferred, so it comes up to one retry delay late. Off
+    # when unset.
+    delay_warning: Duration | None = None
     # Postfix's smtp_destination_recipient_limit: recipients per SMTP
     # transaction, hence per delivery job.
     max_recipients_per_job: int = Field(50, ge=1)
@@ -275,6 +281,13 @@ class QueueConfig(Section):
             if delay.total_seconds() < 0.001:
                 raise ValueError("every retry delay must be at least 1ms")
         return delays
+
+    @field_validator("delay_warning")
+    @classmethod
+    def _positive_warning(cls, delay: timedelta | None) -> timedelta | None:
+        if delay is not None and delay.total_seconds() <= 0:
+            raise ValueError("must be a positive duration (leave it out to send no warnings)")
+        return delay
 
 
 class SmarthostConfig(Section):
