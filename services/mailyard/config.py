@@ -553,7 +553,14 @@ class ClassificationConfig(Section):
 
 
 class BounceConfig(Section):
-    prefetch: int = Field(32, ge=1)
+    # Events waiting in the DSN window hold their place in the prefetch: when
+    # they fill it, the oldest notice goes early (bounce/window.py).
+    prefetch: int = Field(128, ge=1)
+    # The notices of one message that come within this long of its first one
+    # (the jobs of a message split by domain, failing together) become one DSN
+    # with a block per recipient. The events wait unacknowledged, so keep it
+    # short: seconds. 0 sends every event's notice at once.
+    dsn_window: Duration = Field(timedelta(seconds=5), ge=timedelta(0), le=timedelta(minutes=5))
     # Original headers quoted in a DSN are cut at this size.
     max_quoted_headers: int = Field(65536, ge=1024)
     # RET=FULL (RFC 3461 §4.3): a failed DSN returns the whole message up to

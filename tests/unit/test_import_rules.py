@@ -40,6 +40,7 @@ PURE = (
     "delivery/plan.py",
     "bounce/plan.py",
     "bounce/dsn.py",
+    "bounce/notice.py",
     "xtext.py",
     "notify.py",
 )

@@ -1,7 +1,15 @@
-"""The bounce service: DSNs for failed and expired recipients; mail for local domains."""
+"""The bounce service: DSNs for failed, expired, delayed and relayed recipients; local mail.
+
+An event that needs no DSN (the null sender, nobody asked, not a DSN kind)
+is released at once. The others wait in the DSN window (``window.py``) for
+the other notices of their message, become one DSN (``plan.py``), and are
+released once it is stored. Mail for the local domains is judged
+(``inbound.py``): asynchronous bounces and complaints become events.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Sequence
@@ -11,8 +19,10 @@ from mailyard import ids, verp
 from mailyard.bounce import metrics
 from mailyard.bounce.arf import FEEDBACK_TYPES
 from mailyard.bounce.inbound import Mailboxes, Result, Verdict, judge
-from mailyard.bounce.plan import DsnPlan, plan_dsn
-from mailyard.broker import Broker, Consumer, Emit, Output, QueueName, Work
+from mailyard.bounce.notice import group_key, wanted
+from mailyard.bounce.plan import DsnPlan, plan_dsn, skip_reason
+from mailyard.bounce.window import Window
+from mailyard.broker import Broker, Consumer, Emit, Output, PublishError, QueueName, Work
 from mailyard.broker.service import ConsumingService
 from mailyard.classify import Classifier
 from mailyard.config import Settings
@@ -39,8 +49,13 @@ class BounceService(ConsumingService):
             if config.return_path_domain is not None and config.verp_secret_file is not None
             else None
         )
+        self.window = Window(
+            config.dsn_window.total_seconds(), self._notify, max_events=config.prefetch
+        )
+        for reason in ("null_sender", "not_requested"):
+            metrics.DSNS_SKIPPED.labels(reason)  # zero series from the start
         for result in Result:
-            metrics.ASYNC.labels(result.value)  # zero series from the start
+            metrics.ASYNC.labels(result.value)
         for feedback_type in FEEDBACK_TYPES:
             metrics.COMPLAINTS.labels(feedback_type)
 
@@ -53,15 +68,50 @@ class BounceService(ConsumingService):
             self.broker.consumer(QueueName.LOCAL, pb.DeliveryJob, self.on_local, prefetch=prefetch),
         ]
 
+    async def stop(self, grace: float) -> None:
+        self.window.close_all()  # what waits goes now, not at the end of its window
+        await super().stop(grace)
+
     async def on_event(self, work: Work[pb.DeliveryEvent]) -> Sequence[Output]:
-        outputs: list[Output] = []
-        now = datetime.now(UTC)
+        waits = []
         for event in work.items:
-            dsn_id = ids.new_message_id()
-            plan = plan_dsn(event, reporting_mta=self.settings.hostname, dsn_id=dsn_id, now=now)
-            outputs += plan.outputs
-            work.then(functools.partial(_account, event, plan, dsn_id))
-        return outputs
+            key = group_key(event)
+            reason = skip_reason(event) or (None if wanted(event) else "not_requested")
+            if reason is not None or key is None:
+                work.then(functools.partial(_account_skip, event, reason or "not_ours"))
+                continue
+            waits.append(self.window.add(key, event))
+        # Released (by returning) only once the DSN with every event of this
+        # input is stored; its outputs were stored by the window's flush.
+        for error in await asyncio.gather(*waits, return_exceptions=True):
+            if isinstance(error, BaseException):
+                raise error
+        return []
+
+    async def _notify(self, events: list[pb.DeliveryEvent]) -> list[BaseException | None]:
+        """One DSN for a group's events, stored; what became of each event."""
+        dsn_id = ids.new_message_id()
+        try:
+            plan = plan_dsn(
+                events,
+                reporting_mta=self.settings.hostname,
+                dsn_id=dsn_id,
+                now=datetime.now(UTC),
+                quote_limit=self.settings.bounce.max_quoted_message,
+            )
+        except Exception as exc:
+            if len(events) == 1:
+                log.exception("cannot make a DSN of this event", extra=_trace(events[0]))
+                return [exc]
+            # One event that will not plan must not hold back the others' notice.
+            return [error for event in events for error in await self._notify([event])]
+        try:
+            if plan.outputs:
+                await self.broker.store(plan.outputs)
+        except PublishError as exc:
+            return [exc] * len(events)
+        _account(events, plan, dsn_id)
+        return [None] * len(events)
 
     async def on_local(self, work: Work[pb.DeliveryJob]) -> Sequence[Output]:
         """Asynchronous bounces and complaints become events; the rest is counted."""
@@ -112,24 +162,38 @@ def _account_local(job: pb.DeliveryJob, verdicts: list[Verdict]) -> None:
         log.log(level, "received for a local domain", extra=extra)
 
 
-def _account(event: pb.DeliveryEvent, plan: DsnPlan, dsn_id: str) -> None:
-    trace = {"message_id": event.message_id, "queue_id": event.queue_id}
-    if plan.skipped == "null_sender":
-        metrics.DSNS_SKIPPED.labels("null_sender").inc()
-        log.info("no DSN for the null sender", extra=trace)
-        return
-    if plan.skipped is not None:
+def _trace(event: pb.DeliveryEvent) -> dict[str, str]:
+    return {"message_id": event.message_id, "queue_id": event.queue_id}
+
+
+def _account_skip(event: pb.DeliveryEvent, reason: str) -> None:
+    if reason == "not_ours":
+        return  # nothing but DSN kinds is bound to the bounce queue
+    metrics.DSNS_SKIPPED.labels(reason).inc()
+    what = "the null sender" if reason == "null_sender" else "recipients who asked for none"
+    log.info(f"no DSN for {what}", extra=_trace(event))
+
+
+def _account(events: list[pb.DeliveryEvent], plan: DsnPlan, dsn_id: str) -> None:
+    notice = plan.notice
+    if notice is None:
+        if plan.skipped not in (None, "not_ours"):
+            metrics.DSNS_SKIPPED.labels(plan.skipped).inc()
         return
     metrics.DSNS.labels(plan.kind).inc()
-    for result in event.results:
-        metrics.DSN_RECIPIENTS.labels(plan.kind, result.bounce_class).inc()
+    metrics.DSN_EVENTS.observe(len(events))
+    for recipient in notice.recipients:
+        kind = "expired" if recipient.expired else plan.kind
+        metrics.DSN_RECIPIENTS.labels(kind, recipient.result.bounce_class).inc()
     log.info(
         "DSN queued",
         extra={
-            **trace,
+            "message_id": notice.message_id,
+            "queue_ids": sorted({event.queue_id for event in events})[:20],
             "dsn_id": dsn_id,
-            "to": event.mail_from,
+            "to": notice.mail_from,
             "kind": plan.kind,
-            "recipients": len(event.results),
+            "recipients": len(notice.recipients),
+            "events": len(events),
         },
     )
