@@ -1,18 +1,24 @@
 """bounce — delivery status notifications, and mail that comes back to us.
 
-Job: for every ``failed`` or ``expired`` event (queue ``<prefix>.bounce``),
-write an RFC 3464 DSN to the envelope sender and queue it through the
-pipeline with the null sender; never one to the null sender. Mail for
-``ingress.local_domains`` (asynchronous bounces, replies) arrives on
-``<prefix>.local``; it is counted and logged, never relayed.
+Job: turn the events that call for a DSN (queue ``<prefix>.bounce``:
+``failed``, ``expired``, ``delayed``, ``relayed``) into RFC 3464 DSNs to the
+envelope sender, as the sender asked at MAIL and RCPT (RFC 3461: NOTIFY,
+RET, ENVID, ORCPT), one per message and action however many destination
+jobs reported (``window.py``), queued through the pipeline with the null
+sender; never one to the null sender. Mail for ``ingress.local_domains``
+(asynchronous bounces, replies) arrives on ``<prefix>.local``; it is counted
+and logged, never relayed.
 
 Security: talks only to the broker; its DSNs leave through delivery.
 
-Standards: RFC 3464 (delivery status notifications), RFC 3462
-(multipart/report), RFC 3463 (status codes), RFC 3834 (Auto-Submitted).
+Standards: RFC 3461 (DSN requests), RFC 3464 (delivery status
+notifications), RFC 3462 (multipart/report), RFC 3463 (status codes),
+RFC 3834 (Auto-Submitted).
 
-Metrics: ``mailyard_bounce_*`` — DSNs by cause, recipients reported, DSNs
-skipped and why, local messages.
+Metrics: ``mailyard_bounce_*`` — DSNs by action, recipients reported,
+events per DSN, DSNs skipped and why, local messages.
 
-Configuration: ``bounce.*``, ``hostname`` (Reporting-MTA), ``broker.*``.
+Configuration: ``bounce.*`` (``dsn_window``, ``prefetch``,
+``max_quoted_headers``, ``max_quoted_message``), ``hostname``
+(Reporting-MTA), ``broker.*``.
 """
