@@ -135,3 +135,12 @@ def test_an_expiry_is_a_failure_not_a_delay():
     result = plan(job, timedelta(days=6))
     assert delayed(result.outputs) == []
     assert [o.kind for o in result.outputs if isinstance(o, Emit)] == [EventKind.EXPIRED]
+
+
+def test_a_dsn_that_is_delayed_warns_nobody():
+    """The null sender gets no notices (RFC 3461 §6.2): no event to make one of."""
+    job = deferred()
+    job.mail_from = ""
+    result = plan(job, timedelta(hours=5))
+    assert delayed(result.outputs) == []
+    assert retried(result.outputs).delay_warned

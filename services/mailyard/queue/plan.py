@@ -116,6 +116,8 @@ def plan_deferral(
     if not due:
         return DeferralPlan(outputs, step)
     retry.delay_warned = True  # decided, whoever asked: never again for this job
+    if not job.mail_from:
+        return DeferralPlan(outputs, step)  # a DSN itself: nobody to warn (RFC 3461 §6.2)
     warn = [r for r in _last_results(job, DELAYED_REPLY) if _wants_delay(job, r.recipient)]
     if warn:
         event = event_for(EventKind.DELAYED, job, warn, now=now, quoting=quoting)
