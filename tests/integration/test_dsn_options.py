@@ -21,6 +21,7 @@ import pytest
 
 from tests.support.pipeline import ALL_HOSTS, ALPHA, SENDER, Pipeline, message, wait_until
 from tests.support.postfix_sink import SMTP_SINK, PostfixSink
+from tests.support.processes import MailyardProcess
 
 needs_smtp_sink = pytest.mark.skipif(
     SMTP_SINK is None, reason="Postfix's smtp-sink is not installed (apt-get install postfix)"
@@ -272,3 +273,36 @@ def test_three_domains_that_fail_together_get_one_dsn_with_three_blocks(
     bounce = pipeline.process("bounce")
     assert bounce.metric("mailyard_bounce_dsns_total", kind="failed") == 1
     assert bounce.metric("mailyard_bounce_dsn_recipients_total", kind="failed") == 3
+
+
+@pytest.mark.adapters("rabbitmq")  # replicas: the embedded spool has one process
+def test_two_bounce_replicas_one_notice_and_none_lost_when_the_active_one_dies(
+    pipeline_factory: Callable[..., Pipeline], tmp_path: Path
+) -> None:
+    """The bounce queue's single active consumer sees every event of the message;
+    killed with them waiting in its window, the replica standing by takes them
+    over and makes the DSN."""
+    pipeline = pipeline_factory(split=True, overrides={"bounce": {"dsn_window": "10s"}})
+    standby = MailyardProcess("bounce", pipeline.config_path, tmp_path).start().wait_ready()
+    try:
+        recipients = ["nobody@alpha.test", "nobody@beta.test", "nobody@gamma.test"]
+        for recipient in recipients:
+            pipeline.sink.script.rcpt_always[recipient] = "550 5.1.1 No such user here"
+        send(pipeline, "<app@sender.test>", [f"<{r}>" for r in recipients], message("replicas"))
+        replicas = [pipeline.process("bounce"), standby]
+        waiting = "mailyard_bounce_dsn_window_events"
+        active = wait_until(
+            lambda: next((r for r in replicas if r.metric(waiting) == 3), None),
+            20,
+            "one replica holding all three events",
+        )
+        [other] = [r for r in replicas if r is not active]
+        assert other.metric(waiting) == 0
+        active.kill()
+        [dsn] = wait_for_notices(pipeline, 1, timeout=40)
+        _, blocks, _ = report(dsn)
+        assert sorted(b["Final-Recipient"] for b in blocks) == [f"rfc822; {r}" for r in recipients]
+        assert other.metric("mailyard_bounce_dsns_total", kind="failed") == 1
+        nothing_more_arrives(pipeline, 1, 3)
+    finally:
+        standby.close()

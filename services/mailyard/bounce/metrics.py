@@ -1,6 +1,6 @@
 """Bounce service metrics."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 DSNS = Counter(
     "mailyard_bounce_dsns_total",
@@ -16,6 +16,10 @@ DSN_EVENTS = Histogram(
     "mailyard_bounce_dsn_events",
     "Events that one DSN reports (those of one message that came within bounce.dsn_window)",
     buckets=(1, 2, 3, 5, 10, 20, 50),
+)
+WINDOW_EVENTS = Gauge(
+    "mailyard_bounce_dsn_window_events",
+    "Events waiting (unacknowledged) in the DSN window for the other notices of their message",
 )
 DSNS_SKIPPED = Counter(
     "mailyard_bounce_dsns_skipped_total",

@@ -52,6 +52,7 @@ class BounceService(ConsumingService):
         self.window = Window(
             config.dsn_window.total_seconds(), self._notify, max_events=config.prefetch
         )
+        metrics.WINDOW_EVENTS.set_function(lambda: self.window.waiting)
         for reason in ("null_sender", "not_requested"):
             metrics.DSNS_SKIPPED.labels(reason)  # zero series from the start
         for result in Result:
