@@ -6,19 +6,22 @@ envelope sender, as the sender asked at MAIL and RCPT (RFC 3461: NOTIFY,
 RET, ENVID, ORCPT), one per message and action however many destination
 jobs reported (``window.py``), queued through the pipeline with the null
 sender; never one to the null sender. Mail for ``ingress.local_domains``
-(asynchronous bounces, replies) arrives on ``<prefix>.local``; it is counted
-and logged, never relayed.
+arrives on ``<prefix>.local`` and is never relayed: asynchronous bounces to
+our VERP return paths and ARF complaints become ``bounced`` and
+``complained`` events (``inbound.py``); the rest is counted and logged.
 
 Security: talks only to the broker; its DSNs leave through delivery.
 
 Standards: RFC 3461 (DSN requests), RFC 3464 (delivery status
 notifications), RFC 3462 (multipart/report), RFC 3463 (status codes),
-RFC 3834 (Auto-Submitted).
+RFC 3834 (Auto-Submitted), RFC 5965 (ARF complaints).
 
 Metrics: ``mailyard_bounce_*`` — DSNs by action, recipients reported,
-events per DSN, DSNs skipped and why, local messages.
+events per DSN and waiting in the window, DSNs skipped and why, local
+messages, asynchronous reports and complaints.
 
 Configuration: ``bounce.*`` (``dsn_window``, ``prefetch``,
-``max_quoted_headers``, ``max_quoted_message``), ``hostname``
-(Reporting-MTA), ``broker.*``.
+``max_quoted_headers``, ``max_quoted_message``, ``return_path_domain``,
+``verp_secret_file``, ``classification``), ``hostname`` (Reporting-MTA),
+``broker.*``.
 """
