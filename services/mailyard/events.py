@@ -1,8 +1,9 @@
 """Delivery events as protobuf: what is published to the events exchange — no I/O.
 
-The routing key is the event kind (``EventKind``); ``failed`` and ``expired``
-carry the original headers, which a DSN quotes, and the other kinds carry
-no body at all.
+The routing key is the event kind (``EventKind``); the kinds a DSN depends
+on (``failed``, ``expired``, ``suppressed``) carry the original headers,
+which a DSN quotes, and each recipient's options (NOTIFY, ORCPT); the other
+kinds carry no body at all.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ KIND_CODES = {
     EventKind.DEFERRED: pb.EVENT_KIND_DEFERRED,
     EventKind.FAILED: pb.EVENT_KIND_FAILED,
     EventKind.EXPIRED: pb.EVENT_KIND_EXPIRED,
+    EventKind.SUPPRESSED: pb.EVENT_KIND_SUPPRESSED,
 }
 
 
@@ -32,6 +34,7 @@ def event_for(
     attempts: int | None = None,
     quote_limit: int = 65536,
 ) -> pb.DeliveryEvent:
+    for_dsn = kind in BOUNCE_EVENTS
     return pb.DeliveryEvent(
         kind=KIND_CODES[kind],
         message_id=job.message_id,
@@ -43,6 +46,18 @@ def event_for(
         occurred_at=wire.timestamp(now),
         attempts=job.attempts if attempts is None else attempts,
         # Only a DSN needs the headers; other events stay small.
-        original_headers=header_block(job.content, quote_limit) if kind in BOUNCE_EVENTS else b"",
+        original_headers=header_block(job.content, quote_limit) if for_dsn else b"",
         origin=job.origin,
+        recipient_options=_options_of(job, results) if for_dsn else (),
     )
+
+
+def _options_of(
+    job: pb.DeliveryJob, results: Sequence[pb.RecipientResult]
+) -> list[pb.RecipientOptions]:
+    """The job's options of each result's recipient, in the results' order."""
+    if not job.recipient_options or len(job.recipient_options) != len(job.recipients):
+        return []
+    by_recipient = dict(zip(job.recipients, job.recipient_options, strict=True))
+    none = pb.RecipientOptions()
+    return [by_recipient.get(r.recipient, none) for r in results]

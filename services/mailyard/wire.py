@@ -223,6 +223,7 @@ _EVENT_NAMES = {
     pb.EVENT_KIND_DEFERRED: "deferred",
     pb.EVENT_KIND_FAILED: "failed",
     pb.EVENT_KIND_EXPIRED: "expired",
+    pb.EVENT_KIND_SUPPRESSED: "suppressed",
 }
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -125,5 +125,11 @@ def test_role_is_the_name_without_the_prefix(topology):
 
 
 def test_bounce_events():
-    assert BOUNCE_EVENTS == (EventKind.FAILED, EventKind.EXPIRED)
-    assert [k.value for k in EventKind] == ["delivered", "deferred", "failed", "expired"]
+    assert BOUNCE_EVENTS == (EventKind.FAILED, EventKind.EXPIRED, EventKind.SUPPRESSED)
+    assert [k.value for k in EventKind] == [
+        "delivered",
+        "deferred",
+        "failed",
+        "expired",
+        "suppressed",
+    ]

@@ -7,10 +7,10 @@ runs) can share one broker.
     <p>.delivery       delivery jobs (queue, retry ladder → delivery)
     <p>.deferred       attempts that ended in a 4xx (delivery → queue)
     <p>.retry.<delay>  the retry ladder; each rung hands its jobs back to <p>.delivery
-    <p>.bounce         failed/expired events (events → bounce)
+    <p>.bounce         failed/expired/suppressed events (events → bounce)
     <p>.local          mail for ingress.local_domains (queue → bounce)
     <p>.parking        poison and undecodable messages, with reason headers
-    <p>.events         delivered / deferred / failed / expired
+    <p>.events         delivered / deferred / failed / expired / suppressed
     <p>.suppression    log: suppression list changes
     <p>.done           log: delivery jobs finished (consulted when a batch comes back)
 
@@ -45,10 +45,11 @@ class EventKind(StrEnum):
     DEFERRED = "deferred"
     FAILED = "failed"
     EXPIRED = "expired"
+    SUPPRESSED = "suppressed"  # not sent to: the recipient is on the suppression list
 
 
 # Events that a DSN depends on: they must reach the bounce queue.
-BOUNCE_EVENTS = (EventKind.FAILED, EventKind.EXPIRED)
+BOUNCE_EVENTS = (EventKind.FAILED, EventKind.EXPIRED, EventKind.SUPPRESSED)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_DEFERRED: _ClassVar[EventKind]
     EVENT_KIND_FAILED: _ClassVar[EventKind]
     EVENT_KIND_EXPIRED: _ClassVar[EventKind]
+    EVENT_KIND_SUPPRESSED: _ClassVar[EventKind]
 ORIGIN_UNSPECIFIED: Origin
 ORIGIN_SMTP: Origin
 ORIGIN_DSN: Origin
@@ -31,6 +32,7 @@ EVENT_KIND_DELIVERED: EventKind
 EVENT_KIND_DEFERRED: EventKind
 EVENT_KIND_FAILED: EventKind
 EVENT_KIND_EXPIRED: EventKind
+EVENT_KIND_SUPPRESSED: EventKind
 
 class AcceptedMessage(_message.Message):
     __slots__ = ("message_id", "mail_from", "recipients", "content", "received_at", "client", "origin", "options", "recipient_options")
@@ -173,7 +175,7 @@ class SmtpReply(_message.Message):
     def __init__(self, code: _Optional[int] = ..., status: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class DeliveryEvent(_message.Message):
-    __slots__ = ("kind", "message_id", "queue_id", "domain", "mail_from", "results", "received_at", "occurred_at", "attempts", "original_headers", "origin")
+    __slots__ = ("kind", "message_id", "queue_id", "domain", "mail_from", "results", "received_at", "occurred_at", "attempts", "original_headers", "origin", "recipient_options")
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +187,7 @@ class DeliveryEvent(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     ORIGINAL_HEADERS_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     kind: EventKind
     message_id: str
     queue_id: str
@@ -196,4 +199,5 @@ class DeliveryEvent(_message.Message):
     attempts: int
     original_headers: bytes
     origin: Origin
-    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., original_headers: _Optional[bytes] = ..., origin: _Optional[_Union[Origin, str]] = ...) -> None: ...
+    recipient_options: _containers.RepeatedCompositeFieldContainer[RecipientOptions]
+    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., original_headers: _Optional[bytes] = ..., origin: _Optional[_Union[Origin, str]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ...) -> None: ...
