@@ -70,7 +70,13 @@ def build_dsn(event: pb.DeliveryEvent, *, reporting_mta: str, dsn_id: str, now: 
 
 
 def _human_part(event: pb.DeliveryEvent, reporting_mta: str, expired: bool) -> str:
-    if expired:
+    if event.kind == pb.EVENT_KIND_SUPPRESSED:
+        why = (
+            f"was not sent to the recipients below: they are on the suppression list "
+            f"of {reporting_mta} (an earlier message to them bounced, or they complained "
+            "or asked not to get mail). The line after each says since when and why."
+        )
+    elif expired:
         why = (
             f"could not be delivered to the recipients below within the time allowed; "
             f"{reporting_mta} tried {event.attempts} times and has given up."
@@ -110,7 +116,8 @@ def _status_part(event: pb.DeliveryEvent, reporting_mta: str) -> Message:
         block["Diagnostic-Code"] = diagnostic_code(result)
         if result.bounce_class:  # an extension field (RFC 3464 §2.4): what it means
             block["X-Mailyard-Bounce-Class"] = result.bounce_class
-        block["Last-Attempt-Date"] = format_datetime(event.occurred_at.ToDatetime(tzinfo=UTC))
+        if event.kind != pb.EVENT_KIND_SUPPRESSED:  # nothing was attempted
+            block["Last-Attempt-Date"] = format_datetime(event.occurred_at.ToDatetime(tzinfo=UTC))
         blocks.append(block)
     status = Message()
     status.set_type("message/delivery-status")

@@ -1,15 +1,16 @@
 """What the queue service publishes for each input — pure decisions, no I/O.
 
 An accepted message becomes delivery jobs (batched per destination) and
-local jobs; a deferred job goes onto the next rung of the retry ladder, or
-expires into an ``expired`` event once the message is older than its
-lifetime. The service hands these outputs to the broker port and accounts.
+local jobs, less its suppressed recipients, who get a ``suppressed`` event
+instead (``suppress.py``); a deferred job goes onto the next rung of the
+retry ladder, or expires into an ``expired`` event once the message is
+older than its lifetime. The service hands these outputs to the broker port and accounts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mailyard import wire
@@ -18,6 +19,8 @@ from mailyard.classify import BounceClass
 from mailyard.events import event_for
 from mailyard.queue.schedule import Expire, Retry, after_deferral
 from mailyard.queue.split import Split, delivery_batches, split_message
+from mailyard.queue.suppress import Suppressed, take_suppressed
+from mailyard.suppression.state import SuppressionState
 from mailyard.v1 import message_pb2 as pb
 
 EXPIRED_REPLY = pb.SmtpReply(code=451, status="4.4.7", text="delivery time expired")
@@ -26,8 +29,12 @@ EXPIRED_REPLY = pb.SmtpReply(code=451, status="4.4.7", text="delivery time expir
 @dataclass(frozen=True)
 class AcceptedPlan:
     outputs: list[Output]
-    splits: list[Split]
+    splits: list[Split]  # the jobs published (suppressed recipients left out)
     batch_sizes: list[int]
+    suppressed: list[list[Suppressed]] = field(default_factory=list)  # per message
+
+
+NOTHING_SUPPRESSED = SuppressionState()
 
 
 def plan_accepted(
@@ -39,11 +46,16 @@ def plan_accepted(
     max_jobs: int,
     max_bytes: int,
     may_repeat: bool,
+    suppressions: SuppressionState = NOTHING_SUPPRESSED,
+    now: datetime | None = None,
+    quote_limit: int = 65536,
 ) -> AcceptedPlan:
     """Jobs per destination; ``may_repeat`` when the input was handed over before.
 
     A message split again after a crash yields the same jobs with the same
     ids; marking them lets delivery skip those already delivered.
+    ``suppressions`` is the list as this replica holds it, ``now`` the moment
+    its entries' expiry is judged at (a snapshot: the function only reads it).
     """
     splits = [
         split_message(
@@ -54,6 +66,15 @@ def plan_accepted(
         )
         for message in messages
     ]
+    suppressed: list[list[Suppressed]] = [[] for _ in splits]
+    if suppressions:
+        if now is None:
+            raise TypeError("plan_accepted needs now to judge the suppression list's expiries")
+        for split, taken in zip(splits, suppressed, strict=True):
+            split.remote, found = take_suppressed(
+                split.remote, suppressions, now=now, quote_limit=quote_limit
+            )
+            taken.extend(found)
     if may_repeat:
         for split in splits:
             for job in split.remote + split.local:
@@ -63,7 +84,8 @@ def plan_accepted(
     )
     outputs: list[Output] = [Publish(QueueName.DELIVERY, tuple(batch)) for batch in batches]
     outputs += [Publish(QueueName.LOCAL, (job,)) for split in splits for job in split.local]
-    return AcceptedPlan(outputs, splits, [len(batch) for batch in batches])
+    outputs += [Emit(EventKind.SUPPRESSED, taken.event) for found in suppressed for taken in found]
+    return AcceptedPlan(outputs, splits, [len(batch) for batch in batches], suppressed)
 
 
 def plan_deferral(
