@@ -37,6 +37,7 @@ PURE = (
     "delivery/plan.py",
     "bounce/plan.py",
     "bounce/dsn.py",
+    "bounce/suppress.py",
     "queue/suppress.py",
     "suppression/entries.py",
     "suppression/records.py",

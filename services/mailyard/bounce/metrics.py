@@ -13,9 +13,18 @@ DSN_RECIPIENTS = Counter(
 DSNS_SKIPPED = Counter(
     "mailyard_bounce_dsns_skipped_total",
     "Failures that got no DSN, by reason",
-    ["reason"],  # null_sender
+    ["reason"],  # null_sender | notify (a suppressed recipient's client asked for none)
 )
 LOCAL_MESSAGES = Counter(
     "mailyard_bounce_local_messages_total",
     "Messages received for ingress.local_domains (asynchronous bounces, replies)",
+)
+SUPPRESSIONS_ADDED = Counter(
+    "mailyard_bounce_suppressions_added_total",
+    "Entries the bounce service added to the suppression list, by source and bounce class",
+    ["source", "class"],  # bounce | complaint; mailyard/classify.py's names ("" if none)
+)
+SUPPRESSION_STRIKES = Counter(
+    "mailyard_bounce_suppression_strikes_total",
+    "Expired recipients counted towards suppression.expired_strikes",
 )
