@@ -3,6 +3,7 @@ mean "the address is gone", N expired messages in a row, complaints."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -276,5 +277,27 @@ async def test_the_complaint_hook_adds_an_entry_every_replica_sees():
             "news.test",
             None,
         )
+    finally:
+        await bounce.stop(1)
+
+
+async def test_expiries_handled_side_by_side_each_count():
+    broker = MemoryBroker()
+    bounce = BounceService(settings(expired_strikes=2), broker)
+    await bounce.start()
+    log = broker.log(LOG_NAME)
+    real_append = log.append
+
+    async def slow_append(records):  # a broker's confirm takes a while
+        await asyncio.sleep(0.05)
+        await real_append(records)
+
+    log.append = slow_append  # type: ignore[method-assign]
+    try:
+        await asyncio.gather(
+            broker.deliver(QueueName.BOUNCE, [expired("m1", "slow@beta.test")]),
+            broker.deliver(QueueName.BOUNCE, [expired("m2", "slow@beta.test")]),
+        )
+        assert [type(r).__name__ for r in log_records(broker)] == ["Struck", "Added"]
     finally:
         await bounce.stop(1)

@@ -10,6 +10,7 @@ has the message's id as its key).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Sequence
@@ -52,6 +53,7 @@ class BounceService(ConsumingService):
         for bounce_class in (*sorted(ADDRESS_GONE), BounceClass.MESSAGE_EXPIRED):
             metrics.SUPPRESSIONS_ADDED.labels("bounce", bounce_class.value)
         metrics.SUPPRESSIONS_ADDED.labels("complaint", "")
+        self._planning = asyncio.Lock()
         metrics.DSNS_SKIPPED.labels("notify")
 
     async def started(self) -> None:
@@ -74,10 +76,12 @@ class BounceService(ConsumingService):
         outputs: list[Output] = []
         now = datetime.now(UTC)
         for event in work.items:
-            # One event after the other: the next is planned with this one's records.
-            await self.suppress(
-                plan_suppressions(event, self.suppressions.state, self.policy, now=now)
-            )
+            # Handlers run side by side (bounce.prefetch): one plans only after
+            # the previous one's records are in, so two expiries count two.
+            async with self._planning:
+                await self.suppress(
+                    plan_suppressions(event, self.suppressions.state, self.policy, now=now)
+                )
             dsn_id = ids.new_message_id()
             plan = plan_dsn(event, reporting_mta=self.settings.hostname, dsn_id=dsn_id, now=now)
             outputs += plan.outputs

@@ -16,8 +16,11 @@
 - A complaint (:func:`complaint`, for the feedback-loop parser) is
   suppressed with no expiry.
 
-Events are planned one after another against the list as it stands after
-the previous one's records, so two expiries in one batch count twice.
+The service plans one event at a time against the list as it stands after
+the previous one's records (its handlers run side by side), so two expiries
+at once count two. Two bounce replicas can still plan for one address at
+the same moment; then a strike goes uncounted until the next expiry, which
+errs on the side of sending.
 """
 
 from __future__ import annotations
