@@ -22,6 +22,7 @@ from mailyard.config import Settings
 from mailyard.queue import metrics
 from mailyard.queue.plan import plan_accepted
 from mailyard.queue.service import QueueService
+from mailyard.queue.split import split_message
 from mailyard.queue.suppress import explain
 from mailyard.suppression import LOG_NAME
 from mailyard.suppression.entries import Entry, Source
@@ -142,6 +143,47 @@ def test_a_job_whose_recipients_are_all_suppressed_is_not_published():
     [event] = events_of(result.outputs)
     assert [r.recipient for r in event.results] == ["a@beta.test", "b@beta.test"]
     assert result.batch_sizes == [1]
+
+
+def test_held_recipients_keep_their_place_so_queue_ids_do_not_depend_on_the_list():
+    recipients = [f"r{n}@beta.test" for n in range(5)] + ["x@alpha.test"]
+    common = {"local_domains": (), "max_recipients_per_job": 2, "lifetime": timedelta(days=5)}
+    plain = split_message(accepted(recipients), **common)
+    held = split_message(
+        accepted(recipients),
+        **common,
+        suppressions=suppressing(entry("r1@beta.test"), entry("r2@beta.test")),
+        now=NOW,
+    )
+    assert [(j.queue_id, list(j.recipients)) for j in plain.remote] == [
+        ("01MSG.1", ["r0@beta.test", "r1@beta.test"]),
+        ("01MSG.2", ["r2@beta.test", "r3@beta.test"]),
+        ("01MSG.3", ["r4@beta.test"]),
+        ("01MSG.4", ["x@alpha.test"]),
+    ]
+    assert [(j.queue_id, list(j.recipients)) for j in held.remote] == [
+        ("01MSG.1", ["r0@beta.test"]),
+        ("01MSG.2", ["r3@beta.test"]),
+        ("01MSG.3", ["r4@beta.test"]),
+        ("01MSG.4", ["x@alpha.test"]),
+    ]
+    assert [(h.job.queue_id, list(h.job.recipients)) for h in held.held] == [
+        ("01MSG.1", ["r1@beta.test"]),
+        ("01MSG.2", ["r2@beta.test"]),
+    ]
+
+
+def test_without_a_moment_every_entry_applies():
+    """split_message's now defaults to the epoch: a caller that forgets it sends less, not more."""
+    state = suppressing(entry("r@beta.test", expires=NOW))
+    split = split_message(
+        accepted(["r@beta.test"]),
+        local_domains=(),
+        max_recipients_per_job=50,
+        lifetime=timedelta(days=5),
+        suppressions=state,
+    )
+    assert split.remote == []
 
 
 def test_nothing_changes_while_the_list_is_empty_or_holds_others():

@@ -18,8 +18,8 @@ from mailyard.broker import Emit, EventKind, Output, Publish, QueueName
 from mailyard.classify import BounceClass
 from mailyard.events import event_for
 from mailyard.queue.schedule import Expire, Retry, after_deferral
-from mailyard.queue.split import Split, delivery_batches, split_message
-from mailyard.queue.suppress import Suppressed, take_suppressed
+from mailyard.queue.split import EPOCH, Split, delivery_batches, split_message
+from mailyard.queue.suppress import Suppressed, suppressed_events
 from mailyard.suppression.state import SuppressionState
 from mailyard.v1 import message_pb2 as pb
 
@@ -57,24 +57,22 @@ def plan_accepted(
     ``suppressions`` is the list as this replica holds it, ``now`` the moment
     its entries' expiry is judged at (a snapshot: the function only reads it).
     """
+    if suppressions and now is None:
+        raise TypeError("plan_accepted needs now to judge the suppression list's expiries")
     splits = [
         split_message(
             message,
             local_domains=local_domains,
             max_recipients_per_job=max_recipients_per_job,
             lifetime=lifetime,
+            suppressions=suppressions,
+            now=now or EPOCH,
         )
         for message in messages
     ]
-    suppressed: list[list[Suppressed]] = [[] for _ in splits]
-    if suppressions:
-        if now is None:
-            raise TypeError("plan_accepted needs now to judge the suppression list's expiries")
-        for split, taken in zip(splits, suppressed, strict=True):
-            split.remote, found = take_suppressed(
-                split.remote, suppressions, now=now, quote_limit=quote_limit
-            )
-            taken.extend(found)
+    suppressed = [
+        suppressed_events(split.held, now=now or EPOCH, quote_limit=quote_limit) for split in splits
+    ]
     if may_repeat:
         for split in splits:
             for job in split.remote + split.local:
