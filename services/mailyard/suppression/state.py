@@ -23,7 +23,7 @@ moment, and :meth:`prune` drops it later to free the memory.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from mailyard.suppression.entries import Entry, Source
@@ -32,34 +32,37 @@ from mailyard.suppression.records import Added, Record, Removed, SnapshotPart, S
 
 class SuppressionState:
     def __init__(self) -> None:
-        # address → scope (None: every sender) → entry. Nearly every address
-        # has one entry; the inner dict keeps the lookup to two dict gets.
-        self._entries: dict[str, dict[str | None, Entry]] = {}
+        # Nearly every entry is for every sender (hard bounces): those sit in
+        # one flat dict, so the lookup is one dict get and an entry costs a
+        # slot, not a dict of its own. Scoped entries (a sender domain's
+        # unsubscribes, complaints) have their own, consulted only when any exist.
+        self._every: dict[str, Entry] = {}
+        self._scoped: dict[tuple[str, str], Entry] = {}
+        self._scopes: dict[str, set[str]] = {}  # address → scopes it has entries for
         self._strikes: dict[str, dict[str, datetime]] = {}  # address → key → when
 
     def __bool__(self) -> bool:
-        return bool(self._entries)
+        return bool(self._every) or bool(self._scoped)
 
     def __len__(self) -> int:
-        return sum(len(scopes) for scopes in self._entries.values())
+        return len(self._every) + len(self._scoped)
 
     # --- folding ---------------------------------------------------------------
 
     def apply(self, record: Record) -> None:
         if isinstance(record, Added):
-            entry = record.entry
-            self._entries.setdefault(entry.address, {})[entry.scope] = entry
-            self._strikes.pop(entry.address, None)
+            self._put(record.entry)
+            self._strikes.pop(record.entry.address, None)
         elif isinstance(record, Removed):
+            address = record.address
+            if record.every_scope or record.scope is None:
+                self._every.pop(address, None)
             if record.every_scope:
-                self._entries.pop(record.address, None)
-            else:
-                scopes = self._entries.get(record.address)
-                if scopes is not None:
-                    scopes.pop(record.scope, None)
-                    if not scopes:
-                        del self._entries[record.address]
-            self._strikes.pop(record.address, None)
+                for scope in self._scopes.pop(address, ()):
+                    self._scoped.pop((address, scope), None)
+            elif record.scope is not None:
+                self._drop_scoped(address, record.scope)
+            self._strikes.pop(address, None)
         elif isinstance(record, Struck):
             self._strikes.setdefault(record.address, {})[record.key] = record.at
         # A SnapshotPart changes nothing for a replica already following:
@@ -67,13 +70,30 @@ class SuppressionState:
 
     def load(self, parts: Iterable[SnapshotPart]) -> None:
         """Replace everything with a snapshot's parts (all of one snapshot)."""
-        self._entries.clear()
+        self._every.clear()
+        self._scoped.clear()
+        self._scopes.clear()
         self._strikes.clear()
         for part in parts:
             for entry in part.entries:
-                self._entries.setdefault(entry.address, {})[entry.scope] = entry
+                self._put(entry)
             for strike in part.strikes:
                 self._strikes.setdefault(strike.address, {})[strike.key] = strike.at
+
+    def _put(self, entry: Entry) -> None:
+        if entry.scope is None:
+            self._every[entry.address] = entry
+        else:
+            self._scoped[(entry.address, entry.scope)] = entry
+            self._scopes.setdefault(entry.address, set()).add(entry.scope)
+
+    def _drop_scoped(self, address: str, scope: str) -> None:
+        self._scoped.pop((address, scope), None)
+        scopes = self._scopes.get(address)
+        if scopes is not None:
+            scopes.discard(scope)
+            if not scopes:
+                del self._scopes[address]
 
     # --- the decision ----------------------------------------------------------
 
@@ -85,37 +105,33 @@ class SuppressionState:
         envelope sender's, lower case ("" for the null sender: only entries
         for every sender apply). The hot path: one dict lookup per recipient.
         """
-        scopes = self._entries.get(address)
-        if scopes is None:
-            return None
-        entry = scopes.get(None)
-        if entry is not None and entry.applies_at(now):
+        entry = self._every.get(address)
+        if entry is not None and (entry.expires is None or now < entry.expires):
             return entry
-        if sender_domain:
-            entry = scopes.get(sender_domain)
-            if entry is not None and entry.applies_at(now):
+        if sender_domain and self._scoped:
+            entry = self._scoped.get((address, sender_domain))
+            if entry is not None and (entry.expires is None or now < entry.expires):
                 return entry
         return None
 
     def entries_of(self, address: str, now: datetime) -> list[Entry]:
         """Every entry of ``address`` in force, every-sender first, then by scope."""
-        scopes = self._entries.get(address, {})
-        found = [entry for entry in scopes.values() if entry.applies_at(now)]
-        return sorted(found, key=lambda e: (e.scope is not None, e.scope or ""))
+        found = [self._every[address]] if address in self._every else []
+        found += [self._scoped[(address, s)] for s in sorted(self._scopes.get(address, ()))]
+        return [entry for entry in found if entry.applies_at(now)]
+
+    def _all(self) -> Iterator[Entry]:
+        yield from self._every.values()
+        yield from self._scoped.values()
 
     def active(self, now: datetime) -> list[Entry]:
         """Every entry in force, by address then scope."""
-        found = [
-            entry
-            for scopes in self._entries.values()
-            for entry in scopes.values()
-            if entry.applies_at(now)
-        ]
+        found = [entry for entry in self._all() if entry.applies_at(now)]
         return sorted(found, key=lambda e: (e.address, e.scope is not None, e.scope or ""))
 
     def counts(self, now: datetime) -> Counter[Source]:
         """Entries in force, by source."""
-        return Counter(entry.source for entry in self.active(now))
+        return Counter(entry.source for entry in self._all() if entry.applies_at(now))
 
     def strikes(self, address: str, *, since: datetime) -> int:
         """How many different messages to ``address`` expired after ``since``."""
@@ -129,12 +145,10 @@ class SuppressionState:
 
     def prune(self, now: datetime, *, strikes_before: datetime) -> None:
         """Forget expired entries and old strikes (lookups already ignore them)."""
-        for address in list(self._entries):
-            scopes = self._entries[address]
-            for scope in [s for s, entry in scopes.items() if not entry.applies_at(now)]:
-                del scopes[scope]
-            if not scopes:
-                del self._entries[address]
+        for address in [a for a, entry in self._every.items() if not entry.applies_at(now)]:
+            del self._every[address]
+        for address, scope in [k for k, entry in self._scoped.items() if not entry.applies_at(now)]:
+            self._drop_scoped(address, scope)
         for address in list(self._strikes):
             keys = self._strikes[address]
             for key in [k for k, at in keys.items() if at <= strikes_before]:
