@@ -160,6 +160,11 @@ def component(name: str) -> Schema:
             {"existingSecret": STRING, "existingSecretKey": SECRET_KEY, "password": STRING}
         )
         properties["tlsCA"] = obj({"configMap": STRING, "secret": STRING, "key": SECRET_KEY})
+        properties["dane"] = obj({"enabled": BOOLEAN})
+        # Written into config delivery.tlsrpt, which the app validates once more.
+        properties["tlsrpt"] = obj(
+            {"enabled": BOOLEAN, "interval": duration(), "organization": STRING, "contact": STRING}
+        )
     return obj(properties)
 
 
@@ -269,6 +274,9 @@ def chart_values() -> Schema:
             "keda": obj({"enabled": BOOLEAN}),
             "tls": obj({**secret_file["properties"], "cert": STRING, "key": STRING}),
             "dkim": obj({**secret_file["properties"], "keys": dkim_keys()}),
+            "verp": obj(
+                {**secret_file["properties"], "existingSecretKey": SECRET_KEY, "secret": STRING}
+            ),
             "auth": obj({**secret_file["properties"], "users": auth_users()}),
             **{name: component(name) for name in COMPONENTS},
             "networkPolicy": obj(

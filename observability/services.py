@@ -519,10 +519,10 @@ def delivery() -> list[Row]:
 
 
 def outbound_tls_and_dkim() -> Row:
-    """What the TLS policies got from each session, and DKIM signing (done by queue)."""
+    """What the TLS policies got from each session, TLS reports, and DKIM signing (by queue)."""
     sessions = "mailyard_delivery_tls_sessions_total"
-    # Policies that require a verified certificate (verify; MTA-STS enforce): the only
-    # ones whose sessions can fail on TLS rather than fall back to clear text.
+    # Policies that require TLS (verify; MTA-STS enforce; DANE): the only ones whose
+    # sessions can fail on TLS rather than fall back to clear text.
     verifying = 'policy!~"opportunistic|none"'
     failed = rate(sessions, verifying, 'result="failed"', by="policy")
     tried = rate(sessions, verifying, by="policy")
@@ -533,22 +533,25 @@ def outbound_tls_and_dkim() -> Row:
         timeseries(
             "TLS sessions by policy and result",
             "Outbound sessions opened per second, by the TLS policy that applied "
-            "(delivery.tls, delivery.tls_policies, the smarthost's tls) and what came of it: "
-            "verified (certificate checked), unverified (encrypted, not checked), clear, or "
-            "failed (verified TLS was required and could not be had: the host is skipped, "
-            "the mail deferred, never sent in clear). Bad: failed rising "
+            "(delivery.tls, delivery.tls_policies, the smarthost's tls, mta-sts, dane) and "
+            "what came of it: verified (certificate checked: against a CA and the MX name, "
+            "or under dane against the host's TLSA records), unverified (encrypted, not "
+            "checked), clear, or failed (TLS was required and could not be had: the host is "
+            "skipped, the mail deferred, never sent in clear). Bad: failed rising "
             "(MailyardDeliveryTlsVerificationFailing), or clear growing under opportunistic "
             "(STARTTLS no longer offered, or handshakes failing and falling back).",
             Target(rate(sessions, by="policy, result"), "{{policy}}: {{result}}"),
             unit=PER_SECOND,
+            width=6,
         ),
         timeseries(
             "TLS falling short of its policy",
             "Share of the sessions of each verifying policy that failed, and share of "
             "opportunistic sessions that went in clear. Bad: any lasting failed share "
             "(a destination's certificate expired or does not match its MX name, a CA missing "
-            "from delivery.tls_ca_file, STARTTLS gone: its mail waits on the retry ladder), or "
-            "the clear share jumping from its usual level.",
+            "from delivery.tls_ca_file, a certificate its TLSA records do not match, STARTTLS "
+            "gone: its mail waits on the retry ladder), or the clear share jumping from its "
+            "usual level.",
             Target(f"(\n{failed}\nor\n{tried} * 0\n)\n/\n{tried}", "{{policy}}: failed"),
             Target(
                 f"({clear} or vector(0))\n/\n{rate(sessions, opportunistic)}",
@@ -556,6 +559,22 @@ def outbound_tls_and_dkim() -> Row:
             ),
             unit="percentunit",
             max_value=1,
+            width=6,
+        ),
+        tls_reports(),
+        timeseries(
+            "DANE: TLSA lookups by result",
+            "MX hosts about to be tried, with delivery.dane.enabled, by what DNSSEC said of "
+            "their TLSA records: secure (DANE applies: TLS required, the certificate matched "
+            "against the records), none (authenticated: there are none), insecure (not "
+            "signed, or the host's addresses were not: DANE does not apply), failed (SERVFAIL "
+            "or no answer: the host is skipped and its mail waits). Bad: failed rising (a "
+            "destination's DNSSEC is broken, or the resolver in delivery.nameservers is), or "
+            "only insecure while mail flows (the resolver does not validate: it never sets "
+            "AD, and DANE never applies). All 0 with DANE off.",
+            Target(rate("mailyard_delivery_dane_lookups_total", by="result"), "{{result}}"),
+            unit=PER_SECOND,
+            colors={"failed": BAD, "secure": GOOD},
         ),
         timeseries(
             "DKIM: messages signed and unsigned",
@@ -570,7 +589,35 @@ def outbound_tls_and_dkim() -> Row:
             Target(rate("mailyard_queue_dkim_unsigned_total", by="reason"), "unsigned: {{reason}}"),
             unit=PER_SECOND,
             colors={"unsigned: error": BAD},
+            width=6,
         ),
+    )
+
+
+def tls_reports() -> Panel:
+    """RFC 8460 reports: they go out in one burst per interval (a day), hence hourly counts."""
+    reports = "mailyard_delivery_tlsrpt_reports_total"
+    return timeseries(
+        "TLS reports (RFC 8460)",
+        "With delivery.tlsrpt.enabled: TLS reports sent in the last hour, by method (mailto: "
+        "queued on inbound for our own delivery; https: POSTed) and result, _smtp._tls "
+        "lookups that failed (that domain's report is lost), and counts dropped because "
+        "max_domains or max_failure_details was reached. Reports leave once per interval "
+        "(a day, just after 00:00 UTC), so this is a spike a day. Bad: failed as high as "
+        "sent (MailyardDeliveryTlsReportsFailing: egress to 443 blocked, a CA bundle "
+        "without the public roots, inbound refusing the mail), failed lookups, or any "
+        "dropped (raise the caps).",
+        Target(increase(reports, by="method, result", window="1h"), "{{method}}: {{result}}"),
+        Target(
+            increase("mailyard_delivery_tlsrpt_lookups_total", 'result="failed"', window="1h"),
+            "TXT lookups failed",
+        ),
+        Target(
+            increase("mailyard_delivery_tlsrpt_dropped_total", by="kind", window="1h"),
+            "dropped: {{kind}}",
+        ),
+        colors={"mailto: failed": BAD, "https: failed": BAD},
+        width=6,
     )
 
 
@@ -631,7 +678,47 @@ def bounce() -> list[Row]:
         ),
         *queue_panels("bounce|local", "bounce and local, the queues it consumes", width=12),
     )
-    return [red, dsns, suppression()]
+    complaints = increase("mailyard_bounce_complaints_total", window="1h")
+    delivered = increase("mailyard_delivery_recipients_total", 'outcome="delivered"', window="1h")
+    reports = row(
+        "Asynchronous bounces and complaints",
+        timeseries(
+            "Asynchronous reports by result",
+            "Mail for the local domains, per envelope recipient, by what the bounce service "
+            "made of it: bounced (a bounce to our VERP address: a bounced event), complained "
+            "(an ARF report: a complained event), delayed (a delay warning), not_a_bounce "
+            "(auto-replies, replies), unsigned (a bounce to an address that is no VERP "
+            "address of ours), unparsable, forged (a VERP address whose HMAC failed). Bad: "
+            "forged rising (someone tries to get addresses suppressed, or the VERP secret "
+            "changed without keeping the old one as a second line), unparsable or unsigned "
+            "rising (a provider's new format; bounces to a return path VERP does not make).",
+            Target(rate("mailyard_bounce_async_total", by="result"), "{{result}}"),
+            unit=PER_SECOND,
+            colors={"forged": BAD, "unparsable": WARN, "unsigned": WARN, "complained": BAD},
+        ),
+        timeseries(
+            "Complaints by feedback type",
+            "ARF complaints from the feedback loops (Yahoo, Microsoft, AOL, …; Gmail sends "
+            "none), by Feedback-Type. Bad: any fraud or virus (a compromised sender), abuse "
+            "following a campaign (see the complaint rate).",
+            Target(
+                rate("mailyard_bounce_complaints_total", by="feedback_type"), "{{feedback_type}}"
+            ),
+            unit=PER_SECOND,
+        ),
+        grafana.stat(
+            "Complaint rate (1h)",
+            "Complaints over the last hour against recipients delivered. Bad: above 0.1% "
+            "(Gmail's recommendation); above 0.3% MailyardBounceComplaintRateHigh fires "
+            "(Gmail's limit for bulk senders).",
+            Target(f"({complaints} or vector(0))\n/\n{delivered}", "complaints / delivered"),
+            unit="percentunit",
+            thresholds=((GOOD, None), (WARN, 0.001), (BAD, 0.003)),
+            width=8,
+            height=8,
+        ),
+    )
+    return [red, dsns, reports, suppression()]
 
 
 def suppression() -> Row:

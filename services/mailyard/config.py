@@ -236,6 +236,22 @@ class DeliveryBatchConfig(Section):
     max_bytes: int = Field(1_048_576, ge=1024)
 
 
+class FeedbackIdConfig(Section):
+    """Gmail's feedback loop header, ``Feedback-ID: campaign:customer:type:sender``.
+
+    Added by the queue before DKIM signing to mail that came in over SMTP and
+    has none. ``sender_id`` is the same for all your mail; the other fields
+    are read from the headers named here (empty when a header is absent or
+    not configured); the customer is the submission login when no header
+    names one. Only letters, digits, ``.``, ``_`` and ``-`` are kept.
+    """
+
+    sender_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    campaign_header: str = ""
+    customer_header: str = ""
+    mail_type_header: str = ""
+
+
 class QueueConfig(Section):
     retry_delays: list[Duration] = Field(
         default_factory=lambda: [
@@ -249,6 +265,8 @@ class QueueConfig(Section):
     max_recipients_per_job: int = Field(50, ge=1)
     prefetch: int = Field(64, ge=1)
     delivery_batch: DeliveryBatchConfig = DeliveryBatchConfig()
+    # Off (null) by default; see FeedbackIdConfig.
+    feedback_id: FeedbackIdConfig | None = None
 
     @field_validator("retry_delays")
     @classmethod
@@ -305,8 +323,95 @@ class MtaStsConfig(Section):
     cache_size: int = Field(10_000, ge=1)  # policies (and TXT answers) kept
 
 
+class DaneConfig(Section):
+    """RFC 7672: an MX host whose TLSA records DNSSEC vouches for gets mail only over
+    STARTTLS with a certificate one of its DANE-TA or DANE-EE records matches; else
+    the host is skipped and the mail waits (``4.7.5``), never sent in clear.
+
+    Off by default because it needs a DNSSEC-validating resolver, and
+    ``delivery.nameservers`` must point at it (a local Unbound or Knot
+    Resolver, say, over a network path you trust: delivery checks no
+    signatures itself, it believes the resolver's AD bit). The cluster's or
+    the system's usual resolver does not validate; DANE then never applies.
+    Per host, DANE wins over MTA-STS; a ``tls_policies`` entry for the
+    domain wins over both, and the smarthost is never DANE-checked.
+    """
+
+    enabled: bool = False
+
+
+_ADDR_SPEC = re.compile(r"[^@\s<>()\[\],;:\"]{1,64}@[^@\s<>]{1,253}")
+
+
+class TlsRptConfig(Section):
+    """SMTP TLS Reporting (RFC 8460) as a sender: per policy domain and ``interval``,
+    count the TLS sessions that succeeded and failed (by result type) and send the
+    report to the ``rua`` the domain publishes in ``_smtp._tls.<domain>`` (mail
+    through our own pipeline, DKIM-signed like any other; or an HTTPS POST).
+
+    Off by default, unlike MTA-STS: reporting makes Mailyard send mail in the name
+    of ``organization`` and ``contact`` and POST to URLs that remote domains pick,
+    which nobody should find happening after a first install; and a report is only
+    believed when a DKIM key (``dkim.keys``) covers the domain of ``contact``
+    (receivers must ignore unsigned reports, §5.3), which only the operator can set
+    up. So turning it on asks for both names, with no guess from ``hostname``.
+
+    Each delivery replica reports for itself (its own report-id); the counts of
+    an interval that is cut short by a shutdown are sent at once, for the part of
+    the interval that passed.
+    """
+
+    enabled: bool = False
+    # Intervals start at multiples of this since the epoch (1d: from 00:00 UTC, as
+    # RFC 8460 §4.1 recommends); each report goes out within a tenth of it after.
+    interval: Duration = timedelta(days=1)
+    # The report's organization-name, e.g. "Example Inc.".
+    organization: str = ""
+    # The report's contact-info, the From: of its mail; its domain is the
+    # TLS-Report-Submitter. Give dkim.keys a key for that domain.
+    contact: str = ""
+    # Timeout of one HTTPS POST of a report (and of its TCP connect).
+    timeout: Duration = timedelta(seconds=30)
+    # Policy domains counted per interval; sessions of further domains are dropped
+    # (mailyard_delivery_tlsrpt_dropped_total{kind="policy"}).
+    max_domains: int = Field(10_000, ge=1)
+    # failure-details rows (result type, MX, address) kept per interval in all;
+    # failures past it still count in their policy's summary.
+    max_failure_details: int = Field(10_000, ge=0)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, interval: timedelta) -> timedelta:
+        if interval < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return interval
+
+    @field_validator("contact")
+    @classmethod
+    def _contact(cls, contact: str) -> str:
+        contact = contact.strip()
+        if contact and not _ADDR_SPEC.fullmatch(contact):
+            raise ValueError(f"{contact!r} is not an address like tlsrpt@example.com")
+        if contact:
+            local, _, domain = contact.rpartition("@")
+            contact = f"{local}@{normalize_domain(domain)}"
+        return contact
+
+    @model_validator(mode="after")
+    def _names_when_enabled(self) -> TlsRptConfig:
+        missing = [key for key in ("organization", "contact") if not getattr(self, key).strip()]
+        if self.enabled and missing:
+            raise ValueError(
+                f"enabled needs {' and '.join(missing)}: the report names who sends it "
+                "(organization-name) and an address to write to (contact-info, the From: "
+                "of report mail), e.g. organization: Example Inc., contact: tlsrpt@example.com"
+            )
+        return self
+
+
 class DeliveryConfig(Section):
     # "host" or "host:port" ("[v6]:port"); empty means the system resolver.
+    # With dane.enabled: a DNSSEC-validating resolver.
     nameservers: list[str] = Field(default_factory=list)
     port: Port = 25
     # Jobs worked on at once by one delivery process.
@@ -333,6 +438,8 @@ class DeliveryConfig(Section):
     # it changes. Unset: the system's trust store.
     tls_ca_file: Path | None = None
     mta_sts: MtaStsConfig = Field(default_factory=MtaStsConfig)
+    dane: DaneConfig = Field(default_factory=DaneConfig)
+    tlsrpt: TlsRptConfig = Field(default_factory=TlsRptConfig)
     ipv6: bool = True
     connection_reuse: bool = True
     idle_connection_timeout: Duration = timedelta(seconds=30)
@@ -437,6 +544,23 @@ class BounceConfig(Section):
     # Original headers quoted in a DSN are cut at this size.
     max_quoted_headers: int = Field(65536, ge=1024)
     classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
+    # VERP (mailyard/verp.py): outgoing mail is sent one recipient per
+    # transaction with an envelope sender on this domain that names the
+    # recipient under an HMAC, so asynchronous bounces come back here and
+    # say whose they are. One of ingress.local_domains. Unset: senders as given.
+    return_path_domain: DomainName | None = None
+    # The HMAC secret, at least 16 bytes: the first line signs, further lines
+    # (previous secrets) still verify. Re-read when it changes.
+    verp_secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _verp_needs_a_secret(self) -> BounceConfig:
+        if self.return_path_domain is not None and self.verp_secret_file is None:
+            raise ValueError(
+                "return_path_domain needs bounce.verp_secret_file (the HMAC secret "
+                "that signs and verifies the VERP addresses)"
+            )
+        return self
 
 
 class SuppressionConfig(Section):
@@ -521,6 +645,17 @@ class Settings(BaseSettings):
     suppression: SuppressionConfig = SuppressionConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _return_path_domain_is_local(self) -> Settings:
+        domain = self.bounce.return_path_domain
+        if domain is not None and domain not in self.ingress.local_domains:
+            raise ValueError(
+                f"bounce.return_path_domain {domain} must be one of ingress.local_domains "
+                f"({', '.join(self.ingress.local_domains) or 'none set'}): bounces to it "
+                "must be accepted and reach the bounce service"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

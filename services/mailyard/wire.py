@@ -70,9 +70,14 @@ def encode_job(job: pb.DeliveryJob) -> Encoded:
 
 
 def encode_event(event: pb.DeliveryEvent, kind: str) -> Encoded:
+    if event.kind in _REPORT_KINDS:
+        # One report can name several of our addresses: one event each.
+        stable = f"{event.queue_id}/{kind}/{event.results[0].recipient if event.results else ''}"
+    else:
+        stable = f"{event.queue_id}/{event.attempts}/{kind}"
     return encode(
         event,
-        message_id=f"{event.queue_id}/{event.attempts}/{kind}",
+        message_id=stable,
         trace_id=event.message_id,
         queue_id=event.queue_id,
     )
@@ -207,8 +212,10 @@ def _missing_fields(message: Message) -> str | None:
 
 def _unsafe_addresses(message: Message) -> str | None:
     addresses: list[str] = []
-    if isinstance(message, pb.AcceptedMessage | pb.DeliveryJob):
+    if isinstance(message, pb.AcceptedMessage):
         addresses = list(message.recipients)
+    elif isinstance(message, pb.DeliveryJob):
+        addresses = [*message.recipients, *([message.return_path] if message.return_path else [])]
     elif isinstance(message, pb.DeliveryEvent):
         addresses = [result.recipient for result in message.results]
     sender = getattr(message, "mail_from", "")
@@ -223,8 +230,12 @@ _EVENT_NAMES = {
     pb.EVENT_KIND_DEFERRED: "deferred",
     pb.EVENT_KIND_FAILED: "failed",
     pb.EVENT_KIND_EXPIRED: "expired",
+    pb.EVENT_KIND_BOUNCED: "bounced",
+    pb.EVENT_KIND_COMPLAINED: "complained",
     pb.EVENT_KIND_SUPPRESSED: "suppressed",
 }
+# Asynchronous reports (bounce service); their trace is the report's.
+_REPORT_KINDS = frozenset({pb.EVENT_KIND_BOUNCED, pb.EVENT_KIND_COMPLAINED})
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

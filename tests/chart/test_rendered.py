@@ -297,12 +297,15 @@ def test_tls_dkim_auth_and_relay_files_are_mounted_read_only_where_they_are_used
             "/etc/mailyard/tls": "secret mx-example-com-tls",
             "/etc/mailyard/auth": "secret mailyard-smtp-users",
         },
-        "queue": {"/etc/mailyard/dkim": "secret mailyard-dkim"},
+        "queue": {
+            "/etc/mailyard/dkim": "secret mailyard-dkim",
+            "/etc/mailyard/verp": "secret mailyard-verp",
+        },
         "delivery": {
             "/etc/mailyard/smarthost": "secret relay-credentials",
             "/etc/mailyard/delivery-ca": "configMap mail-trust-bundle",
         },
-        "bounce": {},
+        "bounce": {"/etc/mailyard/verp": "secret mailyard-verp"},
     }
     for name, deployment in deployments(render("existing-secrets-values.yaml")).items():
         spec = deployment["spec"]["template"]["spec"]
@@ -331,6 +334,8 @@ def test_secrets_created_from_values() -> None:
     assert set(one(docs, "Secret", "mx-mailyard-tls")["data"]) == {"tls.crt", "tls.key"}
     assert set(one(docs, "Secret", "mx-mailyard-dkim")["data"]) == {"example.com.s1.pem"}
     assert set(one(docs, "Secret", "mx-mailyard-auth")["data"]) == {"users.yaml"}
+    verp = base64.b64decode(one(docs, "Secret", "mx-mailyard-verp")["data"]["secret"])
+    assert verp == b"example-only-verp-secret-new-2025\nexample-only-verp-secret-old-2024\n"
     found = deployments(docs)
     ingress = found["ingress"]["spec"]["template"]["metadata"]["annotations"]
     assert "checksum/config" in ingress
@@ -489,6 +494,31 @@ def test_the_dkim_keys_the_chart_writes_sign_mail(tmp_path: Path) -> None:
     assert signed.content.count(b"DKIM-Signature:") == 2
 
 
+def test_the_verp_secret_is_a_file_queue_and_bounce_read(tmp_path: Path) -> None:
+    """bounce.verp_secret_file names the mounted Secret's key; its lines are a keyring."""
+    from mailyard import verp
+
+    docs = render("rabbitmq-cluster-values.yaml")
+    config = config_file(docs)
+    assert config["bounce"] == {
+        "return_path_domain": "bounces.example.com",
+        "verp_secret_file": "/etc/mailyard/verp/secret",
+    }
+    secret = base64.b64decode(one(docs, "Secret", "mx-mailyard-verp")["data"]["secret"])
+    path = tmp_path / "secret"
+    path.write_bytes(secret)
+    assert verp.load_keyring((path,)).secrets == (
+        b"example-only-verp-secret-new-2025",
+        b"example-only-verp-secret-old-2024",
+    )
+    mine = config_file(render("existing-secrets-values.yaml"))["bounce"]
+    assert mine["verp_secret_file"] == "/etc/mailyard/verp/verp-secret"
+    # Off: nothing mounted, no key written.
+    docs = render("default-values.yaml")
+    assert "bounce" not in config_file(docs)
+    assert not [d for d in docs if d["metadata"]["name"] == "mx-mailyard-verp"]
+
+
 @pytest.mark.parametrize(
     ("values", "password", "bundle"),
     [
@@ -532,6 +562,14 @@ def test_without_a_relay_password_or_a_ca_bundle_delivery_mounts_nothing_more() 
     spec = deployments(docs)["delivery"]["spec"]["template"]["spec"]
     assert {v["name"] for v in spec["volumes"]} == {"config", "tmp"}
     assert not find(docs, "Secret", "mx-mailyard-smarthost")
+
+
+def test_dane_is_written_into_the_config_from_delivery_dane() -> None:
+    delivery = config_file(render("outbound-values.yaml"))["delivery"]
+    assert delivery["dane"] == {"enabled": True}
+    assert delivery["nameservers"] == ["10.96.0.53"]
+    off = render("outbound-values.yaml", settings=("delivery.dane.enabled=false",))
+    assert "dane" not in config_file(off)["delivery"]  # the app's default: off
 
 
 def test_the_relay_password_file_is_one_delivery_reads(tmp_path: Path) -> None:
@@ -776,6 +814,40 @@ def test_delivery_egress_opens_https_for_mta_sts_while_it_is_on() -> None:
     assert ("TCP", 443) not in egress_ports(off)["delivery"]
     for name in ("ingress", "queue", "bounce"):
         assert ("TCP", 443) not in egress_ports(render("default-values.yaml"))[name], name
+
+
+def test_delivery_egress_opens_https_for_tls_reports_while_they_are_on() -> None:
+    without_sts = ("config.delivery.mta_sts.enabled=false",)
+    reporting = (
+        *without_sts,
+        "delivery.tlsrpt.enabled=true",
+        "delivery.tlsrpt.organization=Example Inc.",
+        "delivery.tlsrpt.contact=tlsrpt@example.com",
+    )
+    assert ("TCP", 443) not in egress_ports(render("default-values.yaml", settings=without_sts))[
+        "delivery"
+    ]
+    allowed = egress_ports(render("default-values.yaml", settings=reporting))
+    assert ("TCP", 443) in allowed["delivery"]
+    for name in ("ingress", "queue", "bounce"):
+        assert ("TCP", 443) not in allowed[name], name
+    # Both on: one port, once.
+    [rule] = one(render("outbound-values.yaml"), "NetworkPolicy", "mx-mailyard-delivery-smtp")[
+        "spec"
+    ]["egress"]
+    assert [p["port"] for p in rule["ports"]].count(443) == 1
+
+
+def test_tls_reports_are_written_into_the_config_with_its_other_keys() -> None:
+    docs = render("outbound-values.yaml", settings=("config.delivery.tlsrpt.max_domains=500",))
+    assert config_file(docs)["delivery"]["tlsrpt"] == {
+        "enabled": True,
+        "interval": "1d",
+        "organization": "Example Inc.",
+        "contact": "tlsrpt@example.com",
+        "max_domains": 500,
+    }
+    assert "tlsrpt" not in config_file(render("default-values.yaml")).get("delivery", {})
 
 
 def test_broker_egress_goes_to_the_chart_created_cluster() -> None:

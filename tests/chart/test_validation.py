@@ -21,6 +21,7 @@ BROKEN = {
         "delivery": {
             "nameservers": ["10.96.0.10:5353"],
             "smarthost": {"host": "relay.example.net", "username": "mailyard"},
+            "dane": {"enabled": True},
         },
     },
     "rabbitmq": {"external": {"enabled": True, "url": "", "existingSecret": ""}},
@@ -33,6 +34,7 @@ BROKEN = {
     "delivery": {
         "terminationGracePeriodSeconds": 10,
         "tlsCA": {"configMap": "trust-bundle", "secret": "ca"},
+        "tlsrpt": {"enabled": True, "organization": "Example Inc."},
     },
     "bounce": {"pdb": {"maxUnavailable": 0}},
     "tls": {"enabled": True},
@@ -59,6 +61,8 @@ EXPECTED = [
     "auth: enabled, but neither existingSecret nor users are set",
     "config.delivery.smarthost.username: mailyard, but there is no password",
     "delivery.tlsCA: configMap and secret are both set",
+    "config.delivery.dane.enabled: set delivery.dane.enabled instead",
+    "delivery.tlsrpt: enabled, but contact is empty",
     "config.delivery.nameservers: 10.96.0.10:5353 is on port 5353",
     "tests: the helm test probe needs a recipient",
 ]
@@ -517,3 +521,89 @@ def test_the_ca_bundle_comes_from_one_place() -> None:
     [configmap] = [d for d in docs if d["metadata"]["name"] == "mx-mailyard-config"]
     delivery = yaml.safe_load(configmap["data"]["mailyard.yaml"])["delivery"]
     assert delivery["tls_ca_file"] == "/etc/ca/b.pem"
+
+
+def test_dane_needs_a_resolver_of_its_own() -> None:
+    """The cluster DNS does not validate DNSSEC: DANE through it would never apply."""
+    message = render_error("default-values.yaml", settings=("delivery.dane.enabled=true",))
+    assert problems(message) == [
+        "delivery.dane.enabled: DANE needs a DNSSEC-validating resolver; name it in "
+        "config.delivery.nameservers (the cluster DNS does not validate, so DANE would never "
+        "apply)"
+    ]
+    render(
+        "default-values.yaml",
+        settings=("delivery.dane.enabled=true", "config.delivery.nameservers[0]=10.96.0.53"),
+    )
+
+
+def test_tls_reports_name_their_sender_and_come_from_one_place() -> None:
+    message = render_error("default-values.yaml", settings=("delivery.tlsrpt.enabled=true",))
+    assert problems(message) == [
+        "delivery.tlsrpt: enabled, but organization and contact are empty; a report names who "
+        "sends it (organization, e.g. Example Inc.) and an address to write to (contact, e.g. "
+        "tlsrpt@example.com, whose domain a dkim key should cover: receivers ignore unsigned "
+        "reports)"
+    ]
+    message = render_error(
+        "outbound-values.yaml", settings=("config.delivery.tlsrpt.contact=other@example.com",)
+    )
+    assert problems(message) == [
+        "config.delivery.tlsrpt.contact: set delivery.tlsrpt.contact instead (the chart writes "
+        "this key from it)"
+    ]
+    message = render_error("default-values.yaml", settings=("config.delivery.tlsrpt.enabled=true",))
+    assert problems(message) == [
+        "config.delivery.tlsrpt.enabled: set delivery.tlsrpt.enabled instead (the chart writes "
+        "this key from it)"
+    ]
+
+
+def test_the_schema_knows_the_tls_report_values() -> None:
+    message = render_error("default-values.yaml", settings=("delivery.tlsrpt.interval=daily",))
+    assert "delivery.tlsrpt.interval" in message or "/delivery/tlsrpt/interval" in message
+
+
+def test_the_return_path_domain_is_a_local_domain_with_a_secret(tmp_path: Path) -> None:
+    message = render_error(
+        "default-values.yaml",
+        settings=("config.bounce.return_path_domain=bounces.example.org",),
+    )
+    assert [line.split(":")[0] for line in problems(message)] == [
+        "config.bounce.return_path_domain",
+        "config.bounce.return_path_domain",
+    ]
+    assert "bounces.example.org must be one of config.ingress.local_domains" in message
+    assert "there is no VERP secret; turn verp.enabled on" in message
+    # Case does not matter, as for the app.
+    render(
+        "default-values.yaml",
+        settings=(
+            "config.bounce.return_path_domain=Bounces.Example.COM",
+            "verp.enabled=true",
+            "verp.existingSecret=mine",
+        ),
+    )
+
+
+def test_verp_needs_a_domain_and_one_long_enough_secret_never_repeated() -> None:
+    message = render_error(
+        "default-values.yaml", settings=("verp.enabled=true", "verp.secret=tooshort-secret")
+    )
+    assert [line.split(":")[0] for line in problems(message)] == ["verp", "verp.secret"]
+    assert "its first line has 15 bytes; a VERP secret needs at least 16" in message
+    assert "tooshort-secret" not in message
+    message = render_error(
+        "default-values.yaml",
+        settings=(
+            "config.bounce.return_path_domain=bounces.example.com",
+            "config.bounce.verp_secret_file=/mine",
+            "verp.enabled=true",
+            "verp.existingSecret=a",
+            "verp.secret=0123456789abcdef",
+        ),
+    )
+    assert [line.split(":")[0] for line in problems(message)] == [
+        "verp",
+        "config.bounce.verp_secret_file",
+    ]

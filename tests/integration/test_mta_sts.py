@@ -7,13 +7,18 @@ sinks' 127.0.0.2), so the policies one test publishes reach no other.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import ssl
 import time
 from pathlib import Path
 
 import pytest
 import trustme
 
+from mailyard.delivery.mtasts import Mode
+from mailyard.delivery.mtasts_fetch import MIN_RECORD_SECONDS, MtaSts
+from mailyard.delivery.resolver import MxResolver
 from tests.support import dns_server as dns_support
 from tests.support.certificates import server_context
 from tests.support.https_server import PolicyServer
@@ -218,3 +223,43 @@ def test_mta_sts_can_be_switched_off(sts, pipeline_factory, ca_file) -> None:
     domain.send(pipeline)
     pipeline.sink.wait_for(lambda m: len(m) == 1, 20, "the message")
     assert domain.server.requests == {}
+
+
+def test_a_new_txt_id_fetches_the_policy_again_once_the_record_is_looked_up_anew(
+    dns_server, ca, ca_file
+):
+    """RFC 8461 §5.1 against the real DNS and HTTPS servers, in one process: the cached
+    policy serves while the TXT answer is fresh, a changed id (seen once the answer is
+    looked up again, at least a minute later) fetches the new policy, and an unchanged
+    id after that fetches nothing."""
+    one = Sts(dns_server, ca)
+    one.server.serve(one.domain, policy("testing", one.mx, max_age=86400))
+    now = [1000.0]
+    context = ssl.create_default_context(cafile=str(ca_file))
+    fetcher = MtaSts(
+        MxResolver([dns_server.address], timeout=5, ipv6=False),
+        https_port=one.server.port,
+        timeout=5,
+        tls_context=lambda: context,
+        safety=None,
+        cache_size=100,
+        clock=lambda: now[0],
+    )
+    host = f"mta-sts.{one.domain}"
+    try:
+
+        async def look() -> tuple[Mode | None, int]:
+            found = await fetcher.policy(one.domain)
+            return (found.mode if found else None), one.server.requests[host]
+
+        assert asyncio.run(look()) == (Mode.TESTING, 1)
+        # The domain switches to enforce with a new id; our TXT answer is still fresh.
+        dns_server.replace(f"_mta-sts.{one.domain}.", "TXT", '"v=STSv1; id=20261202T000000"')
+        one.server.serve(one.domain, policy("enforce", one.mx, max_age=86400))
+        assert asyncio.run(look()) == (Mode.TESTING, 1)
+        now[0] += MIN_RECORD_SECONDS + 1
+        assert asyncio.run(look()) == (Mode.ENFORCE, 2)
+        now[0] += MIN_RECORD_SECONDS + 1
+        assert asyncio.run(look()) == (Mode.ENFORCE, 2)  # same id: the cached policy
+    finally:
+        one.server.stop()

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from mailyard.delivery.resolver import MailHost, MxResolver, RouteError
+from mailyard.delivery.dane import TlsaRecord
+from mailyard.delivery.resolver import MailHost, MxResolver, RouteError, TlsaAnswer
 
 
 def resolver(dns_server, **options) -> MxResolver:
@@ -121,3 +122,99 @@ def test_temporary_failures_are_never_remembered(dns_server) -> None:
 
     asyncio.run(twice())
     assert dns_server.query_count("servfail.test", "MX") - lookups >= 2
+
+
+# --- DNSSEC (the AD bit) and TLSA, for DANE ------------------------------------------
+
+TLSA_TEXT = "3 1 1 " + "ab" * 32
+
+
+def signed_domain(dns_server, name: str, *, sign_tlsa: bool = True) -> str:
+    """``name``.test with one MX host, its A record and TLSA record, all signed
+    (the TLSA record only with ``sign_tlsa``)."""
+    domain, mx = f"{name}.test.", f"mx.{name}.test."
+    dns_server.add(domain, "MX", f"10 {mx}")
+    dns_server.add(mx, "A", "127.0.0.2")
+    dns_server.add(f"_25._tcp.{mx}", "TLSA", TLSA_TEXT)
+    dns_server.sign(domain, mx, *([f"_25._tcp.{mx}"] if sign_tlsa else []))
+    return domain.rstrip(".")
+
+
+def test_hosts_are_secure_only_when_the_resolver_vouches_and_we_asked(dns_server) -> None:
+    domain = signed_domain(dns_server, "dnssec-hosts")
+    [asked] = route(dns_server, domain, dnssec=True)
+    assert asked == MailHost(f"mx.{domain}", ("127.0.0.2",), secure=True)
+    [not_asked] = route(dns_server, domain)  # no AD in the query: none in the answer
+    assert not not_asked.secure
+    [unsigned] = route(dns_server, "alpha.test", dnssec=True)
+    assert not unsigned.secure
+
+
+def test_a_host_behind_a_cname_knows_its_canonical_name(dns_server) -> None:
+    dns_server.add("dnssec-cname.test.", "MX", "10 mail.dnssec-cname.test.")
+    dns_server.add("mail.dnssec-cname.test.", "CNAME", "smtp.dnssec-provider.test.")
+    dns_server.add("smtp.dnssec-provider.test.", "A", "127.0.0.2")
+    dns_server.sign("mail.dnssec-cname.test.")  # the chain's second link is not signed
+    [host] = route(dns_server, "dnssec-cname.test", dnssec=True)
+    assert (host.name, host.canonical, host.secure) == (
+        "mail.dnssec-cname.test",
+        "smtp.dnssec-provider.test",
+        False,
+    )
+    dns_server.sign("smtp.dnssec-provider.test.")
+    [host] = route(dns_server, "dnssec-cname.test", dnssec=True)
+    assert host.secure
+
+
+def test_tlsa_records_and_whether_they_were_authenticated(dns_server) -> None:
+    signed = signed_domain(dns_server, "dnssec-tlsa")
+    unsigned = signed_domain(dns_server, "dnssec-tlsa-unsigned", sign_tlsa=False)
+    dns_server.sign("_25._tcp.nothing.dnssec-tlsa.test.")
+    dns_server.fail("_25._tcp.broken.dnssec-tlsa.test.")
+
+    async def run() -> list[TlsaAnswer | RouteError]:
+        mx = resolver(dns_server, dnssec=True, timeout=1.0)
+        found: list[TlsaAnswer | RouteError] = []
+        for name in (
+            f"_25._tcp.mx.{signed}",
+            f"_25._tcp.mx.{unsigned}",
+            "_25._tcp.nothing.dnssec-tlsa.test",  # NXDOMAIN, authenticated
+            "_25._tcp.mx.alpha.test",  # NODATA below an existing name, not signed
+            "_25._tcp.broken.dnssec-tlsa.test",
+        ):
+            try:
+                found.append(await mx.tlsa(name))
+            except RouteError as exc:
+                found.append(exc)
+        return found
+
+    secure, insecure, denied, nodata, failed = asyncio.run(run())
+    assert secure == TlsaAnswer((TlsaRecord(3, 1, 1, bytes.fromhex("ab" * 32)),), secure=True)
+    assert insecure == TlsaAnswer(secure.records, secure=False)
+    assert denied == TlsaAnswer((), secure=True)
+    assert nodata == TlsaAnswer((), secure=False)
+    assert isinstance(failed, RouteError)
+    assert failed.kind == "servfail"
+
+
+def test_tlsa_answers_are_cached_and_failures_are_not(dns_server) -> None:
+    domain = signed_domain(dns_server, "dnssec-cache")
+    name = f"_25._tcp.mx.{domain}"
+    dns_server.fail("_25._tcp.down.dnssec-cache.test.")
+
+    async def run() -> tuple[int, int]:
+        mx = resolver(dns_server, dnssec=True, cache_size=100, timeout=1.0)
+        before = dns_server.query_count(name, "TLSA")
+        failed_before = dns_server.query_count("_25._tcp.down.dnssec-cache.test", "TLSA")
+        for _ in range(3):
+            await mx.tlsa(name)
+            with pytest.raises(RouteError):
+                await mx.tlsa("_25._tcp.down.dnssec-cache.test")
+        return (
+            dns_server.query_count(name, "TLSA") - before,
+            dns_server.query_count("_25._tcp.down.dnssec-cache.test", "TLSA") - failed_before,
+        )
+
+    answered, failed = asyncio.run(run())
+    assert answered == 1
+    assert failed >= 3

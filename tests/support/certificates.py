@@ -1,12 +1,15 @@
-"""A test CA (trustme) and the files ingress reads its certificate from."""
+"""A test CA (trustme), the files ingress reads its certificate from, and TLSA data for DANE."""
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 
 @dataclass
@@ -31,9 +34,38 @@ class TlsFiles:
 
 def server_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
     """A server's TLS context with a certificate from ``ca`` for ``names``."""
+    return leaf_context(ca.issue_cert(*names))
+
+
+def leaf_context(leaf: trustme.LeafCert) -> ssl.SSLContext:
+    """A server's TLS context presenting ``leaf``, and the intermediate CAs it came from."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(*names).configure_cert(context)
+    leaf.configure_cert(context)
     return context
+
+
+def der_chain(leaf: trustme.LeafCert) -> list[bytes]:
+    """What a server presenting ``leaf`` sends: the leaf, then its intermediates (DER)."""
+    return [ssl.PEM_cert_to_DER_cert(pem.bytes().decode()) for pem in leaf.cert_chain_pems]
+
+
+def tlsa_data(selector: int, matching: int, certificate: bytes) -> bytes:
+    """A TLSA record's data for a DER certificate (RFC 6698 §2.1), computed independently
+    of the code under test: the certificate or its SubjectPublicKeyInfo, whole or hashed."""
+    data = certificate
+    if selector == 1:
+        key = x509.load_der_x509_certificate(certificate).public_key()
+        data = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    if matching == 1:
+        return hashlib.sha256(data).digest()
+    if matching == 2:
+        return hashlib.sha512(data).digest()
+    return data
+
+
+def tlsa_text(usage: int, selector: int, matching: int, certificate: bytes) -> str:
+    """The record in presentation form, for the test DNS server: ``3 1 1 ab12...``."""
+    return f"{usage} {selector} {matching} {tlsa_data(selector, matching, certificate).hex()}"
 
 
 def write(leaf: trustme.LeafCert, cert_file: Path, key_file: Path) -> None:

@@ -4,6 +4,12 @@ dnspython does the wire format and zone parsing; this is only the loop that
 answers UDP and TCP queries from a zone, the way an authoritative server
 does (NXDOMAIN with the SOA, NOERROR/NODATA, CNAME chasing inside the zone),
 plus two faults a test can turn on: SERVFAIL and silence (a timeout).
+
+It can also stand in for a DNSSEC-validating resolver: answers about the
+names a test has ``sign``-ed carry the AD bit, as a validating resolver sets
+it for data whose signatures it checked. No signatures are made: what
+delivery relies on is the AD bit of its trusted resolver, and that is what
+this server controls.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class TestDnsServer:
         self.host = host
         self.servfail: set[dns.name.Name] = set()
         self.silent: set[dns.name.Name] = set()
+        self.signed: set[dns.name.Name] = set()
         self.queries: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         # UDP and TCP on the same port: retry until a port is free for both.
@@ -73,6 +80,14 @@ class TestDnsServer:
         """Never answer queries for ``name`` and below: the client times out."""
         self.silent.add(dns.name.from_text(name))
 
+    def sign(self, *names: str) -> None:
+        """Answer for these names (each exactly, not what is below it) with AD, as a
+        validating resolver does for a signed zone: their records, NODATA and NXDOMAIN.
+        A CNAME chain is authenticated only when every name in it is signed; AD is
+        set only when the query asked for it (AD or DO, RFC 6840 §5.7)."""
+        with self._lock:
+            self.signed.update(dns.name.from_text(name, origin=self.origin) for name in names)
+
     def add(self, name: str, rdtype: str, text: str, ttl: int = 60) -> None:
         """Serve one more record from now on, e.g. ``add("s1._domainkey.sender.test.",
         "TXT", '"v=DKIM1; k=ed25519; p=..."')``; a relative ``name`` is below the origin."""
@@ -84,6 +99,14 @@ class TestDnsServer:
             node = self.zone.find_node(owner, create=True)
             rdataset = node.find_rdataset(dns.rdataclass.IN, rdata.rdtype, create=True)
             rdataset.add(rdata, ttl)
+
+    def replace(self, name: str, rdtype: str, text: str, ttl: int = 60) -> None:
+        """Serve this record instead of every ``rdtype`` record ``name`` had."""
+        owner = dns.name.from_text(name, origin=self.origin)
+        with self._lock:
+            node = self.zone.find_node(owner, create=True)
+            node.delete_rdataset(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
+        self.add(name, rdtype, text, ttl)
 
     def query_count(self, name: str, rdtype: str) -> int:
         with self._lock:
@@ -108,6 +131,11 @@ class TestDnsServer:
             response.set_rcode(dns.rcode.REFUSED)
             return response.to_wire()
         self._resolve(response, qname, qtype, depth=0)
+        asked = query.flags & dns.flags.AD or query.ednsflags & dns.flags.DO
+        owners = {qname, *(rrset.name for rrset in response.answer)}
+        with self._lock:
+            if asked and owners <= self.signed:
+                response.flags |= dns.flags.AD
         return response.to_wire()
 
     def _resolve(

@@ -203,6 +203,45 @@ def test_attempt_timeout_just_under_25m_is_accepted(write):
     assert settings.delivery.attempt_timeout == timedelta(minutes=24, seconds=59)
 
 
+def test_tls_reporting_is_off_by_default_and_daily():
+    tlsrpt = load_settings(None).delivery.tlsrpt
+    assert not tlsrpt.enabled
+    assert tlsrpt.interval == timedelta(days=1)
+
+
+def test_tls_reporting_names_its_sender(write):
+    settings = load_settings(
+        write(
+            "delivery:\n  tlsrpt:\n    enabled: true\n    interval: 6h\n"
+            "    organization: Example Inc.\n    contact: TLS-Reports@Example.COM\n"
+        )
+    )
+    tlsrpt = settings.delivery.tlsrpt
+    assert tlsrpt.interval == timedelta(hours=6)
+    assert tlsrpt.organization == "Example Inc."
+    assert tlsrpt.contact == "TLS-Reports@example.com"  # the domain lower-cased
+
+
+@pytest.mark.parametrize(
+    ("section", "detail"),
+    [
+        ("{enabled: true}", "enabled needs organization and contact"),
+        ("{enabled: true, organization: Example}", "enabled needs contact"),
+        ("{enabled: true, contact: tlsrpt@example.com}", "enabled needs organization"),
+        ("{contact: not-an-address}", "'not-an-address' is not an address"),
+        ("{contact: 'a@bad_domain'}", "bad_domain"),
+        ("{interval: 500ms}", "at least 1s"),
+        ("{max_domains: 0}", "greater than or equal to 1"),
+    ],
+)
+def test_tls_reporting_refuses_what_it_cannot_send_naming_the_key(write, section, detail):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(f"delivery:\n  tlsrpt: {section}\n"))
+    message = str(info.value)
+    assert "\n  delivery.tlsrpt" in message
+    assert detail in message
+
+
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:
@@ -309,3 +348,35 @@ def test_normalize_domain(value, expected):
 def test_normalize_domain_rejects(value):
     with pytest.raises(ValueError, match="is not a valid domain name"):
         normalize_domain(value)
+
+
+def test_return_path_domain_is_one_of_the_local_domains(write, tmp_path):
+    text = (
+        "ingress:\n  local_domains: [Bounces.Example.COM]\n"
+        f"bounce:\n  return_path_domain: BOUNCES.example.com\n"
+        f"  verp_secret_file: {tmp_path / 'secret'}\n"
+    )
+    settings = load_settings(write(text))
+    assert settings.bounce.return_path_domain == "bounces.example.com"
+    assert settings.bounce.verp_secret_file == tmp_path / "secret"
+
+
+def test_a_return_path_domain_that_is_not_local_is_refused_naming_both_keys(write):
+    text = (
+        "ingress:\n  local_domains: [bounces.example.com]\n"
+        "bounce:\n  return_path_domain: mail.example.com\n  verp_secret_file: /s\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(text))
+    message = str(info.value)
+    assert "bounce.return_path_domain mail.example.com must be one of ingress.local_domains" in (
+        message
+    )
+    assert "(bounces.example.com)" in message
+
+
+def test_a_return_path_domain_needs_a_secret(write):
+    text = "ingress:\n  local_domains: [b.example]\nbounce:\n  return_path_domain: b.example\n"
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(text))
+    assert "\n  bounce: return_path_domain needs bounce.verp_secret_file" in str(info.value)

@@ -285,6 +285,25 @@ def test_what_the_signature_protects(rsa_key: Key) -> None:
     assert not verifies(signed.replace(b"A test", b"A tesT"), zone)
 
 
+def test_a_tls_report_s_own_fields_are_signed_and_cannot_be_added(ed_key: Key) -> None:
+    """RFC 8460 §5.3: TLS-Report-Domain and TLS-Report-Submitter SHOULD be signed."""
+    report = message().replace(
+        b"Subject: A test\r\n",
+        b"Subject: A test\r\n"
+        b"TLS-Report-Domain: alpha.test\r\nTLS-Report-Submitter: example.com\r\n",
+    )
+    signed = Signer([dkim_key(ed_key)]).sign(report).content
+    [signature] = signatures(signed)
+    names = signed_headers(signature)
+    assert names.count(b"tls-report-domain") == 2  # oversigned, as From
+    assert names.count(b"tls-report-submitter") == 2
+    zone = Zone(ed_key)
+    assert verifies(signed, zone)
+    assert not verifies(signed.replace(b"Domain: alpha.test", b"Domain: beta.test"), zone)
+    added = signed.replace(b"To: ", b"TLS-Report-Domain: evil.test\r\nTo: ", 1)
+    assert not verifies(added, zone)
+
+
 def test_a_parent_domain_key_signs_mail_from_a_subdomain(rsa_key: Key) -> None:
     signed = Signer([dkim_key(rsa_key)]).sign(message("news@mail.news.example.com"))
     [signature] = signatures(signed.content)
@@ -746,6 +765,23 @@ def test_a_key_that_cannot_sign_stops_the_queue_service(tmp_path: Path) -> None:
     key = DkimKey(domain="example.com", selector="s1", key_file=tmp_path / "missing.pem")
     with pytest.raises(FileProblem, match=r"^dkim\.keys\[0\]\.key_file: cannot read"):
         QueueService(queue_settings(key), MemoryBroker())
+
+
+def test_one_click_unsubscribe_and_feedback_id_are_signed(rsa_key: Key) -> None:
+    """RFC 8058 §4: List-Unsubscribe-Post must be covered; Gmail wants Feedback-ID signed."""
+    extra = (
+        b"List-Unsubscribe: <https://example.com/u/1>\r\n"
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        b"Feedback-ID: c1:shop:news:esp\r\n"
+    )
+    content = extra + message()
+    signed = Signer([dkim_key(rsa_key)]).sign(content).content
+    [signature] = signatures(signed)
+    headers = [h.lower() for h in signed_headers(signature)]
+    assert {b"list-unsubscribe", b"list-unsubscribe-post", b"feedback-id"} <= set(headers)
+    assert verifies(signed, Zone(rsa_key))
+    tampered = signed.replace(b"Feedback-ID: c1:", b"Feedback-ID: c2:")
+    assert not verifies(tampered, Zone(rsa_key))
 
 
 # --- the RSA step in OpenSSL ------------------------------------------------

@@ -85,6 +85,20 @@ async def test_queue_splits_a_batch_into_one_delivery_batch_per_domain():
     assert not any(j.may_repeat for p in publishes for j in p.items)
 
 
+async def test_queue_adds_a_feedback_id_to_mail_from_clients_only():
+    queue = QueueService(settings(queue={"feedback_id": {"sender_id": "esp"}}), MemoryBroker())
+    broker = await start(queue)
+    from_client = accepted("01A", ["a@alpha.test"])
+    from_client.client.login = "shop-42"
+    notice = accepted("01B", ["b@alpha.test"])
+    notice.origin = pb.ORIGIN_DSN
+    settled = await broker.deliver(QueueName.INBOUND, [from_client, notice])
+    [publish] = [o for o in settled.outputs if isinstance(o, Publish)]
+    contents = {j.message_id: j.content for j in publish.items}
+    assert contents["01A"] == b"Feedback-ID: :shop-42::esp\r\n" + from_client.content
+    assert contents["01B"] == notice.content
+
+
 async def test_queue_marks_the_jobs_of_a_redelivered_message():
     queue = QueueService(settings(), MemoryBroker())
     broker = await start(queue)

@@ -177,3 +177,42 @@ def test_delivery_batches_of_one_when_batching_is_off():
 
 def test_delivery_batches_of_nothing():
     assert delivery_batches([], max_jobs=50, max_bytes=1 << 20) == []
+
+
+def verp_split(recipients, *, mail_from="app@sender.example", local=()):
+    message = accepted(recipients, message_id="01JAXW3M6B7Q8R9S0T1V2W3X4Y")
+    message.mail_from = mail_from
+    return split_message(
+        message,
+        local_domains=frozenset(local),
+        max_recipients_per_job=50,
+        lifetime=timedelta(days=5),
+        return_path=lambda message_id, recipient: f"b-{recipient.replace('@', '=')}@bounces.test",
+    )
+
+
+def test_with_verp_every_remote_recipient_has_a_job_and_a_return_path_of_its_own():
+    result = verp_split(["a@example.com", "b@example.com", "c@other.net", "x@bounces.test"],
+                        local=["bounces.test"])  # fmt: skip
+    assert [(j.queue_id, list(j.recipients), j.return_path) for j in result.remote] == [
+        ("01JAXW3M6B7Q8R9S0T1V2W3X4Y.1", ["a@example.com"], "b-a=example.com@bounces.test"),
+        ("01JAXW3M6B7Q8R9S0T1V2W3X4Y.2", ["b@example.com"], "b-b=example.com@bounces.test"),
+        ("01JAXW3M6B7Q8R9S0T1V2W3X4Y.3", ["c@other.net"], "b-c=other.net@bounces.test"),
+    ]
+    # The original sender stays: DSNs go to it, events name it.
+    assert {j.mail_from for j in result.remote} == {"app@sender.example"}
+    # Mail for a local domain is not sent anywhere: no return path, no split.
+    [local] = result.local
+    assert local.return_path == ""
+
+
+def test_with_verp_the_null_sender_is_never_rewritten():
+    result = verp_split(["a@example.com", "b@example.com"], mail_from="")
+    [job] = result.remote
+    assert list(job.recipients) == ["a@example.com", "b@example.com"]
+    assert job.return_path == ""
+
+
+def test_verp_jobs_of_one_domain_still_travel_in_one_batch():
+    jobs = verp_split([f"r{i}@example.com" for i in range(5)]).remote
+    assert [len(b) for b in delivery_batches(jobs, max_jobs=50, max_bytes=1 << 20)] == [5]

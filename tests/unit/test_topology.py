@@ -131,5 +131,7 @@ def test_bounce_events():
         "deferred",
         "failed",
         "expired",
+        "bounced",
+        "complained",
         "suppressed",
     ]

@@ -143,6 +143,18 @@ true
 {{- default (printf "%s-dkim" (include "mailyard.fullname" .)) .Values.dkim.existingSecret -}}
 {{- end -}}
 
+{{- define "mailyard.verpSecretName" -}}
+{{- default (printf "%s-verp" (include "mailyard.fullname" .)) .Values.verp.existingSecret -}}
+{{- end -}}
+
+{{- define "mailyard.verpSecretKey" -}}
+{{- if .Values.verp.existingSecret -}}
+{{- .Values.verp.existingSecretKey -}}
+{{- else -}}
+secret
+{{- end -}}
+{{- end -}}
+
 {{- define "mailyard.authSecretName" -}}
 {{- default (printf "%s-auth" (include "mailyard.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
@@ -153,6 +165,8 @@ true
 {{- define "mailyard.authUsersKey" -}}users.yaml{{- end -}}
 {{/* Where queue mounts the DKIM keys, and delivery the smarthost password and the CA bundle. */}}
 {{- define "mailyard.dkimDir" -}}/etc/mailyard/dkim{{- end -}}
+{{/* Where queue (which signs) and bounce (which verifies) mount the VERP secret. */}}
+{{- define "mailyard.verpDir" -}}/etc/mailyard/verp{{- end -}}
 {{- define "mailyard.smarthostDir" -}}/etc/mailyard/smarthost{{- end -}}
 {{- define "mailyard.deliveryCADir" -}}/etc/mailyard/delivery-ca{{- end -}}
 
@@ -199,9 +213,10 @@ true
 
 {{/*
 The configuration file: chart defaults, then `.Values.config` over them, then
-what the chart's own values decide (ingress.proxyProtocol; and the files of the
-Secrets the chart mounts: ingress.tls, ingress.auth, dkim.keys,
-delivery.smarthost.password_file, delivery.tls_ca_file). Rendered as YAML;
+what the chart's own values decide (ingress.proxyProtocol, delivery.tlsrpt; and
+the files of the Secrets the chart mounts: ingress.tls, ingress.auth, dkim.keys,
+bounce.verp_secret_file, delivery.smarthost.password_file, delivery.tls_ca_file;
+and delivery.dane.enabled from delivery.dane). Rendered as YAML;
 templates that need a value from it use (include "mailyard.config" . | fromYaml).
 */}}
 {{- define "mailyard.config" -}}
@@ -239,6 +254,12 @@ templates that need a value from it use (include "mailyard.config" . | fromYaml)
 {{- end -}}
 {{- $_ := set $config "dkim" (dict "keys" $keys) -}}
 {{- end -}}
+{{- if .Values.verp.enabled -}}
+{{- if not (kindIs "map" (get $config "bounce")) -}}
+{{- $_ := set $config "bounce" dict -}}
+{{- end -}}
+{{- $_ := set (get $config "bounce") "verp_secret_file" (printf "%s/%s" (include "mailyard.verpDir" .) (include "mailyard.verpSecretKey" .)) -}}
+{{- end -}}
 {{- /*
 delivery.smarthost.password_file and delivery.tls_ca_file: the files of what
 delivery mounts. The smarthost itself (host, port, username, ...) is the user's,
@@ -254,6 +275,24 @@ says so).
 {{- $_ := set $config "delivery" dict -}}
 {{- end -}}
 {{- $_ := set (get $config "delivery") "tls_ca_file" (printf "%s/%s" (include "mailyard.deliveryCADir" .) .Values.delivery.tlsCA.key) -}}
+{{- end -}}
+{{- /* delivery.dane.enabled from the chart's delivery.dane (validation.yaml refuses a contradiction). */ -}}
+{{- if .Values.delivery.dane.enabled -}}
+{{- if not (kindIs "map" (get $config "delivery")) -}}
+{{- $_ := set $config "delivery" dict -}}
+{{- end -}}
+{{- $delivery := get $config "delivery" -}}
+{{- $_ := set $delivery "dane" (mergeOverwrite (deepCopy (get $delivery "dane" | default dict)) (dict "enabled" true)) -}}
+{{- end -}}
+{{- /* delivery.tlsrpt: the chart's four values over any other key of config delivery.tlsrpt. */ -}}
+{{- $tlsrpt := .Values.delivery.tlsrpt -}}
+{{- if $tlsrpt.enabled -}}
+{{- if not (kindIs "map" (get $config "delivery")) -}}
+{{- $_ := set $config "delivery" dict -}}
+{{- end -}}
+{{- $delivery := get $config "delivery" -}}
+{{- $section := dict "enabled" true "interval" (toString $tlsrpt.interval) "organization" $tlsrpt.organization "contact" $tlsrpt.contact -}}
+{{- $_ := set $delivery "tlsrpt" (mergeOverwrite (deepCopy (get $delivery "tlsrpt" | default dict)) $section) -}}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}

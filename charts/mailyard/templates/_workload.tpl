@@ -35,6 +35,7 @@ podAntiAffinity:
 {{- $mountTLS := and (eq $component "ingress") $root.Values.tls.enabled -}}
 {{- $mountAuth := and (eq $component "ingress") $root.Values.auth.enabled -}}
 {{- $mountDKIM := and (eq $component "queue") $root.Values.dkim.enabled -}}
+{{- $mountVERP := and (has $component (list "queue" "bounce")) $root.Values.verp.enabled -}}
 {{- $mountSmarthost := and (eq $component "delivery") (include "mailyard.smarthostSecretName" $root) -}}
 {{- $mountCA := and (eq $component "delivery") (include "mailyard.deliveryCA" $root) -}}
 {{- $ca := $root.Values.delivery.tlsCA -}}
@@ -191,6 +192,11 @@ spec:
               mountPath: {{ include "mailyard.dkimDir" $root }}
               readOnly: true
             {{- end }}
+            {{- if $mountVERP }}
+            - name: verp
+              mountPath: {{ include "mailyard.verpDir" $root }}
+              readOnly: true
+            {{- end }}
             {{- if $mountSmarthost }}
             - name: smarthost
               mountPath: {{ include "mailyard.smarthostDir" $root }}
@@ -232,6 +238,12 @@ spec:
         - name: dkim
           secret:
             secretName: {{ include "mailyard.dkimSecretName" $root }}
+            defaultMode: 0440
+        {{- end }}
+        {{- if $mountVERP }}
+        - name: verp
+          secret:
+            secretName: {{ include "mailyard.verpSecretName" $root }}
             defaultMode: 0440
         {{- end }}
         {{- if $mountSmarthost }}

@@ -28,3 +28,15 @@ SUPPRESSION_STRIKES = Counter(
     "mailyard_bounce_suppression_strikes_total",
     "Expired recipients counted towards suppression.expired_strikes",
 )
+ASYNC = Counter(
+    "mailyard_bounce_async_total",
+    "Mail for local domains judged as an asynchronous report, per envelope recipient, by result",
+    # bounced | complained | delayed | forged | unsigned | unparsable | not_a_bounce
+    # (bounce/inbound.py's Result)
+    ["result"],
+)
+COMPLAINTS = Counter(
+    "mailyard_bounce_complaints_total",
+    "ARF complaints (RFC 5965) turned into complained events, by feedback type",
+    ["feedback_type"],  # abuse | auth-failure | fraud | not-spam | other | virus
+)

@@ -16,14 +16,18 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from mailyard import ids
+from mailyard import ids, verp
 from mailyard.bounce import metrics
+from mailyard.bounce.arf import FEEDBACK_TYPES
+from mailyard.bounce.inbound import Mailboxes, Result, Verdict, judge
 from mailyard.bounce.plan import DsnPlan, plan_dsn
 from mailyard.bounce.suppress import SuppressionPolicy, complaint, plan_suppressions
-from mailyard.broker import Broker, Consumer, Output, QueueName, Work
+from mailyard.broker import Broker, Consumer, Emit, Output, QueueName, Work
 from mailyard.broker.service import ConsumingService
-from mailyard.classify import ADDRESS_GONE, BounceClass
+from mailyard.classify import ADDRESS_GONE, BounceClass, Classifier
 from mailyard.config import Settings
+from mailyard.filewatch import Watched
+from mailyard.reply import Reply
 from mailyard.suppression import LOG_NAME, Added, Record, Struck, SuppressionReplica
 from mailyard.v1 import message_pb2 as pb
 
@@ -36,18 +40,32 @@ class BounceService(ConsumingService):
     def __init__(self, settings: Settings, broker: Broker) -> None:
         super().__init__(broker)
         self.settings = settings
-        config = settings.suppression
+        config = settings.bounce
+        self.classifier = Classifier(
+            config.classification.rules_files, key="bounce.classification.rules_files"
+        )
+        # The secret is read now: a missing or short one stops start-up.
+        self.keyring: Watched[verp.Keyring] | None = (
+            verp.watch_keyring(config.verp_secret_file)
+            if config.return_path_domain is not None and config.verp_secret_file is not None
+            else None
+        )
+        for result in Result:
+            metrics.ASYNC.labels(result.value)  # zero series from the start
+        for feedback_type in FEEDBACK_TYPES:
+            metrics.COMPLAINTS.labels(feedback_type)
+        suppression = settings.suppression
         self.policy = SuppressionPolicy(
-            hard_bounce_expiry=config.hard_bounce_expiry,
-            expired_strikes=config.expired_strikes,
-            expired_strikes_window=config.expired_strikes_window,
-            expired_strikes_expiry=config.expired_strikes_expiry,
+            hard_bounce_expiry=suppression.hard_bounce_expiry,
+            expired_strikes=suppression.expired_strikes,
+            expired_strikes_window=suppression.expired_strikes_window,
+            expired_strikes_expiry=suppression.expired_strikes_expiry,
         )
         self.suppressions = SuppressionReplica(
             broker.log(LOG_NAME),
             service=self.name,
-            strike_window=config.expired_strikes_window,
-            snapshot_interval=config.snapshot_interval,
+            strike_window=suppression.expired_strikes_window,
+            snapshot_interval=suppression.snapshot_interval,
             writes_snapshots=True,
         )
         for bounce_class in (*sorted(ADDRESS_GONE), BounceClass.MESSAGE_EXPIRED):
@@ -122,20 +140,52 @@ class BounceService(ConsumingService):
         )
 
     async def on_local(self, work: Work[pb.DeliveryJob]) -> Sequence[Output]:
-        # Parsing asynchronous bounces and complaints comes later; for now
-        # the message is counted, logged and kept from ever being relayed.
+        """Asynchronous bounces and complaints become events; the rest is counted."""
+        mailboxes = Mailboxes(
+            hostname=self.settings.hostname,
+            return_path_domain=self.settings.bounce.return_path_domain,
+            keyring=self.keyring.value if self.keyring is not None else None,
+        )
+        outputs: list[Output] = []
+        now = datetime.now(UTC)
         for job in work.items:
-            metrics.LOCAL_MESSAGES.inc()
-            log.info(
-                "received for a local domain",
-                extra={
-                    "message_id": job.message_id,
-                    "from": job.mail_from or "<>",
-                    "to": list(job.recipients),
-                    "size": len(job.content),
-                },
-            )
-        return []
+            verdicts = judge(job, mailboxes=mailboxes, classify=self._classify, now=now)
+            for verdict in verdicts:
+                if verdict.event is not None and verdict.kind is not None:
+                    outputs.append(Emit(verdict.kind, verdict.event))
+            work.then(functools.partial(_account_local, job, verdicts))
+        return outputs
+
+    def _classify(self, reply: Reply) -> str:
+        return self.classifier.classify(reply).value
+
+
+def _account_local(job: pb.DeliveryJob, verdicts: list[Verdict]) -> None:
+    metrics.LOCAL_MESSAGES.inc()
+    for verdict in verdicts:
+        metrics.ASYNC.labels(verdict.result.value).inc()
+        if verdict.result is Result.COMPLAINED:
+            metrics.COMPLAINTS.labels(verdict.feedback_type).inc()
+        extra: dict[str, object] = {
+            "message_id": job.message_id,
+            "queue_id": job.queue_id,
+            "from": job.mail_from or "<>",
+            "to": verdict.address,
+            "result": verdict.result.value,
+            "size": len(job.content),
+        }
+        if verdict.detail:
+            extra["detail"] = verdict.detail[:300]
+        if verdict.event is not None:
+            result = verdict.event.results[0]
+            extra |= {
+                "recipient": result.recipient,
+                "class": result.bounce_class,
+                "original_message_id": verdict.event.message_id,
+                "verified": verdict.event.verified,
+            }
+        level = logging.WARNING if verdict.result is Result.FORGED else logging.INFO
+        log.log(level, "received for a local domain", extra=extra)
 
 
 def _account(event: pb.DeliveryEvent, plan: DsnPlan, dsn_id: str) -> None:

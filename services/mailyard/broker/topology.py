@@ -10,7 +10,8 @@ runs) can share one broker.
     <p>.bounce         failed/expired/suppressed events (events → bounce)
     <p>.local          mail for ingress.local_domains (queue → bounce)
     <p>.parking        poison and undecodable messages, with reason headers
-    <p>.events         delivered / deferred / failed / expired / suppressed
+    <p>.events         delivered / deferred / failed / expired / bounced / complained /
+                       suppressed
     <p>.suppression    log: suppression list changes
     <p>.done           log: delivery jobs finished (consulted when a batch comes back)
 
@@ -45,6 +46,11 @@ class EventKind(StrEnum):
     DEFERRED = "deferred"
     FAILED = "failed"
     EXPIRED = "expired"
+    # Asynchronous reports from the bounce service: a bounce that came back
+    # to a VERP address, an ARF complaint. Subscribers (the suppression list,
+    # webhooks) bind to them like to any kind.
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
     SUPPRESSED = "suppressed"  # not sent to: the recipient is on the suppression list
 
 

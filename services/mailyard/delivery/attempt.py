@@ -1,9 +1,21 @@
 """One delivery attempt for one job: route, then try hosts until one answers.
 
 RFC 5321 §5.1: MX hosts in preference order, each of their addresses in
-turn; a host we cannot use (no connection, bad greeting, broken TLS) sends
-us to the next one. The first host that accepts MAIL FROM decides every
-recipient's fate for this attempt.
+turn; a host we cannot use (no connection, bad greeting, broken TLS, a
+failed TLSA lookup) sends us to the next one. The first host that accepts
+MAIL FROM decides every recipient's fate for this attempt.
+
+Every TLS negotiation a new session starts is told to the TLS reporter
+(RFC 8460, ``tlsrpt_send.py``), under the policy the destination published
+(``Route.reported``) or ``no-policy-found``: the first try's outcome only,
+not the fallbacks after it. Not counted: ``tls: none`` (no TLS was tried),
+the smarthost (not the destination's MX), and the sessions of report mail
+itself (§5.3), which is delivered whatever its destination's TLS policy
+says, so that reports neither stall on the failures they report nor make
+reports of their own. Under a policy that only tests (MTA-STS ``testing``)
+the certificate is checked as if it enforced, and the mail delivered as if
+it did not: a failed check is counted, then the host tried again
+opportunistically.
 """
 
 from __future__ import annotations
@@ -26,7 +38,10 @@ from mailyard.delivery.smtp import (
     open_session,
     send_transaction,
 )
-from mailyard.delivery.tlspolicy import TlsMode, TlsSummary
+from mailyard.delivery.tlspolicy import TlsMode, TlsSummary, Verification
+from mailyard.delivery.tlsresult import ReportedPolicy, ResultType
+from mailyard.delivery.tlsrpt import no_policy
+from mailyard.delivery.tlsrpt_send import TlsReporter
 from mailyard.delivery.transaction import Dsn, Envelope
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
@@ -48,6 +63,7 @@ class Deliverer:
         verifying_tls: Callable[[], ssl.SSLContext],
         connect_timeout: float,
         command_timeout: float,
+        tlsrpt: TlsReporter | None = None,
     ) -> None:
         self.router = router
         self.pool = pool
@@ -57,6 +73,7 @@ class Deliverer:
         self.verifying_tls = verifying_tls  # the current one: its CA file may change
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
+        self.tlsrpt = tlsrpt
 
     async def attempt(self, job: pb.DeliveryJob) -> list[RecipientOutcome]:
         recipients = list(job.recipients)
@@ -74,32 +91,40 @@ class Deliverer:
             ]
 
         try:
-            route = await self.router.route(job.domain)
+            route = await self.router.route(job.domain, published=job.origin != pb.ORIGIN_TLSRPT)
         except RouteError as exc:
             metrics.ROUTE_FAILURES.labels(exc.kind).inc()
             return outcomes(exc.reply)
 
         last_problem = NO_HOST_ANSWERED
         for host in route.hosts:
+            try:
+                reach = await self.router.for_host(route, host)  # DANE's, or the route itself
+            except HostUnusable as exc:
+                last_problem = self._unusable(job, host.name, exc)
+                continue
             for address in host.addresses:
                 try:
                     port = host.port or self.port
-                    session, replies = await self._transact(host.name, address, port, job, route)
+                    session, replies = await self._transact(host.name, address, port, job, reach)
                 except HostUnusable as exc:
-                    metrics.HOST_FAILURES.inc()
-                    log.info(
-                        "host unusable, trying the next",
-                        extra={"queue_id": job.queue_id, "host": host.name, "reason": str(exc)},
-                    )
-                    last_problem = exc.reply
+                    last_problem = self._unusable(job, host.name, exc)
                     continue
-                return outcomes(replies, session.mx, summary(session, route.policy_name))
+                return outcomes(replies, session.mx, summary(session, reach.policy_name))
         # Every host failed before MAIL FROM. Even 5xx greetings are retried:
         # a host refusing everyone is more often broken than meaning it.
         reply = last_problem
         if reply.is_permanent:
             reply = Reply(451, reply.status.replace("5.", "4.", 1), reply.text)
         return outcomes(reply)
+
+    def _unusable(self, job: pb.DeliveryJob, host: str, exc: HostUnusable) -> Reply:
+        metrics.HOST_FAILURES.inc()
+        log.info(
+            "host unusable, trying the next",
+            extra={"queue_id": job.queue_id, "host": host, "reason": str(exc)},
+        )
+        return exc.reply
 
     async def _transact(
         self, mx: str, address: str, port: int, job: pb.DeliveryJob, route: Route
@@ -110,7 +135,7 @@ class Deliverer:
             if replies is not None:
                 return reused, replies
             # It died while idle (the server timed it out): open a fresh one.
-        session = await self._open(mx, address, port, route)
+        session = await self._open(mx, address, port, route, job)
         replies = await self._send(session, job)
         if replies is None:
             raise HostUnusable(
@@ -133,26 +158,67 @@ class Deliverer:
         await self.pool.give_back(session)
         return replies
 
-    async def _open(self, mx: str, address: str, port: int, route: Route) -> SmtpSession:
+    async def _open(
+        self, mx: str, address: str, port: int, route: Route, job: pb.DeliveryJob
+    ) -> SmtpSession:
         mode = route.tls
-        try:
-            session = await self._connect(mx, address, port, route, mode)
-        except HostUnusable as exc:
-            if exc.tls_failed and mode is TlsMode.VERIFY:
-                metrics.TLS_SESSIONS.labels(route.policy_name, "failed").inc()
-            if not exc.tls_failed or mode is not TlsMode.OPPORTUNISTIC:
-                raise
-            # Opportunistic TLS: a broken handshake is no reason not to deliver.
-            log.info("TLS failed, retrying in clear", extra={"host": mx, "reason": str(exc)})
-            session = await self._connect(mx, address, port, route, TlsMode.NONE)
+        reported = self._reported(route, job)
+        tries = [mode]
+        if mode is TlsMode.OPPORTUNISTIC:
+            # A broken handshake is no reason not to deliver: again in clear. Under
+            # a testing policy, first as if it enforced (see the module's docstring).
+            tries = [TlsMode.OPPORTUNISTIC, TlsMode.NONE]
+            if reported is not None and route.reported is not None:
+                tries.insert(0, TlsMode.VERIFY)
+        for n, tried in enumerate(tries):
+            try:
+                session = await self._connect(mx, address, port, route, tried)
+                break
+            except HostUnusable as exc:
+                if exc.tls_failure is not None and reported is not None and n == 0:
+                    self._report_failure(reported, exc.tls_failure, mx, address, exc.reply.text)
+                if exc.tls_failed and mode.requires_tls:
+                    metrics.TLS_SESSIONS.labels(route.policy_name, "failed").inc()
+                if not exc.tls_failed or n == len(tries) - 1:
+                    raise
+                log.info(
+                    "TLS failed, trying again",
+                    extra={"host": mx, "reason": str(exc), "next": tries[n + 1].value},
+                )
+        if reported is not None and self.tlsrpt is not None and n == 0:
+            if session.tls:
+                self.tlsrpt.success(reported)
+            elif mode is TlsMode.OPPORTUNISTIC:
+                reason = f"{session.where} did not offer STARTTLS, or refused it"
+                self._report_failure(
+                    reported, ResultType.STARTTLS_NOT_SUPPORTED, mx, address, reason
+                )
         metrics.SESSIONS_OPENED.labels(_yes(session.tls)).inc()
         policy = route.policy_name
         metrics.TLS_SESSIONS.labels(policy, summary(session, policy).result).inc()
         return session
 
+    def _reported(self, route: Route, job: pb.DeliveryJob) -> ReportedPolicy | None:
+        """The policy a new session of this job is reported under; None: not reported."""
+        if (
+            self.tlsrpt is None
+            or job.origin == pb.ORIGIN_TLSRPT
+            or route.smarthost is not None
+            or route.tls is TlsMode.NONE
+        ):
+            return None
+        return route.reported or no_policy(job.domain)
+
+    def _report_failure(
+        self, policy: ReportedPolicy, result: ResultType, mx: str, address: str, reason: str
+    ) -> None:
+        if self.tlsrpt is not None:
+            self.tlsrpt.failure(policy, result, mx=mx, address=address, reason=reason)
+
     async def _connect(
         self, mx: str, address: str, port: int, route: Route, mode: TlsMode
     ) -> SmtpSession:
+        # DANE too handshakes without checking: the TLSA records do, afterwards.
         context = self.verifying_tls() if mode is TlsMode.VERIFY else self.opportunistic_tls
         return await open_session(
             mx=mx,
@@ -164,20 +230,28 @@ class Deliverer:
             connect_timeout=self.connect_timeout,
             command_timeout=self.command_timeout,
             login=route.smarthost.login() if route.smarthost is not None else None,
+            tlsa=route.tlsa,
         )
 
 
 def suitable_for(mx: str, route: Route) -> Callable[[SmtpSession], bool]:
     """Which pooled sessions may carry this route's mail.
 
-    A session that was not verified for this very host name never carries
-    mail for a destination that requires verification; a relay's mail goes
-    only on a session logged in as its user.
+    A session that was not verified for this very host name, and in the way
+    the route asks (the Web PKI for ``verify``, its TLSA records for
+    ``dane``), never carries mail for a destination that requires it; under
+    DANE with only unusable records, any encrypted session will do. A
+    relay's mail goes only on a session logged in as its user.
     """
     login = route.smarthost.username if route.smarthost is not None else ""
+    wanted = {TlsMode.VERIFY: Verification.WEBPKI, TlsMode.DANE: Verification.DANE}.get(route.tls)
+    if route.tlsa is not None and not route.tlsa.usable:
+        wanted = None
 
     def suits(session: SmtpSession) -> bool:
-        if route.tls is TlsMode.VERIFY and not (session.verified and session.mx == mx):
+        if route.tls.requires_tls and not session.tls:
+            return False
+        if wanted is not None and not (session.verification is wanted and session.mx == mx):
             return False
         return session.authenticated_as == login
 
@@ -193,13 +267,19 @@ def _yes(flag: bool) -> str:
 
 
 def envelope_of(job: pb.DeliveryJob) -> Envelope:
+    # The VERP return path when the queue set one; the sender as given otherwise.
     return Envelope(
-        job.mail_from,
+        sender_of(job),
         tuple(job.recipients),
         job.content,
         dsn=dsn_of(job),
         smtputf8=needs_smtputf8(job),
     )
+
+
+def sender_of(job: pb.DeliveryJob) -> str:
+    """What goes out at MAIL FROM."""
+    return job.return_path or job.mail_from
 
 
 def dsn_of(job: pb.DeliveryJob) -> Dsn | None:
@@ -217,5 +297,5 @@ def dsn_of(job: pb.DeliveryJob) -> Dsn | None:
 def needs_smtputf8(job: pb.DeliveryJob) -> bool:
     """Only when an address is not ASCII: RFC 6531 §3.4 lets a UTF-8 body go without."""
     return job.options.smtputf8 and not all(
-        address.isascii() for address in (job.mail_from, *job.recipients)
+        address.isascii() for address in (sender_of(job), *job.recipients)
     )

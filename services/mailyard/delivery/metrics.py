@@ -92,8 +92,18 @@ MTA_STS_ROUTES = Counter(
     "match it (mismatch under enforce: deferred; under testing: delivered, reported)",
     ["mode", "result"],
 )
+DANE_LOOKUPS = Counter(
+    "mailyard_delivery_dane_lookups_total",
+    "TLSA lookups for MX hosts about to be tried (delivery.dane.enabled), by what DNSSEC "
+    "said: secure (authenticated records: DANE applies), none (authenticated denial), "
+    "insecure (not signed, or the host's addresses were not: not looked up), failed "
+    "(SERVFAIL or no answer: the host is skipped, dnssec-invalid)",
+    ["result"],
+)
 for _result in ("ok", "failed"):
     MTA_STS_FETCHES.labels(_result)
+for _result in ("secure", "none", "insecure", "failed"):
+    DANE_LOOKUPS.labels(_result)
 for _mode in ("enforce", "testing"):
     for _result in ("match", "mismatch"):
         MTA_STS_ROUTES.labels(_mode, _result)
@@ -103,3 +113,39 @@ CLASSIFIED = Counter(
     "Deferred and failed recipients by bounce class (mailyard/classify.py)",
     ["outcome", "class"],  # deferred | failed; one of the fixed class names
 )
+
+TLSRPT_SESSIONS = Counter(
+    "mailyard_delivery_tlsrpt_sessions_total",
+    "TLS negotiations counted for the TLS reports of RFC 8460 (and MTA-STS policy fetches "
+    "that failed), by result; not counted: sessions of report mail, of the smarthost, in "
+    "tls none",
+    ["result"],  # success, failure
+)
+TLSRPT_DROPPED = Counter(
+    "mailyard_delivery_tlsrpt_dropped_total",
+    "TLS report counts that did not fit in memory: sessions of a domain past "
+    "delivery.tlsrpt.max_domains (policy), failures without a row of their own past "
+    "max_failure_details (failure_detail: still in the summary)",
+    ["kind"],
+)
+TLSRPT_LOOKUPS = Counter(
+    "mailyard_delivery_tlsrpt_lookups_total",
+    "_smtp._tls TXT lookups for the domains of a closed interval: a TLSRPTv1 record found, "
+    "none (no report is due), or the lookup failed (that report is lost)",
+    ["result"],
+)
+TLSRPT_REPORTS = Counter(
+    "mailyard_delivery_tlsrpt_reports_total",
+    "TLS reports sent, by method (mailto: stored on inbound for our pipeline to deliver; "
+    "https: POSTed) and result",
+    ["method", "result"],
+)
+for _result in ("success", "failure"):
+    TLSRPT_SESSIONS.labels(_result)
+for _kind in ("policy", "failure_detail"):
+    TLSRPT_DROPPED.labels(_kind)
+for _result in ("found", "none", "failed"):
+    TLSRPT_LOOKUPS.labels(_result)
+for _method in ("mailto", "https"):
+    for _result in ("sent", "failed"):
+        TLSRPT_REPORTS.labels(_method, _result)

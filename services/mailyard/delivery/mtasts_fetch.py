@@ -1,30 +1,34 @@
 """MTA-STS (RFC 8461), the I/O part: the ``_mta-sts`` TXT record and the policy over HTTPS.
 
-The policy host ``mta-sts.<domain>`` is resolved through
-``delivery.nameservers`` like every other name (aiohttp's resolver is
-replaced by ours), its addresses pass ``delivery.prohibited_networks`` (a
-policy URL must not reach the cluster's insides), its certificate is
-checked with ``delivery.tls_ca_file``, redirects are not followed (§3.3).
+The policy host ``mta-sts.<domain>`` is fetched with delivery's HTTPS client
+(``https.py``): resolved through ``delivery.nameservers``, its addresses
+outside ``delivery.prohibited_networks`` (a policy URL must not reach the
+cluster's insides), its certificate checked with ``delivery.tls_ca_file``,
+redirects not followed (§3.3).
 
 §5.1's rules: a valid cached policy is used while the TXT id is unchanged
 or DNS fails; a new id fetches again, and a failed fetch keeps the cached
 policy; a TXT record with nothing fetched and nothing cached is as if the
 domain had no policy. One fetch per domain at a time.
+
+A fetch that fails is told to ``on_failure`` (the TLS reporter) with RFC
+8460's name for it (§4.3.2.2): ``sts-webpki-invalid`` when the policy host's
+certificate does not verify, ``sts-policy-invalid`` when what it served is
+no policy, ``sts-policy-fetch-error`` for everything else (DNS, connection,
+an HTTP status other than 200, a timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Callable
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 
-from mailyard.delivery import metrics
+from mailyard.delivery import https, metrics
 from mailyard.delivery.expiring import ExpiringCache
 from mailyard.delivery.mtasts import (
     MAX_POLICY_BYTES,
@@ -35,10 +39,17 @@ from mailyard.delivery.mtasts import (
 )
 from mailyard.delivery.resolver import MxResolver, RouteError
 from mailyard.delivery.safety import Safety
+from mailyard.delivery.tlsresult import ResultType
 
 log = logging.getLogger(__name__)
 
 MIN_RECORD_SECONDS = 60.0  # a TXT answer is kept at least this long (a TTL of 0 is common)
+
+FailureObserver = Callable[[str, ResultType, str], None]  # (domain, result, reason)
+
+
+class FetchError(Exception):
+    """The policy host answered, but not with the policy (an HTTP status other than 200)."""
 
 
 class MtaSts:
@@ -52,6 +63,7 @@ class MtaSts:
         safety: Safety | None,
         cache_size: int,
         clock: Callable[[], float] = time.monotonic,
+        on_failure: FailureObserver | None = None,
     ) -> None:
         self.resolver = resolver
         self.https_port = https_port
@@ -63,6 +75,7 @@ class MtaSts:
         self._records: ExpiringCache[str, str] = ExpiringCache(cache_size)
         self._clock = clock
         self._fetching: dict[str, asyncio.Task[Policy | None]] = {}
+        self.on_failure = on_failure
 
     async def policy(self, domain: str) -> Policy | None:
         """The domain's policy, or None when it has none (or none could be had)."""
@@ -95,12 +108,22 @@ class MtaSts:
         try:
             text = await self._download(url)
             policy = parse_policy(text, record)
-        except (PolicyError, aiohttp.ClientError, TimeoutError, RouteError, OSError) as exc:
+        except (
+            PolicyError,
+            FetchError,
+            aiohttp.ClientError,
+            TimeoutError,
+            RouteError,
+            OSError,
+        ) as exc:
             metrics.MTA_STS_FETCHES.labels("failed").inc()
+            reason = str(exc) or type(exc).__name__
             log.warning(
                 "MTA-STS policy could not be fetched",
-                extra={"domain": domain, "url": url, "reason": str(exc) or type(exc).__name__},
+                extra={"domain": domain, "url": url, "reason": reason},
             )
+            if self.on_failure is not None:
+                self.on_failure(domain, fetch_failure(exc), reason)
             return None
         metrics.MTA_STS_FETCHES.labels("ok").inc()
         self.cache.put(domain, policy, self._clock() + policy.max_age)
@@ -111,16 +134,12 @@ class MtaSts:
         return policy
 
     async def _download(self, url: str) -> str:
-        connector = aiohttp.TCPConnector(
-            resolver=_OurResolver(self.resolver, self.safety), ssl=self.tls_context()
-        )
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with (
-            aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
+            https.session(self.resolver, self.safety, self.tls_context(), self.timeout) as http,
             http.get(url, allow_redirects=False) as response,
         ):
             if response.status != 200:
-                raise PolicyError(f"HTTP {response.status} from {url}")
+                raise FetchError(f"HTTP {response.status} from {url}")
             if response.content_type != "text/plain":
                 raise PolicyError(f"Content-Type {response.content_type!r}, not text/plain")
             body = await response.content.read(MAX_POLICY_BYTES + 1)
@@ -129,31 +148,10 @@ class MtaSts:
             return body.decode("utf-8", "replace")
 
 
-class _OurResolver(AbstractResolver):
-    """aiohttp's name lookups through delivery's resolver, with prohibited networks left out."""
-
-    def __init__(self, resolver: MxResolver, safety: Safety | None) -> None:
-        self.resolver = resolver
-        self.safety = safety
-
-    async def resolve(
-        self, host: str, port: int = 0, family: int = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = await self.resolver.host(host, port)
-        addresses = [a for a in found.addresses if self.safety is None or self.safety.allows(a)]
-        if not addresses:
-            raise OSError(f"{host} has no address outside delivery.prohibited_networks")
-        return [
-            {
-                "hostname": host,
-                "host": address,
-                "port": port,
-                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-            for address in addresses
-        ]
-
-    async def close(self) -> None:
-        return None
+def fetch_failure(error: BaseException) -> ResultType:
+    """RFC 8460 §4.3.2.2's name for why a policy could not be had."""
+    if isinstance(error, PolicyError):
+        return ResultType.STS_POLICY_INVALID
+    if isinstance(error, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
+        return ResultType.STS_WEBPKI_INVALID
+    return ResultType.STS_POLICY_FETCH_ERROR

@@ -1,8 +1,13 @@
-"""Finding where a domain's mail goes: MX, then addresses (dnspython).
+"""Finding where a domain's mail goes: MX, then addresses (dnspython); and TLSA for DANE.
 
 DNS answers become routes or :class:`RouteError` with the SMTP-style reply
 that explains it: NXDOMAIN and null MX are permanent, SERVFAIL and timeouts
 temporary. dnspython's exceptions stop here.
+
+With ``dnssec`` (``delivery.dane.enabled``) every query carries the AD bit
+(RFC 6840 §5.7): the resolver in ``delivery.nameservers`` must validate
+DNSSEC and says, with AD in its answer, that it did. We check no signature
+ourselves; an answer without AD is "insecure", whatever the zone.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.nameserver
@@ -22,6 +28,7 @@ import dns.rdatatype
 import dns.resolver
 
 from mailyard.config import parse_host_port
+from mailyard.delivery.dane import TlsaRecord
 from mailyard.delivery.expiring import ExpiringCache
 from mailyard.delivery.mx import MxRecord, exchangers_in_order, is_null_mx
 from mailyard.reply import Reply
@@ -32,6 +39,18 @@ class MailHost:
     name: str
     addresses: tuple[str, ...]
     port: int | None = None  # None: delivery.port
+    # Its address records came DNSSEC-authenticated (AD): only then are its
+    # TLSA records looked up (RFC 7672 §2.2). Always False without dnssec.
+    secure: bool = False
+    # The name its address records were found at after CNAMEs; "" when there
+    # was no CNAME. The first TLSA base domain to try (RFC 7672 §2.2.3).
+    canonical: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsaAnswer:
+    records: tuple[TlsaRecord, ...]  # () when there are none (NXDOMAIN, NODATA)
+    secure: bool  # the records, or their absence, were DNSSEC-authenticated (AD)
 
 
 class RouteError(Exception):
@@ -48,6 +67,16 @@ class _Temporary(Exception):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What an address lookup (A, AAAA, or both) found."""
+
+    addresses: tuple[str, ...]
+    ttl: float
+    secure: bool = False
+    canonical: str = ""
+
+
 class MxResolver:
     def __init__(
         self,
@@ -56,6 +85,7 @@ class MxResolver:
         timeout: float,
         ipv6: bool,
         cache_size: int = 0,
+        dnssec: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         if nameservers:
@@ -71,6 +101,11 @@ class MxResolver:
         # domain that does not exist is remembered too, for its SOA minimum
         # (RFC 2308), so a list full of typos does not query it per message.
         self._routes: ExpiringCache[str, list[MailHost] | RouteError] = ExpiringCache(cache_size)
+        self._tlsa: ExpiringCache[str, TlsaAnswer] = ExpiringCache(cache_size)
+        if dnssec:
+            # RFC 6840 §5.7: AD in a query asks for AD in the answer, without
+            # the RRSIGs that DO would bring along.
+            self._resolver.flags = dns.flags.RD | dns.flags.AD
         self._resolver.lifetime = timeout
         self._resolver.timeout = min(timeout, 3.0)
         self._ipv6 = ipv6
@@ -129,13 +164,13 @@ class MxResolver:
         temporary: list[str] = []
         for name in names:
             try:
-                addresses, address_ttl = await self._addresses(name)
+                found = await self._addresses(name)
             except _Temporary as exc:
                 temporary.append(str(exc))
                 continue
-            if addresses:
-                hosts.append(MailHost(name, addresses))
-                ttl = min(ttl, address_ttl)
+            if found.addresses:
+                hosts.append(MailHost(name, found.addresses, None, found.secure, found.canonical))
+                ttl = min(ttl, found.ttl)
         if hosts:
             return hosts, ttl
         if temporary:
@@ -160,7 +195,7 @@ class MxResolver:
         else:
             return MailHost(name, (name,), port)
         try:
-            addresses, _ = await self._addresses(name)
+            addresses = (await self._addresses(name)).addresses
         except _Temporary as exc:
             raise RouteError(
                 Reply(451, "4.4.3", f"DNS lookup of {name} failed: {exc}"), "servfail"
@@ -190,20 +225,77 @@ class MxResolver:
         records = [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer.rrset]
         return records, _remaining(answer)
 
-    async def _addresses(self, name: str) -> tuple[tuple[str, ...], float]:
+    async def tlsa(self, name: str) -> TlsaAnswer:
+        """The TLSA records at ``name`` (``_25._tcp.<host>``), and whether DNSSEC vouched
+        for them (or for there being none). Kept for their TTL, a denial for the SOA
+        minimum. A lookup that fails (SERVFAIL, which is also how a validating
+        resolver answers for data whose signatures are bogus, or a timeout) is a
+        RouteError, and not kept."""
+        now = time.monotonic()
+        cached = self._tlsa.get(name, now)
+        if cached is not None:
+            return cached
+        try:
+            answer = await self._resolver.resolve(name, "TLSA", raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN as exc:
+            responses = exc.responses().values()  # type: ignore[no-untyped-call]
+            found = TlsaAnswer((), bool(responses) and all(map(_authenticated, responses)))
+            ttl = _nxdomain_ttl(exc)
+        except dns.exception.Timeout:
+            raise RouteError(
+                Reply(451, "4.4.3", f"DNS lookup of TLSA {name} timed out"), "timeout"
+            ) from None
+        except dns.exception.DNSException as exc:
+            raise RouteError(
+                Reply(451, "4.4.3", f"DNS lookup of TLSA {name} failed: {type(exc).__name__}"),
+                "servfail",
+            ) from None
+        else:
+            secure = _authenticated(answer.response)
+            if answer.rrset is None:
+                found, ttl = TlsaAnswer((), secure), _negative_ttl(answer.response)
+            else:
+                records = tuple(
+                    TlsaRecord(rdata.usage, rdata.selector, rdata.mtype, rdata.cert)
+                    for rdata in answer.rrset
+                )
+                found, ttl = TlsaAnswer(records, secure), _remaining(answer)
+        if ttl > 0:
+            self._tlsa.put(name, found, now + ttl)
+        return found
+
+    async def _addresses(self, name: str) -> _Found:
         kinds = ["A", "AAAA"] if self._ipv6 else ["A"]
         results = await asyncio.gather(*(self._lookup(name, kind) for kind in kinds))
-        addresses = tuple(address for found, _ in results for address in found)
-        return addresses, min(ttl for found, ttl in results if found) if addresses else 0.0
+        with_data = [f for f in results if f.addresses]
+        if not with_data:
+            return _Found((), 0.0)
+        return _Found(
+            tuple(address for f in with_data for address in f.addresses),
+            min(f.ttl for f in with_data),
+            secure=all(f.secure for f in with_data),
+            canonical=with_data[0].canonical,
+        )
 
-    async def _lookup(self, name: str, kind: str) -> tuple[list[str], float]:
+    async def _lookup(self, name: str, kind: str) -> _Found:
         try:
             answer = await self._resolver.resolve(name, kind, raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN:
-            return [], 0.0
+            return _Found((), 0.0)
         except dns.exception.DNSException as exc:
             raise _Temporary(f"{kind} {name}: {type(exc).__name__}") from None
-        return [rdata.address for rdata in (answer.rrset or [])], _remaining(answer)
+        canonical = _host_name(answer.canonical_name)
+        return _Found(
+            tuple(rdata.address for rdata in (answer.rrset or [])),
+            _remaining(answer),
+            secure=_authenticated(answer.response),
+            canonical=canonical if canonical != name.lower().rstrip(".") else "",
+        )
+
+
+def _authenticated(response: dns.message.Message | None) -> bool:
+    """The resolver vouched for this answer: AD (RFC 4035 §3.2.3), over the whole CNAME chain."""
+    return response is not None and bool(response.flags & dns.flags.AD)
 
 
 def _negative_ttl(response: dns.message.Message | None) -> float:

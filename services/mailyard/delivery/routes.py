@@ -3,22 +3,32 @@
 ``delivery.smarthost`` sends all mail (or only its ``domains``) to one relay,
 as Postfix's ``relayhost``, with its own TLS mode and, optionally, AUTH;
 every other domain is looked up in DNS and gets the mode of
-``delivery.tls_policies`` (``tlspolicy.py``).
+``delivery.tls_policies`` (``tlspolicy.py``), else its MTA-STS policy, else
+``delivery.tls``.
+
+Then, host by host and just before connecting to it (:meth:`Router.for_host`),
+DANE may take over: an MX host with TLSA records DNSSEC vouches for gets
+``dane`` whatever MTA-STS or ``delivery.tls`` said (RFC 8461 §2: MTA-STS
+never overrides DANE). MTA-STS ``enforce`` still decides which MX hosts are
+tried. Neither a ``tls_policies`` entry nor the smarthost is ever
+DANE-checked: the operator's word wins.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mailyard.delivery import metrics
+from mailyard.delivery.dane import Tlsa
+from mailyard.delivery.dane_lookup import DaneLookup
 from mailyard.delivery.mtasts import Mode
 from mailyard.delivery.mtasts_fetch import MtaSts
 from mailyard.delivery.resolver import MailHost, MxResolver, RouteError
 from mailyard.delivery.safety import Safety
 from mailyard.delivery.smtp import Login
-from mailyard.delivery.tlspolicy import MTA_STS, TlsMode, TlsPolicies
+from mailyard.delivery.tlspolicy import DANE, MTA_STS, TlsMode, TlsPolicies
 from mailyard.delivery.tlsresult import PolicyType, ReportedPolicy
 from mailyard.filewatch import Watched
 from mailyard.reply import Reply
@@ -49,10 +59,15 @@ class Route:
     hosts: list[MailHost]
     tls: TlsMode
     smarthost: Smarthost | None = None
-    policy: str = ""  # what set ``tls``, for events and metrics: a mode's name or "mta-sts"
+    policy: str = ""  # what set ``tls``, for events and metrics: a mode, "mta-sts", "dane"
     # The published policy the sessions are held to, for TLSRPT; None when the
     # operator's configuration (or nothing at all) decided.
     reported: ReportedPolicy | None = None
+    # Whether DANE may change the TLS of each host (Router.for_host): not where
+    # the operator decided (tls_policies, the smarthost), nor with DANE off.
+    dane: bool = False
+    # The route as one host gets it under DANE: that host's TLSA records.
+    tlsa: Tlsa | None = None
 
     @property
     def policy_name(self) -> str:
@@ -68,16 +83,23 @@ class Router:
         safety: Safety | None = None,
         tls: TlsPolicies | None = None,
         mta_sts: MtaSts | None = None,
+        dane: DaneLookup | None = None,
     ) -> None:
         self.resolver = resolver
         self.smarthost = smarthost
         self.safety = safety
         self.tls = tls or TlsPolicies()
         self.mta_sts = mta_sts
+        self.dane = dane
 
-    async def route(self, domain: str) -> Route:
+    async def route(self, domain: str, *, published: bool = True) -> Route:
         """Hosts to try, in order, and the TLS mode; RouteError when there is no
-        host (or none that is safe)."""
+        host (or none that is safe).
+
+        ``published=False`` leaves the destination's published policies (MTA-STS)
+        out, for TLS reports: RFC 8460 §5.3 wants them delivered despite the very
+        TLS failures they may report. The operator's modes still apply.
+        """
         if self.smarthost is not None and self.smarthost.serves(domain):
             # The operator named it: exempt from prohibited_networks.
             host = await self.resolver.host(self.smarthost.host, self.smarthost.port)
@@ -86,9 +108,24 @@ class Router:
         if self.safety is not None:
             hosts = self.safety.filter(domain, hosts)
         configured = self.tls.configured(domain)
-        if configured is not None or self.mta_sts is None:  # the operator's word wins
-            return Route(hosts, configured or self.tls.default)
-        return await self._mta_sts_route(domain, hosts)
+        if configured is not None:  # the operator's word wins, over DANE and MTA-STS
+            return Route(hosts, configured)
+        if not published:
+            # A report's need wins over the published policies (DANE, MTA-STS).
+            return Route(hosts, self.tls.default)
+        if self.mta_sts is None:
+            route = Route(hosts, self.tls.default)
+        else:
+            route = await self._mta_sts_route(domain, hosts)
+        return replace(route, dane=self.dane is not None)
+
+    async def for_host(self, route: Route, host: MailHost) -> Route:
+        """The route as ``host`` gets it: DANE's when it has TLSA records DNSSEC vouches
+        for, else the route unchanged. Raises HostUnusable when its TLSA lookup failed
+        (RFC 7672 §2.1.1)."""
+        if not route.dane or self.dane is None:
+            return route
+        return with_tlsa(route, await self.dane.tlsa(host))
 
     async def _mta_sts_route(self, domain: str, hosts: list[MailHost]) -> Route:
         """RFC 8461 §5: under ``enforce`` only the MX hosts the policy names, each
@@ -110,6 +147,18 @@ class Router:
                 "mta_sts",
             )
         return Route(matching, TlsMode.VERIFY, policy=MTA_STS, reported=reported)
+
+
+def with_tlsa(route: Route, tlsa: Tlsa | None) -> Route:
+    """The route for a host with these authenticated TLSA records (None: as it was).
+
+    DANE replaces whatever TLS the route had, MTA-STS's included; TLSRPT
+    names the policy by its TLSA base domain (RFC 8460 §3).
+    """
+    if tlsa is None:
+        return route
+    reported = ReportedPolicy(PolicyType.TLSA, tlsa.base_domain, tlsa.strings())
+    return replace(route, tls=TlsMode.DANE, policy=DANE, reported=reported, tlsa=tlsa)
 
 
 def smarthost_from(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mailyard.delivery.resolver import MailHost, RouteError
 from mailyard.reply import Reply
@@ -61,7 +61,7 @@ class Safety:
         for host in hosts:
             addresses = tuple(a for a in host.addresses if self.allows(a))
             if addresses:
-                safe.append(MailHost(host.name, addresses, host.port))
+                safe.append(replace(host, addresses=addresses))
         if not safe:
             shown = ", ".join(a for host in hosts for a in host.addresses)[:200]
             raise RouteError(

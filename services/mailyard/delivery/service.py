@@ -32,6 +32,7 @@ from mailyard.classify import Classifier
 from mailyard.config import Settings
 from mailyard.delivery import metrics
 from mailyard.delivery.attempt import Deliverer
+from mailyard.delivery.dane_lookup import DaneLookup
 from mailyard.delivery.limits import DestinationLimiter
 from mailyard.delivery.mtasts_fetch import MtaSts
 from mailyard.delivery.outcome import Outcome, RecipientOutcome
@@ -42,6 +43,8 @@ from mailyard.delivery.routes import Router, smarthost_from
 from mailyard.delivery.safety import Safety
 from mailyard.delivery.smtp import opportunistic_tls_context, verifying_tls_context
 from mailyard.delivery.tlspolicy import TlsMode, TlsPolicies
+from mailyard.delivery.tlsresult import PolicyType, ReportedPolicy, ResultType
+from mailyard.delivery.tlsrpt_send import TlsReporter
 from mailyard.filewatch import Watched
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
@@ -74,9 +77,22 @@ class DeliveryService(ConsumingService):
             timeout=config.dns_timeout.total_seconds(),
             ipv6=config.ipv6,
             cache_size=config.dns_cache_size,
+            dnssec=config.dane.enabled,
         )
         safety = Safety.build(config.prohibited_networks, settings.hostname)
         verifying = verifying_tls(config.tls_ca_file)
+        self.tlsrpt = (
+            TlsReporter(
+                config.tlsrpt,
+                hostname=settings.hostname,
+                resolver=resolver,
+                broker=broker,
+                safety=safety,
+                tls_context=verifying,
+            )
+            if config.tlsrpt.enabled
+            else None
+        )
         self.deliverer = deliverer or Deliverer(
             Router(
                 resolver,
@@ -105,10 +121,12 @@ class DeliveryService(ConsumingService):
                         tls_context=verifying,
                         safety=safety,
                         cache_size=config.mta_sts.cache_size,
+                        on_failure=self._policy_fetch_failed if self.tlsrpt else None,
                     )
                     if config.mta_sts.enabled
                     else None
                 ),
+                dane=DaneLookup(resolver, port=config.port) if config.dane.enabled else None,
             ),
             self.pool,
             port=config.port,
@@ -117,6 +135,7 @@ class DeliveryService(ConsumingService):
             verifying_tls=verifying,
             connect_timeout=config.connect_timeout.total_seconds(),
             command_timeout=config.command_timeout.total_seconds(),
+            tlsrpt=self.tlsrpt,
         )
         self.limiter = DestinationLimiter(config.max_connections_per_destination)
         self.slots = asyncio.Semaphore(config.concurrency)
@@ -138,9 +157,17 @@ class DeliveryService(ConsumingService):
 
     async def started(self) -> None:
         self.pool.start()
+        if self.tlsrpt is not None:
+            self.tlsrpt.start()
 
     async def stopped(self) -> None:
         await self.pool.close()
+        if self.tlsrpt is not None:
+            await self.tlsrpt.stop()  # the broker is still there for report mail
+
+    def _policy_fetch_failed(self, domain: str, result: ResultType, reason: str) -> None:
+        if self.tlsrpt is not None:
+            self.tlsrpt.failure(ReportedPolicy(PolicyType.STS, domain), result, reason=reason)
 
     async def on_jobs(self, work: Work[pb.DeliveryJob]) -> Sequence[Output]:
         """Attempt the jobs of a batch side by side; what is left goes back in line.

@@ -21,10 +21,11 @@ import base64
 import ssl
 import time
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
-from mailyard.delivery import tlspolicy
+from mailyard.delivery import dane, tlspolicy
 from mailyard.delivery.protocol import ProtocolError, ReplyReader, extensions
-from mailyard.delivery.tlspolicy import TlsMode
+from mailyard.delivery.tlspolicy import TlsMode, Verification
 from mailyard.delivery.tlsresult import ResultType, certificate_result
 from mailyard.delivery.transaction import Envelope, Stage, Transaction
 from mailyard.reply import Reply
@@ -95,7 +96,9 @@ class SmtpSession:
     tls: bool = False
     tls_version: str = ""
     cipher: str = ""
-    verified: bool = False  # the certificate was checked against ``mx``
+    # How the certificate was checked, for ``mx``: a session checked one way
+    # never stands in for the other (attempt.suitable_for).
+    verification: Verification = Verification.NONE
     authenticated_as: str = ""
     extensions: dict[str, str] = field(default_factory=dict)
     transactions: int = 0
@@ -109,6 +112,10 @@ class SmtpSession:
     @property
     def where(self) -> str:
         return f"{self.mx}[{self.address}]"
+
+    @property
+    def verified(self) -> bool:
+        return self.verification is not Verification.NONE
 
     async def read_reply(self, wait: float | None = None) -> Reply:
         """The next reply, within ``wait`` seconds (the command timeout by default)."""
@@ -149,11 +156,14 @@ async def open_session(
     connect_timeout: float,
     command_timeout: float,
     login: Login | None = None,
+    tlsa: dane.Tlsa | None = None,
 ) -> SmtpSession:
     """Connect, EHLO, STARTTLS as ``tls_mode`` asks, AUTH when ``login`` is given.
 
     ``tls_context`` must verify when the mode is ``verify``; it is ignored
-    for ``none``.
+    for ``none``. For ``dane`` it must not verify (DANE authenticates, not
+    the Web PKI) and ``tlsa`` holds the host's records. SNI names the MX
+    host whatever the mode (RFC 7672 §8.1).
     """
     try:
         async with asyncio.timeout(connect_timeout):
@@ -168,13 +178,15 @@ async def open_session(
         if greeting.code != 220:
             raise HostUnusable(_as_host_problem(greeting, f"{session.where} refused us"))
         await session.hello(helo_name)
-        required = tls_mode is TlsMode.VERIFY
+        required = tls_mode.requires_tls
         if tls_mode is not TlsMode.NONE and tls_context is not None:
             if "STARTTLS" in session.extensions:
-                await _start_tls(session, tls_context, helo_name, required=required)
+                await _start_tls(session, tls_context, helo_name, required=required, tlsa=tlsa)
             elif required:
+                # RFC 8460 §4.3.1: starttls-not-supported, under DANE too
+                # (its dane-required means "no TLSA records where we demand them").
                 raise HostUnusable(
-                    tlspolicy.not_offered(session.where),
+                    tlspolicy.not_offered(session.where, dane=tlsa is not None),
                     tls_failure=ResultType.STARTTLS_NOT_SUPPORTED,
                 )
         if login is not None:
@@ -191,13 +203,18 @@ async def open_session(
 
 
 async def _start_tls(
-    session: SmtpSession, context: ssl.SSLContext, helo_name: str, *, required: bool
+    session: SmtpSession,
+    context: ssl.SSLContext,
+    helo_name: str,
+    *,
+    required: bool,
+    tlsa: dane.Tlsa | None,
 ) -> None:
     reply = await session.command(b"STARTTLS\r\n")
     if reply.code != 220:
         if required:
             raise HostUnusable(
-                tlspolicy.refused(session.where, reply),
+                tlspolicy.refused(session.where, reply, dane=tlsa is not None),
                 tls_failure=ResultType.STARTTLS_NOT_SUPPORTED,
             )
         return  # offered, then refused, but still talking: carry on in clear
@@ -218,8 +235,48 @@ async def _start_tls(
     if isinstance(tls, ssl.SSLObject):
         session.tls_version = tls.version() or ""
         session.cipher = (tls.cipher() or ("",))[0]
-    session.verified = context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    if tlsa is not None:
+        _check_tlsa(session, peer_chain(tls), tlsa)
+    elif context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname:
+        session.verification = Verification.WEBPKI
     await session.hello(helo_name)  # RFC 3207: forget what was said in clear
+
+
+def _check_tlsa(session: SmtpSession, chain: list[bytes], tlsa: dane.Tlsa) -> None:
+    """DANE after the handshake: a certificate no usable record matches ends the session."""
+    if not tlsa.usable:
+        return  # RFC 7672 §2.2: TLS it must be, but there is nothing to check it with
+    try:
+        dane.authenticate(chain, tlsa, now=datetime.now(UTC))
+    except dane.Mismatch as exc:
+        session.close()
+        raise HostUnusable(
+            tlspolicy.verification_failed(session.where, str(exc)),
+            tls_failure=ResultType.TLSA_INVALID,
+        ) from None
+    session.verification = Verification.DANE
+
+
+def peer_chain(tls: object) -> list[bytes]:
+    """The certificates the server sent, the leaf first, in DER.
+
+    DANE-TA needs the server's whole chain, and the handshake ran with
+    CERT_NONE (DANE authenticates, not OpenSSL), so there is no verified
+    chain to ask for. Python 3.13 has ``SSLObject.get_unverified_chain()``;
+    3.11 and 3.12 have it only on the private ``_sslobj``. Without either:
+    the leaf alone, which is all DANE-EE needs.
+    """
+    if not isinstance(tls, ssl.SSLObject):
+        return []
+    try:
+        public = getattr(tls, "get_unverified_chain", None)
+        if public is not None:
+            return [bytes(der) for der in public() or []]
+        private = tls._sslobj.get_unverified_chain()  # type: ignore[attr-defined]
+        return [ssl.PEM_cert_to_DER_cert(cert.public_bytes()) for cert in private or []]
+    except (AttributeError, TypeError, ValueError):
+        leaf = tls.getpeercert(binary_form=True)
+        return [leaf] if leaf else []
 
 
 async def _authenticate(session: SmtpSession, login: Login) -> None:

@@ -1,6 +1,6 @@
 """Which TLS a destination gets: ``delivery.tls``, ``delivery.tls_policies``, the smarthost.
 
-Three modes, as Postfix's ``smtp_tls_security_level``:
+Three modes to configure, as Postfix's ``smtp_tls_security_level``:
 
 - ``none``: never STARTTLS;
 - ``opportunistic`` (Postfix's ``may``, RFC 7435): STARTTLS when offered,
@@ -9,6 +9,18 @@ Three modes, as Postfix's ``smtp_tls_security_level``:
   certificate must be valid for the MX host's name; otherwise the host is
   unusable (the next MX is tried, then the job is deferred), and nothing is
   ever sent in clear.
+
+and one that DNS sets, per MX host, with ``delivery.dane.enabled``:
+
+- ``dane`` (Postfix's ``dane``, RFC 7672): the host has TLSA records that
+  DNSSEC vouches for. STARTTLS is required and the certificate must match
+  one of the usable records (``dane.py``); with none usable, TLS is still
+  required but nothing is checked (§2.2). A host that falls short is
+  unusable, as under ``verify``.
+
+Which wins: a ``tls_policies`` entry (the operator's word), then DANE (per
+host: RFC 8461 §2 has DANE win over MTA-STS), then MTA-STS, then
+``delivery.tls``.
 
 A ``tls_policies`` key is a domain (that domain only) or, with a leading
 dot, every subdomain below it (``.example.com``), Postfix's habit; the
@@ -28,6 +40,19 @@ class TlsMode(StrEnum):
     NONE = "none"
     OPPORTUNISTIC = "opportunistic"
     VERIFY = "verify"
+    DANE = "dane"  # never configured: set per host by its TLSA records
+
+    @property
+    def requires_tls(self) -> bool:
+        return self in (TlsMode.VERIFY, TlsMode.DANE)
+
+
+class Verification(StrEnum):
+    """How a session's certificate was checked."""
+
+    NONE = "none"  # not at all (opportunistic, or DANE with only unusable records)
+    WEBPKI = "webpki"  # against a CA and the MX host's name (verify, MTA-STS)
+    DANE = "dane"  # against the host's TLSA records (RFC 7672)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +81,7 @@ class TlsPolicies:
 class TlsSummary:
     """What the session that carried a transaction was, for the event and the metrics."""
 
-    policy: str  # a TlsMode's name, or "mta-sts"
+    policy: str  # a TlsMode's name, "mta-sts" or "dane"
     version: str = ""  # "" when the session was in clear
     cipher: str = ""
     verified: bool = False
@@ -69,15 +94,25 @@ class TlsSummary:
         return "verified" if self.verified else "unverified"
 
 
-def not_offered(where: str) -> Reply:
-    return Reply(451, "4.7.4", f"TLS is required, but {where} did not offer STARTTLS")
+def not_offered(where: str, *, dane: bool = False) -> Reply:
+    return Reply(451, "4.7.4", f"{_required(dane)}, but {where} did not offer STARTTLS")
 
 
-def refused(where: str, reply: Reply) -> Reply:
-    return Reply(451, "4.7.4", f"TLS is required, but {where} refused STARTTLS: {reply.code}")
+def refused(where: str, reply: Reply, *, dane: bool = False) -> Reply:
+    return Reply(451, "4.7.4", f"{_required(dane)}, but {where} refused STARTTLS: {reply.code}")
+
+
+def _required(dane: bool) -> str:
+    return "TLS is required by its TLSA records (DANE)" if dane else "TLS is required"
+
+
+def tlsa_lookup_failed(host: str, detail: str) -> Reply:
+    """RFC 7672 §2.1.1: a host whose TLSA records cannot be had is not used."""
+    return Reply(451, "4.7.5", f"TLSA lookup for {host} failed, so DANE forbids using it: {detail}")
 
 
 MTA_STS = "mta-sts"
+DANE = "dane"
 
 
 def verification_failed(where: str, reason: str) -> Reply:

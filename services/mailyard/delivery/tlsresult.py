@@ -43,7 +43,9 @@ class ReportedPolicy:
     """The policy a destination's sessions were held to, as a report names it (§4.4)."""
 
     type: PolicyType
-    domain: str  # the policy domain: the recipient domain
+    # The policy domain (§3): the recipient domain for sts, the TLSA base
+    # domain (the MX host, or its CNAME target) for tlsa.
+    domain: str
     strings: tuple[str, ...] = ()  # the policy's lines (sts) or TLSA records (tlsa)
     mx_hosts: tuple[str, ...] = ()  # sts: the policy's mx patterns
 

@@ -13,7 +13,11 @@ Owns the retry schedule: deferred jobs from delivery come back on
 ``<prefix>.deferred`` and go to the TTL queue ``<prefix>.retry.<delay>`` of
 the next rung of ``queue.retry_delays``, which dead-letters them back to
 delivery when the delay is up; past ``queue.max_lifetime`` they expire
-instead (an ``expired`` event, hence a DSN).
+instead (an ``expired`` event, hence a DSN). With
+``bounce.return_path_domain`` set, each remote recipient gets a job of its
+own whose envelope sender is its HMAC-signed VERP address (``split.py``,
+``returnpath.py``), and the original sender is recorded in
+``X-Mailyard-Envelope-From``.
 
 Security: talks only to the broker. Holds the DKIM private keys (read-only
 files, re-read when they change); a message that cannot be signed is sent
@@ -32,5 +36,6 @@ key reloads in ``mailyard_file_reloads_total{key="dkim.keys[N].key_file"}``;
 
 Configuration: ``queue.*``, ``suppression.*``, ``dkim.keys`` (domain, selector, key_file; make a
 key and its DNS record with ``mailyard dkim keygen``),
-``ingress.local_domains``, ``broker.*``.
+``ingress.local_domains``, ``bounce.return_path_domain`` and
+``bounce.verp_secret_file`` (VERP), ``broker.*``.
 """

@@ -18,7 +18,7 @@ from mailyard.broker import Emit, EventKind, Output, Publish, QueueName
 from mailyard.classify import BounceClass
 from mailyard.events import event_for
 from mailyard.queue.schedule import Expire, Retry, after_deferral
-from mailyard.queue.split import EPOCH, Split, delivery_batches, split_message
+from mailyard.queue.split import EPOCH, ReturnPath, Split, delivery_batches, split_message
 from mailyard.queue.suppress import Suppressed, suppressed_events
 from mailyard.suppression.state import SuppressionState
 from mailyard.v1 import message_pb2 as pb
@@ -49,6 +49,7 @@ def plan_accepted(
     suppressions: SuppressionState = NOTHING_SUPPRESSED,
     now: datetime | None = None,
     quote_limit: int = 65536,
+    return_path: ReturnPath | None = None,
 ) -> AcceptedPlan:
     """Jobs per destination; ``may_repeat`` when the input was handed over before.
 
@@ -56,6 +57,7 @@ def plan_accepted(
     ids; marking them lets delivery skip those already delivered.
     ``suppressions`` is the list as this replica holds it, ``now`` the moment
     its entries' expiry is judged at (a snapshot: the function only reads it).
+    ``return_path``: VERP on (see ``split.py``).
     """
     if suppressions and now is None:
         raise TypeError("plan_accepted needs now to judge the suppression list's expiries")
@@ -67,6 +69,7 @@ def plan_accepted(
             lifetime=lifetime,
             suppressions=suppressions,
             now=now or EPOCH,
+            return_path=return_path,
         )
         for message in messages
     ]

@@ -23,7 +23,9 @@ from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
 from mailyard.durations import format_duration
 from mailyard.queue import metrics
+from mailyard.queue.feedback import FeedbackIdSource, with_feedback_id
 from mailyard.queue.plan import plan_accepted, plan_deferral
+from mailyard.queue.returnpath import ReturnPaths, with_envelope_from
 from mailyard.queue.schedule import Expire, Retry
 from mailyard.queue.signing import UNSIGNED_REASONS, Signed, Signer, Unsigned
 from mailyard.queue.split import Split
@@ -46,6 +48,24 @@ class QueueService(ConsumingService):
         # with its key named (filewatch.FileProblem). No keys, no signing.
         keys = settings.dkim.keys
         self.signer = Signer(keys) if keys else None
+        feedback = self.config.feedback_id
+        self.feedback_id = (
+            FeedbackIdSource(
+                feedback.sender_id,
+                feedback.campaign_header,
+                feedback.customer_header,
+                feedback.mail_type_header,
+            )
+            if feedback is not None
+            else None
+        )
+        bounce = settings.bounce
+        # VERP on: one job per remote recipient, each with its signed return path.
+        self.return_paths = (
+            ReturnPaths(bounce.return_path_domain, bounce.verp_secret_file)
+            if bounce.return_path_domain is not None and bounce.verp_secret_file is not None
+            else None
+        )
         for domain in self.signer.domains if self.signer is not None else []:
             metrics.DKIM_SIGNED.labels(domain)  # zero series from the start
         for reason in UNSIGNED_REASONS:
@@ -81,6 +101,10 @@ class QueueService(ConsumingService):
     async def on_accepted(self, work: Work[pb.AcceptedMessage]) -> Sequence[Output]:
         # Lines over 998 octets (BDAT can bring them) never reach the wire.
         messages = [_short_lines(message) for message in work.items]
+        if self.feedback_id is not None:
+            messages = [_with_feedback_id(m, self.feedback_id) for m in messages]
+        if self.return_paths is not None:
+            messages = [_with_envelope_from(m) for m in messages]
         signing: list[Signed | Unsigned | None] = [None] * len(messages)
         if self.signer is not None:
             # dkimpy's RSA is pure Python (milliseconds a signature): off the
@@ -96,6 +120,7 @@ class QueueService(ConsumingService):
             # Never more than the size ingress's start-up probe proved the broker takes.
             max_bytes=min(batching.max_bytes, self.settings.ingress.max_message_size),
             may_repeat=work.redelivered,
+            return_path=self.return_paths,
             suppressions=self.suppressions.state,
             now=datetime.now(UTC),
             quote_limit=self.settings.bounce.max_quoted_headers,
@@ -180,6 +205,24 @@ class QueueService(ConsumingService):
             outputs += planned
             work.then(functools.partial(_account_deferral, job, step))
         return outputs
+
+
+def _with_feedback_id(message: pb.AcceptedMessage, source: FeedbackIdSource) -> pb.AcceptedMessage:
+    if message.origin != pb.ORIGIN_SMTP:  # our own notices are not anyone's campaign
+        return message
+    copy = pb.AcceptedMessage()
+    copy.CopyFrom(message)
+    copy.content = with_feedback_id(message.content, message.client.login, source)
+    return copy
+
+
+def _with_envelope_from(message: pb.AcceptedMessage) -> pb.AcceptedMessage:
+    if not message.mail_from:  # the null sender is never rewritten: nothing to remember
+        return message
+    copy = pb.AcceptedMessage()
+    copy.CopyFrom(message)
+    copy.content = with_envelope_from(message.content, message.mail_from)
+    return copy
 
 
 def _short_lines(message: pb.AcceptedMessage) -> pb.AcceptedMessage:

@@ -13,9 +13,12 @@ and trailing-space changes of relays), no ``l=`` (a body length would let
 anyone append to the body), ``i=@<domain>``, and dkimpy's default header
 set, which is RFC 6376 §5.4.1's list (From, Sender, Reply-To, Subject,
 Date, Message-ID, To, Cc, MIME-Version, Content-*, Resent-*, In-Reply-To,
-References, List-*) as far as present, with ``From`` signed once more than
+References, List-*) as far as present, plus List-Unsubscribe-Post (RFC
+8058) and Feedback-ID, with ``From`` signed once more than
 it occurs, so that no second From can be added (oversigning, §5.4.2).
-Received, Return-Path, Bcc and DKIM-Signature are never signed.
+Received, Return-Path, Bcc and DKIM-Signature are never signed. A TLS
+report's TLS-Report-Domain and TLS-Report-Submitter (RFC 8460 §5.3: they
+SHOULD be signed) are, and oversigned, when the message has them.
 dkimpy does the DKIM work and OpenSSL the RSA step
 (:mod:`mailyard.queue.dkimrsa`); the key files are read with
 ``cryptography`` (:mod:`mailyard.queue.dkimkeys`) and watched
@@ -63,9 +66,17 @@ from mailyard.queue.dkimkeys import SigningKey, load_key
 
 log = logging.getLogger(__name__)
 
+# RFC 8460 §5.3: a TLS report's TLS-Report-Domain and TLS-Report-Submitter SHOULD
+# be signed; only messages that have them (reports made by delivery) sign them.
+TLS_REPORT_HEADERS = (b"tls-report-domain", b"tls-report-submitter")
+
 UnsignedReason = Literal["no_key", "no_from", "error"]
 UNSIGNED_REASONS: tuple[UnsignedReason, ...] = ("no_key", "no_from", "error")
 CANONICALIZATION = (b"relaxed", b"relaxed")
+# Beyond RFC 6376 §5.4.1's list: RFC 8058 §4 wants one-click unsubscribe
+# covered by the signature (Gmail and Yahoo require it of bulk senders), and
+# Gmail counts a Feedback-ID only when it is signed.
+ALSO_SIGNED = frozenset({b"list-unsubscribe-post", b"feedback-id"})
 
 
 class Unsigned(Exception):
@@ -184,13 +195,17 @@ class Signer:
 
 def signature(content: bytes, domain: str, selector: str, key: SigningKey) -> bytes:
     """One ``DKIM-Signature:`` field (folded, ending in CRLF) for ``content``."""
-    field = dkim.DKIM(content).sign(
+    signer = dkim.DKIM(content)
+    signer.should_sign |= ALSO_SIGNED
+    signer.add_frozen(TLS_REPORT_HEADERS)
+    field = signer.sign(
         selector.encode("ascii"),
         domain.encode("ascii"),
         key.secret,
         signature_algorithm=key.signature_algorithm,
         canonicalize=CANONICALIZATION,
-        include_headers=None,  # dkimpy's default set: RFC 6376 §5.4.1, From oversigned
+        include_headers=None,  # dkimpy's default set: RFC 6376 §5.4.1, From oversigned,
+        # and a TLS report's own fields, oversigned too
         length=False,  # no l=
     )
     if not isinstance(field, bytes) or not field.startswith(b"DKIM-Signature:"):

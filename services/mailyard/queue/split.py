@@ -5,6 +5,13 @@ per destination), in chunks of at most ``max_recipients_per_job``. Mail for a
 local domain is never relayed: it becomes a job for the bounce service.
 Exact duplicate recipients are delivered once.
 
+With VERP on (``return_path``), each remote recipient gets a job of its own
+with its own envelope sender: a transaction carries one recipient, as with
+KumoMTA's and the ESPs' VERP, so one message to n recipients of a domain
+costs n transactions instead of ⌈n/50⌉ (on the same pooled sessions: the
+price is the MAIL/RCPT/DATA round trips and the body sent n times). The null
+sender is never rewritten: a DSN or a report must not be answered.
+
 Recipients on the suppression list are held back here, where each address
 is a plain string already (one dict lookup each; none while the list is
 empty): they keep their place in the chunking, so queue ids do not depend
@@ -14,7 +21,7 @@ own (never published) for the planner to report (``suppress.py``).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +32,9 @@ from mailyard.addresses import domain_of
 from mailyard.suppression.entries import Entry, sender_domain
 from mailyard.suppression.state import SuppressionState
 from mailyard.v1 import message_pb2 as pb
+
+# (message id, recipient) -> the envelope sender for that recipient's job.
+ReturnPath = Callable[[str, str], str]
 
 Recipient = tuple[str, pb.RecipientOptions | None]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -53,6 +63,7 @@ def split_message(
     lifetime: timedelta,
     suppressions: SuppressionState | None = None,
     now: datetime = EPOCH,
+    return_path: ReturnPath | None = None,
 ) -> Split:
     """The message's jobs, less what ``suppressions`` holds back at ``now``
     (left at the epoch, every entry still applies: it errs on not sending)."""
@@ -79,10 +90,13 @@ def split_message(
     expires_at = wire.later(message.received_at, lifetime)
     split = Split()
     index = 0
+    verp = return_path if message.mail_from else None
     for domain, recipients in by_domain.items():
-        for start in range(0, len(recipients), max_recipients_per_job):
+        is_local = domain in local_domains
+        per_job = 1 if verp is not None and not is_local else max_recipients_per_job
+        for start in range(0, len(recipients), per_job):
             index += 1
-            chunk = recipients[start : start + max_recipients_per_job]
+            chunk = recipients[start : start + per_job]
             queue_id = ids.queue_id(message.message_id, index)
             if held and any(address in held for address, _ in chunk):
                 kept = [r for r in chunk if r[0] not in held]
@@ -93,7 +107,9 @@ def split_message(
                     continue
                 chunk = kept
             job = _job(message, queue_id, domain, chunk, expires_at)
-            (split.local if domain in local_domains else split.remote).append(job)
+            if verp is not None and not is_local:
+                job.return_path = verp(message.message_id, chunk[0][0])
+            (split.local if is_local else split.remote).append(job)
     return split
 
 

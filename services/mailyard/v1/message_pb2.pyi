@@ -15,6 +15,7 @@ class Origin(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORIGIN_UNSPECIFIED: _ClassVar[Origin]
     ORIGIN_SMTP: _ClassVar[Origin]
     ORIGIN_DSN: _ClassVar[Origin]
+    ORIGIN_TLSRPT: _ClassVar[Origin]
 
 class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -23,15 +24,20 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_DEFERRED: _ClassVar[EventKind]
     EVENT_KIND_FAILED: _ClassVar[EventKind]
     EVENT_KIND_EXPIRED: _ClassVar[EventKind]
+    EVENT_KIND_BOUNCED: _ClassVar[EventKind]
+    EVENT_KIND_COMPLAINED: _ClassVar[EventKind]
     EVENT_KIND_SUPPRESSED: _ClassVar[EventKind]
 ORIGIN_UNSPECIFIED: Origin
 ORIGIN_SMTP: Origin
 ORIGIN_DSN: Origin
+ORIGIN_TLSRPT: Origin
 EVENT_KIND_UNSPECIFIED: EventKind
 EVENT_KIND_DELIVERED: EventKind
 EVENT_KIND_DEFERRED: EventKind
 EVENT_KIND_FAILED: EventKind
 EVENT_KIND_EXPIRED: EventKind
+EVENT_KIND_BOUNCED: EventKind
+EVENT_KIND_COMPLAINED: EventKind
 EVENT_KIND_SUPPRESSED: EventKind
 
 class AcceptedMessage(_message.Message):
@@ -95,7 +101,7 @@ class AcceptedBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[AcceptedMessage, _Mapping]]] = ...) -> None: ...
 
 class DeliveryJob(_message.Message):
-    __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin", "may_repeat", "not_before", "options", "recipient_options")
+    __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin", "may_repeat", "not_before", "options", "recipient_options", "return_path")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +117,7 @@ class DeliveryJob(_message.Message):
     NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    RETURN_PATH_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     queue_id: str
     domain: str
@@ -126,7 +133,8 @@ class DeliveryJob(_message.Message):
     not_before: _timestamp_pb2.Timestamp
     options: MessageOptions
     recipient_options: _containers.RepeatedCompositeFieldContainer[RecipientOptions]
-    def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ..., may_repeat: _Optional[bool] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ...) -> None: ...
+    return_path: str
+    def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ..., may_repeat: _Optional[bool] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ..., return_path: _Optional[str] = ...) -> None: ...
 
 class DeliveryBatch(_message.Message):
     __slots__ = ("domain", "jobs")
@@ -175,7 +183,7 @@ class SmtpReply(_message.Message):
     def __init__(self, code: _Optional[int] = ..., status: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class DeliveryEvent(_message.Message):
-    __slots__ = ("kind", "message_id", "queue_id", "domain", "mail_from", "results", "received_at", "occurred_at", "attempts", "original_headers", "origin", "recipient_options")
+    __slots__ = ("kind", "message_id", "queue_id", "domain", "mail_from", "results", "received_at", "occurred_at", "attempts", "original_headers", "origin", "feedback_type", "verified", "reporter", "recipient_options")
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +195,9 @@ class DeliveryEvent(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     ORIGINAL_HEADERS_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    REPORTER_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     kind: EventKind
     message_id: str
@@ -199,5 +210,8 @@ class DeliveryEvent(_message.Message):
     attempts: int
     original_headers: bytes
     origin: Origin
+    feedback_type: str
+    verified: bool
+    reporter: str
     recipient_options: _containers.RepeatedCompositeFieldContainer[RecipientOptions]
-    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., original_headers: _Optional[bytes] = ..., origin: _Optional[_Union[Origin, str]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., original_headers: _Optional[bytes] = ..., origin: _Optional[_Union[Origin, str]] = ..., feedback_type: _Optional[str] = ..., verified: _Optional[bool] = ..., reporter: _Optional[str] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ...) -> None: ...
