@@ -585,6 +585,12 @@ class SuppressionConfig(Section):
     expired_strikes_window: Duration = timedelta(days=30)
     # How long expired_strikes keep the address on the list.
     expired_strikes_expiry: Duration = timedelta(days=30)
+    # Suppress a complaint (an ARF report) whose recipient only the report
+    # names (no VERP address of ours verified it: bounce.return_path_domain
+    # unset, or the provider redacted it). Anyone who can mail fbl@ or the
+    # return-path domain can write such a report; without VERP, every
+    # complaint is of that kind.
+    unverified_complaints: bool = True
     # How often the bounce service appends a snapshot of the whole list to the
     # log, so that a process starting reads the log from the last snapshot
     # rather than from its beginning. 0: never (every start replays all of it).

@@ -197,3 +197,60 @@ def test_every_queue_replica_honours_an_add_within_seconds(pipeline_factory, tmp
     by_replica = [p.metric(name, source="manual") for p in (first, second)]
     assert sum(by_replica) == count
     assert all(n > 0 for n in by_replica), f"one replica took every message: {by_replica}"
+
+
+def test_a_bounce_after_acceptance_and_a_complaint_go_on_the_list(pipeline_factory, tmp_path):
+    """VERP on: an asynchronous bounce of a gone address suppresses it for every sender, an
+    ARF complaint for good, for mail from the sender it names."""
+    from tests.integration.test_async_bounces import arf_for, dsn_for
+    from tests.integration.test_async_bounces import start as start_with_verp
+
+    pipeline = start_with_verp(pipeline_factory, tmp_path)
+    recipients = ["jane@alpha.test", "pat@alpha.test"]
+    assert pipeline.send("app@sender.test", recipients, message("verp"))[0] == 250
+    delivered = pipeline.sink.wait_for(lambda m: len(m) == 2, 20, "two deliveries")
+    by_recipient = {m.recipients[0]: m for m in delivered}
+    jane, pat = by_recipient["jane@alpha.test"], by_recipient["pat@alpha.test"]
+    assert (
+        pipeline.send(
+            "", [jane.mail_from], dsn_for(jane.content, jane.mail_from, jane.recipients[0])
+        )[0]
+        == 250
+    )
+    assert pipeline.send("", ["fbl@bounces.test"], arf_for(pat.content, pat.mail_from))[0] == 250
+    pipeline.process("bounce").wait_metric("mailyard_bounce_async_total", 2, 20)
+
+    def entries() -> dict[str, dict[str, Any]]:
+        return {e["address"]: e for e in cli_json(pipeline, "list")[1]}
+
+    found = wait_until(lambda: len(entries()) == 2 and entries(), 15, "two entries")
+    assert (found["jane@alpha.test"]["source"], found["jane@alpha.test"]["class"]) == (
+        "bounce",
+        "InvalidRecipient",
+    )
+    assert found["jane@alpha.test"]["reason"].startswith("bounced after acceptance: 550 5.1.1")
+    complaint = found["pat@alpha.test"]
+    assert (complaint["source"], complaint["scope"], complaint["expires"]) == (
+        "complaint",
+        "sender.test",
+        None,
+    )
+    time.sleep(1.5)  # the queue's follower (the spool's polls every second)
+    # From the same sender: neither gets it. From another: pat does, jane does not.
+    assert pipeline.send("app@sender.test", recipients, message("again"))[0] == 250
+    assert pipeline.send("shop@other.test", recipients, message("other"))[0] == 250
+    pipeline.sink.wait_for(lambda m: len(m) >= 3, 20, "the other sender's mail to pat")
+    time.sleep(1)
+    after = pipeline.sink.received(lambda m: m.host != SENDER)[2:]  # not the DSNs
+    assert [m.recipients for m in after] == [("pat@alpha.test",)]
+    assert b"Subject: other" in after[0].content
+    # app@sender.test hears of both held back (5.7.1), with why: with VERP each
+    # recipient has its own job, hence its own suppressed event and DSN.
+    reasons = {
+        b["Final-Recipient"]: b["Diagnostic-Code"]
+        for dsn in wait_for_dsns(pipeline, 2)
+        for b in status_blocks(dsn)
+    }
+    assert "(complaint, for mail from sender.test)" in reasons["rfc822; pat@alpha.test"]
+    assert "(bounce, class InvalidRecipient)" in reasons["rfc822; jane@alpha.test"]
+    assert pipeline.process("queue").metric("mailyard_queue_suppressed_total") == 3

@@ -191,6 +191,94 @@ def test_one_strike_suppresses_when_expired_strikes_is_one():
     assert added.entry.expires == NOW + timedelta(hours=2)
 
 
+def report(kind: int, recipient: str, **fields) -> pb.DeliveryEvent:
+    """A bounced or complained event, as bounce/inbound.py makes them."""
+    bounce_class = fields.pop("bounce_class", "")
+    reply = fields.pop("reply", pb.SmtpReply())
+    return pb.DeliveryEvent(
+        kind=kind,
+        queue_id="01REPORT.1",
+        results=[
+            pb.RecipientResult(
+                recipient=recipient, reply=reply, bounce_class=bounce_class, remote_mta=""
+            )
+        ],
+        occurred_at=wire.timestamp(NOW),
+        **fields,
+    )
+
+
+def test_an_asynchronous_bounce_of_a_gone_address_suppresses_when_verp_verified_it():
+    gone = pb.SmtpReply(code=550, status="5.1.1", text="user unknown")
+    bounced = report(
+        pb.EVENT_KIND_BOUNCED,
+        "Bob@Beta.TEST",
+        bounce_class="InvalidRecipient",
+        reply=gone,
+        verified=True,
+        reporter="mx.beta.test",
+    )
+    [added] = plan_suppressions(bounced, SuppressionState(), POLICY, now=NOW)
+    assert isinstance(added, Added)
+    assert added.entry.address == "Bob@beta.test"
+    assert added.entry.source is Source.BOUNCE
+    assert added.entry.expires == NOW + timedelta(days=365)
+    assert added.entry.reason == (
+        "bounced after acceptance: 550 5.1.1 user unknown, reported by mx.beta.test"
+    )
+    # Not verified (anyone can mail us a bounce), or not gone: nothing.
+    unverified = report(
+        pb.EVENT_KIND_BOUNCED, "bob@beta.test", bounce_class="InvalidRecipient", verified=False
+    )
+    assert plan_suppressions(unverified, SuppressionState(), POLICY, now=NOW) == []
+    full = report(pb.EVENT_KIND_BOUNCED, "bob@beta.test", bounce_class="QuotaIssues", verified=True)
+    assert plan_suppressions(full, SuppressionState(), POLICY, now=NOW) == []
+
+
+def test_a_complaint_event_suppresses_for_ever_scoped_to_the_sender_it_names():
+    quoted = report(
+        pb.EVENT_KIND_COMPLAINED,
+        "bob@beta.test",
+        mail_from="news@Letters.TEST",
+        feedback_type="abuse",
+        verified=True,
+        reporter="fbl.example",
+    )
+    [added] = plan_suppressions(quoted, SuppressionState(), POLICY, now=NOW)
+    assert isinstance(added, Added)
+    assert (added.entry.source, added.entry.scope, added.entry.expires) == (
+        Source.COMPLAINT,
+        "letters.test",
+        None,
+    )
+    assert added.entry.reason == "complaint (abuse) from fbl.example"
+    state = fold(SuppressionState(), [added])
+    assert plan_suppressions(quoted, state, POLICY, now=NOW) == []  # reported twice: once
+    # Without the original sender: every sender.
+    unscoped = report(pb.EVENT_KIND_COMPLAINED, "ann@beta.test", verified=True)
+    [every] = plan_suppressions(unscoped, SuppressionState(), POLICY, now=NOW)
+    assert every.entry.scope is None
+
+
+def test_an_unverified_complaint_counts_unless_turned_off():
+    named = report(pb.EVENT_KIND_COMPLAINED, "bob@beta.test", feedback_type="abuse")
+    [added] = plan_suppressions(named, SuppressionState(), POLICY, now=NOW)
+    assert added.entry.reason.endswith("unverified: only the report names the recipient")
+    strict = SuppressionPolicy(
+        timedelta(days=1), 3, timedelta(days=1), timedelta(days=1), unverified_complaints=False
+    )
+    assert plan_suppressions(named, SuppressionState(), strict, now=NOW) == []
+    # A complaint upgrades an entry that would expire.
+    expiring = fold(
+        SuppressionState(),
+        plan_suppressions(
+            failed(("bob@beta.test", "InvalidRecipient")), SuppressionState(), POLICY, now=NOW
+        ),
+    )
+    [upgrade] = plan_suppressions(named, expiring, POLICY, now=NOW)
+    assert upgrade.entry.expires is None
+
+
 def test_a_complaint_never_expires():
     record = complaint("Bob@beta.test", scope=None, reason="abuse report from fbl.example", now=NOW)
     assert record.entry.source is Source.COMPLAINT
@@ -299,5 +387,48 @@ async def test_expiries_handled_side_by_side_each_count():
             broker.deliver(QueueName.BOUNCE, [expired("m2", "slow@beta.test")]),
         )
         assert [type(r).__name__ for r in log_records(broker)] == ["Struck", "Added"]
+    finally:
+        await bounce.stop(1)
+
+
+async def test_reports_that_come_back_go_on_the_list_before_they_are_released(tmp_path):
+    """The corpus's Postfix bounce (InvalidRecipient) and Yahoo ARF complaint, through on_local."""
+    from tests.unit.test_async_bounces import (
+        DOMAIN,
+        HOSTNAME,
+        KEYS,
+        local_job,
+        report,
+        return_path,
+    )
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(KEYS.secrets[0] + b"\n")
+    broker = MemoryBroker()
+    bounce = BounceService(
+        Settings(
+            hostname=HOSTNAME,
+            ingress={"local_domains": [DOMAIN]},
+            bounce={"return_path_domain": DOMAIN, "verp_secret_file": str(secret)},
+        ),
+        broker,
+    )
+    await bounce.start()
+    try:
+        jobs = [
+            local_job(report("postfix-dsn.eml"), return_path("jane@example.org")),
+            local_job(report("yahoo-arf.eml"), "fbl@bounces.test"),
+        ]
+        settled = await broker.deliver(QueueName.LOCAL, jobs)
+        assert settled.outcome == "acked"
+        entries = {r.entry.address: r.entry for r in log_records(broker)}
+        assert set(entries) == {"jane@example.org", "pat@yahoo.com"}
+        assert entries["jane@example.org"].source is Source.BOUNCE
+        assert entries["jane@example.org"].bounce_class == "InvalidRecipient"
+        assert entries["pat@yahoo.com"].source is Source.COMPLAINT
+        assert entries["pat@yahoo.com"].expires is None
+        # The same reports again (a redelivery) add nothing.
+        await broker.deliver(QueueName.LOCAL, jobs)
+        assert len(log_records(broker)) == 2
     finally:
         await bounce.stop(1)

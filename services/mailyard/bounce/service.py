@@ -1,8 +1,10 @@
 """The bounce service: DSNs for failed, expired and suppressed recipients; the
-suppression list's automatic entries; mail for local domains.
+suppression list's automatic entries; mail for local domains (asynchronous
+bounces and complaints become events, and entries).
 
 For each event, ``suppress.py`` says what to add to the suppression list and
-``plan.py`` what DSN to queue. The list's records are appended (durable)
+``plan.py`` what DSN to queue; for each asynchronous report, ``inbound.py``
+says what event it is and ``suppress.py`` what to add. The list's records are appended (durable)
 before the event is released, so a crash in between adds them again, which
 changes nothing (an address already suppressed gets no new entry, a strike
 has the message's id as its key).
@@ -60,6 +62,7 @@ class BounceService(ConsumingService):
             expired_strikes=suppression.expired_strikes,
             expired_strikes_window=suppression.expired_strikes_window,
             expired_strikes_expiry=suppression.expired_strikes_expiry,
+            unverified_complaints=suppression.unverified_complaints,
         )
         self.suppressions = SuppressionReplica(
             broker.log(LOG_NAME),
@@ -132,8 +135,9 @@ class BounceService(ConsumingService):
     async def suppress_complaint(
         self, address: str, *, scope: str | None, reason: str, bounce_class: str | None = None
     ) -> None:
-        """For the feedback-loop parser: ``address`` complained; never mail it again
-        (from ``scope``, a sender domain, or from anyone when None). No expiry."""
+        """``address`` complained: never mail it again (from ``scope``, a sender
+        domain, or from anyone when None). No expiry. ``complained`` events made
+        here are suppressed by ``on_local`` already; this is for other callers."""
         now = datetime.now(UTC)
         await self.suppress(
             [complaint(address, scope=scope, reason=reason, now=now, bounce_class=bounce_class)]
@@ -152,6 +156,14 @@ class BounceService(ConsumingService):
             verdicts = judge(job, mailboxes=mailboxes, classify=self._classify, now=now)
             for verdict in verdicts:
                 if verdict.event is not None and verdict.kind is not None:
+                    # A bounce of a gone address, a complaint: on the list
+                    # (durable) before the report is released.
+                    async with self._planning:
+                        await self.suppress(
+                            plan_suppressions(
+                                verdict.event, self.suppressions.state, self.policy, now=now
+                            )
+                        )
                     outputs.append(Emit(verdict.kind, verdict.event))
             work.then(functools.partial(_account_local, job, verdicts))
         return outputs

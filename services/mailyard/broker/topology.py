@@ -47,8 +47,9 @@ class EventKind(StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     # Asynchronous reports from the bounce service: a bounce that came back
-    # to a VERP address, an ARF complaint. Subscribers (the suppression list,
-    # webhooks) bind to them like to any kind.
+    # to a VERP address, an ARF complaint. Subscribers (webhooks) bind to them
+    # like to any kind; the bounce service that makes them puts them on the
+    # suppression list itself.
     BOUNCED = "bounced"
     COMPLAINED = "complained"
     SUPPRESSED = "suppressed"  # not sent to: the recipient is on the suppression list
