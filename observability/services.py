@@ -626,9 +626,9 @@ def bounce() -> list[Row]:
         "RED: rate, errors, duration",
         consumer_rate(
             "bounce",
-            "Failure events taken from bounce, mail for the local domains taken from local, "
-            "and DSNs queued. Bad: 0 while the bounce queue holds events (consumers gone or "
-            "stuck).",
+            "Events taken from bounce (failed, expired, suppressed, delayed, relayed), mail for "
+            "the local domains taken from local, and DSNs queued by action. Bad: 0 while the "
+            "bounce queue holds events (consumers gone or stuck).",
             Target(rate("mailyard_bounce_dsns_total", by="kind"), "DSNs queued: {{kind}}"),
         ),
         consumer_errors(
@@ -639,21 +639,25 @@ def bounce() -> list[Row]:
         ),
         handle_duration(
             "bounce",
-            "From taking an event to its ack (building the DSN and storing it on inbound). "
-            "Bad: p99 of seconds (the broker is slow to confirm).",
+            "From taking an event to its ack: the DSN window (bounce.dsn_window, in which the "
+            "notices of one message gather), building the DSN and storing it on inbound. A p99 "
+            "near the window is by design. Bad: p99 well above it (the broker is slow to "
+            "confirm).",
         ),
     )
     dsns = row(
         "Delivery status notifications",
         timeseries(
             "Failures in, DSNs out",
-            "Recipients that failed or expired, against the recipients reported in DSNs. The "
-            "two follow each other (minus failures of mail sent with a null sender). Bad: DSNs "
+            "Recipients that failed, expired or were held back by the suppression list, against "
+            "the recipients reported in DSNs (also delayed and relayed notices). The failures "
+            "follow each other (minus mail sent with a null sender or NOTIFY=NEVER). Bad: DSNs "
             "lagging behind for long (the bounce queue grows).",
             Target(
                 rate("mailyard_delivery_recipients_total", 'outcome="failed"'), "failed recipients"
             ),
             Target(rate("mailyard_queue_expired_recipients_total"), "expired recipients"),
+            Target(rate("mailyard_queue_suppressed_total"), "suppressed recipients"),
             Target(
                 rate("mailyard_bounce_dsn_recipients_total", by="kind"),
                 "reported in DSNs: {{kind}}",
@@ -662,9 +666,10 @@ def bounce() -> list[Row]:
         ),
         timeseries(
             "Failures without a DSN",
-            "Failures that got no DSN, by reason (null_sender: never a DSN to <>). Bad: "
-            "null_sender rising: DSNs themselves bounce (senders' domains refuse mail) or "
-            "applications send with an empty envelope sender.",
+            "Events that got no DSN, by reason (null_sender: never a DSN to <>; "
+            "not_requested: NOTIFY asked for none of this kind). Bad: null_sender rising: DSNs "
+            "themselves bounce (senders' domains refuse mail) or applications send with an "
+            "empty envelope sender.",
             Target(rate("mailyard_bounce_dsns_skipped_total", by="reason"), "{{reason}}"),
             unit=PER_SECOND,
         ),

@@ -260,6 +260,12 @@ class QueueConfig(Section):
         min_length=1,
     )
     max_lifetime: Duration = timedelta(days=5)
+    # Postfix's delay_warning_time: a message still waiting this long after
+    # it was accepted gets the sender one "delayed" DSN (RFC 3464 §2.3.3) for
+    # the recipients whose NOTIFY allows it (the default does). Checked when
+    # an attempt is deferred, so it comes up to one retry delay late. Off
+    # when unset.
+    delay_warning: Duration | None = None
     # Postfix's smtp_destination_recipient_limit: recipients per SMTP
     # transaction, hence per delivery job.
     max_recipients_per_job: int = Field(50, ge=1)
@@ -275,6 +281,13 @@ class QueueConfig(Section):
             if delay.total_seconds() < 0.001:
                 raise ValueError("every retry delay must be at least 1ms")
         return delays
+
+    @field_validator("delay_warning")
+    @classmethod
+    def _positive_warning(cls, delay: timedelta | None) -> timedelta | None:
+        if delay is not None and delay.total_seconds() <= 0:
+            raise ValueError("must be a positive duration (leave it out to send no warnings)")
+        return delay
 
 
 class SmarthostConfig(Section):
@@ -540,9 +553,22 @@ class ClassificationConfig(Section):
 
 
 class BounceConfig(Section):
-    prefetch: int = Field(32, ge=1)
+    # Events waiting in the DSN window hold their place in the prefetch: when
+    # they fill it, the oldest notice goes early (bounce/window.py).
+    prefetch: int = Field(128, ge=1)
+    # The notices of one message that come within this long of its first one
+    # (the jobs of a message split by domain, failing together) become one DSN
+    # with a block per recipient. The events wait unacknowledged, so keep it
+    # short: seconds. 0 sends every event's notice at once.
+    dsn_window: Duration = Field(timedelta(seconds=5), ge=timedelta(0), le=timedelta(minutes=5))
     # Original headers quoted in a DSN are cut at this size.
     max_quoted_headers: int = Field(65536, ge=1024)
+    # RET=FULL (RFC 3461 §4.3): a failed DSN returns the whole message up to
+    # this size; a larger one is returned as its headers (as Postfix does past
+    # bounce_size_limit: a message cut short would be broken MIME). The
+    # failure events of RET=FULL messages carry the message, so keep this
+    # well under the broker's max_message_size.
+    max_quoted_message: int = Field(10 * 1024 * 1024, ge=0)
     classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
     # VERP (mailyard/verp.py): outgoing mail is sent one recipient per
     # transaction with an envelope sender on this domain that names the

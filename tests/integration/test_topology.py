@@ -6,11 +6,12 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+import aio_pika
 import pytest
 
 from mailyard.broker import Topology
 from mailyard.broker.rabbitmq.client import BrokerClient, TopologyMismatch
-from mailyard.broker.rabbitmq.declare import declare
+from mailyard.broker.rabbitmq.declare import declare, work_queue_arguments
 from mailyard.config import BrokerConfig
 from tests.support.broker import delete_prefix
 
@@ -95,3 +96,35 @@ def test_declaration_is_retried_while_queues_are_being_created(broker: str, pref
 
     assert asyncio.run(run())
     assert late.attempts == 3
+
+
+def test_a_bounce_queue_declared_before_single_active_consumers_is_used_as_it_is(
+    broker: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade must not stop every service: the older bounce queue still works."""
+    topology = _topology(prefix)
+
+    async def run() -> tuple[bool, int]:
+        connection = await aio_pika.connect(broker)
+        channel = await connection.channel()
+        await channel.declare_queue(
+            topology.bounce, durable=True, arguments=work_queue_arguments(topology)
+        )
+        await connection.close()
+        client = BrokerClient(BrokerConfig(url=broker), topology, service="upgraded")
+        await client.connect(attempts=1)
+        connected = client.connected
+        # Events still reach it, the new kinds too.
+        await client.publish(
+            "delayed", aio_pika.Message(b"x"), exchange=topology.events, mandatory=True
+        )
+        await client.close()
+        connection = await aio_pika.connect(broker)
+        channel = await connection.channel()
+        declared = await channel.declare_queue(topology.bounce, passive=True)
+        count = declared.declaration_result.message_count or 0
+        await connection.close()
+        return connected, count
+
+    assert asyncio.run(run()) == (True, 1)
+    assert "predates single active consumers" in caplog.text

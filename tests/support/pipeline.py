@@ -229,6 +229,8 @@ def build_config(
             "ipv6": False,
         },
         "queue": {"retry_delays": ["1s"], "max_lifetime": "1h"},
+        # Short, to keep DSN tests quick; tests of the window set their own.
+        "bounce": {"dsn_window": "1s"},
         "shutdown_grace": "10s",
     }
     path.write_text(yaml.safe_dump(deep_merge(config, overrides)))

@@ -12,6 +12,7 @@ import pytest
 
 from mailyard import wire
 from mailyard.bounce.dsn import build_dsn, diagnostic_code, dsn_status
+from mailyard.bounce.notice import notice_of
 from mailyard.v1 import message_pb2 as pb
 
 RECEIVED = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -54,8 +55,10 @@ def event(kind=pb.EVENT_KIND_FAILED, results=None, headers=ORIGINAL_HEADERS):
     )
 
 
-def build(ev=None) -> bytes:
-    return build_dsn(ev or event(), reporting_mta="mx.test", dsn_id="DSN1", now=NOW)
+def build(ev=None, *more) -> bytes:
+    notice = notice_of([ev or event(), *more])
+    assert notice is not None
+    return build_dsn(notice, reporting_mta="mx.test", dsn_id="DSN1", now=NOW)
 
 
 def parse(raw: bytes) -> EmailMessage:
@@ -105,7 +108,9 @@ def test_every_line_ends_in_crlf():
 def test_per_message_fields():
     per_message = status_blocks(parse(build()))[0]
     assert per_message["Reporting-MTA"] == "dns; mx.test"
-    assert per_message["X-Mailyard-Queue-ID"] == "01MSG.1"
+    # The id the client's 250 named ("queued as ..."), not one destination's.
+    assert per_message["X-Mailyard-Queue-ID"] == "01MSG"
+    assert "Original-Envelope-Id" not in per_message  # no ENVID given
     assert parsedate_to_datetime(per_message["Arrival-Date"]) == RECEIVED
     assert "Final-Recipient" not in per_message
 
@@ -158,7 +163,7 @@ def test_expired_event_has_status_4_4_7():
 def test_human_readable_part():
     human = parts(parse(build()))[0].get_content()
     assert "This is the mail system at host mx.test." in human
-    assert "queue id 01MSG.1" in human
+    assert "queue id 01MSG" in human
     assert "the error is permanent" in human
     assert "<a@example.net> (said mx.example.net): 550 5.1.1 No such user" in human
     assert "<b@example.net>: 554 Host or domain name not found" in human
@@ -210,3 +215,152 @@ def test_the_bounce_class_is_named_for_people_and_for_programs():
     assert "X-Mailyard-Bounce-Class" not in blocks[2]
     human = parts(msg)[0].get_content()
     assert "No such user\r\n    class: InvalidRecipient\r\n<b@example.net>" in human
+
+
+# --- what the sender asked for (RFC 3461) -------------------------------------
+
+FULL_MESSAGE = (
+    ORIGINAL_HEADERS + b"\r\nThe quarterly figures are attached.\r\n.a line with a dot\r\n"
+)
+
+
+def asking(ev, *, ret="", envid="", requests=None):
+    """``ev`` with the sender's DSN requests: (notify, orcpt) per result."""
+    ev.options.CopyFrom(pb.MessageOptions(ret=ret, envid=envid))
+    if requests is not None:
+        ev.recipient_options.extend(pb.RecipientOptions(notify=n, orcpt=o) for n, o in requests)
+    return ev
+
+
+def test_envid_and_orcpt_are_echoed_decoded_in_their_own_case():
+    """RFC 3461 §6.3 (a), (d); RFC 3464 §2.2.1: the envelope id is case-sensitive."""
+    ev = asking(
+        event(),
+        envid="MixedCase+2Bx",
+        requests=[("", "rfc822;Mixed+2BTag@Example.COM"), ("", "")],
+    )
+    blocks = status_blocks(parse(build(ev)))
+    assert blocks[0]["Original-Envelope-Id"] == "MixedCase+x"
+    assert blocks[1]["Original-Recipient"] == "rfc822;Mixed+Tag@Example.COM"
+    assert "Original-Recipient" not in blocks[2]  # §6.3 (d): not without ORCPT
+
+
+def test_original_recipient_comes_first_in_its_block():
+    ev = asking(event(), requests=[("", "rfc822;A@Example.NET"), ("", "")])
+    raw = build(ev)
+    assert b"\r\nOriginal-Recipient: rfc822;A@Example.NET\r\nFinal-Recipient: rfc822; a@" in raw
+
+
+def test_an_orcpt_that_decodes_to_a_line_break_stays_encoded():
+    ev = asking(event(), requests=[("", "rfc822;x+0D+0ABcc:+20evil@x"), ("", "")])
+    raw = build(ev)
+    assert b"Original-Recipient: rfc822;x+0D+0ABcc:+20evil@x\r\n" in raw
+    assert b"\r\nBcc:" not in raw
+
+
+def test_ret_full_returns_the_whole_message_as_message_rfc822():
+    ev = asking(event(), ret="FULL")
+    ev.original_content = FULL_MESSAGE
+    raw = build(ev)
+    msg = parse(raw)
+    returned = parts(msg)[2]
+    assert returned.get_content_type() == "message/rfc822"
+    [inner] = returned.get_payload()
+    assert inner["Subject"] == "Quarterly report"
+    assert "quarterly figures are attached" in inner.get_payload()
+    assert FULL_MESSAGE in raw  # byte for byte, headers unfolded and unchanged
+    assert msg.defects == []
+
+
+def test_an_eight_bit_message_returned_says_so():
+    ev = asking(event(), ret="FULL")
+    ev.original_content = b"Subject: caf\xc3\xa9\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n"
+    raw = build(ev)
+    assert b"Content-Type: message/rfc822\r\nMIME-Version: 1.0\r\n" in raw
+    assert b"Content-Transfer-Encoding: 8bit\r\n\r\nSubject: caf\xc3\xa9\r\n" in raw
+
+
+@pytest.mark.parametrize("ret", ["HDRS", ""])
+def test_hdrs_and_the_default_return_the_headers(ret):
+    ev = asking(event(), ret=ret)
+    quoted = parts(parse(build(ev)))[2]
+    assert quoted.get_content_type() == "text/rfc822-headers"
+    assert "attached" not in quoted.get_payload()
+
+
+def test_a_ret_full_message_too_large_to_carry_is_returned_by_its_headers():
+    ev = asking(event(), ret="FULL")  # the event could not carry it: no content
+    notice = notice_of([ev])
+    assert notice is not None
+    assert notice.withheld
+    raw = build_dsn(notice, reporting_mta="mx.test", dsn_id="D", now=NOW, quote_limit=1000)
+    msg = parse(raw)
+    assert parts(msg)[2].get_content_type() == "text/rfc822-headers"
+    assert "too large to return in full (over 1000 octets)" in parts(msg)[0].get_content()
+
+
+# --- delayed and relayed (RFC 3464 §2.3.3) -------------------------------------
+
+UNTIL = datetime(2024, 1, 7, 3, 4, 5, tzinfo=UTC)
+
+
+def delayed_event():
+    ev = event(
+        kind=pb.EVENT_KIND_DELAYED,
+        results=[result("slow@example.net", 451, "4.7.1", "Greylisted", "mx.example.net")],
+    )
+    ev.results[0].bounce_class = "Greylisted"
+    ev.expires_at.CopyFrom(wire.timestamp(UNTIL))
+    return ev
+
+
+def test_a_delayed_notice():
+    msg = parse(build(asking(delayed_event(), envid="E+2B1")))
+    assert msg["Subject"] == "Delayed Mail (still being retried)"
+    per_message, block = status_blocks(msg)
+    assert per_message["Original-Envelope-Id"] == "E+1"
+    assert block["Action"] == "delayed"
+    assert block["Status"] == "4.7.1"
+    assert block["Diagnostic-Code"] == "smtp; 451 4.7.1 Greylisted"
+    assert parsedate_to_datetime(block["Will-Retry-Until"]) == UNTIL
+    human = parts(msg)[0].get_content()
+    assert "has not been delivered yet" in human
+    assert "you need not send it again" in human
+    assert parts(msg)[2].get_content_type() == "text/rfc822-headers"
+
+
+def relayed_event():
+    return event(
+        kind=pb.EVENT_KIND_RELAYED,
+        results=[result("ok@example.net", 250, "2.0.0", "OK queued", "mx.example.net")],
+    )
+
+
+def test_a_relayed_notice():
+    ev = asking(relayed_event(), requests=[("SUCCESS", "rfc822;OK@Example.NET")])
+    msg = parse(build(ev))
+    assert msg["Subject"] == "Successful Mail Delivery Report"
+    _, block = status_blocks(msg)
+    assert block["Original-Recipient"] == "rfc822;OK@Example.NET"
+    assert block["Action"] == "relayed"
+    assert block["Status"] == "2.0.0"
+    assert block["Remote-MTA"] == "dns; mx.example.net"
+    assert "Will-Retry-Until" not in block  # §2.3.9: delayed DSNs only
+    assert "X-Mailyard-Bounce-Class" not in block
+    assert "do not send delivery notifications" in parts(msg)[0].get_content()
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "expected"),
+    [
+        (pb.EVENT_KIND_DELAYED, "", "4.0.0"),
+        (pb.EVENT_KIND_DELAYED, "5.1.1", "4.0.0"),  # never a class the action contradicts
+        (pb.EVENT_KIND_RELAYED, "", "2.0.0"),
+        (pb.EVENT_KIND_RELAYED, "2.6.0", "2.6.0"),
+    ],
+)
+def test_the_status_is_of_the_actions_class(kind, status, expected):
+    code = 451 if kind == pb.EVENT_KIND_DELAYED else 250
+    ev = event(kind=kind, results=[result("r@example.net", code, status, "x", "mx")])
+    asking(ev, requests=[("SUCCESS,DELAY", "")])
+    assert status_blocks(parse(build(ev)))[1]["Status"] == expected

@@ -40,12 +40,15 @@ PURE = (
     "delivery/plan.py",
     "bounce/plan.py",
     "bounce/dsn.py",
+    "bounce/notice.py",
     "bounce/suppress.py",
     "queue/suppress.py",
     "suppression/entries.py",
     "suppression/records.py",
     "suppression/state.py",
     "suppression/replay.py",
+    "xtext.py",
+    "notify.py",
 )
 
 

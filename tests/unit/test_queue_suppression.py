@@ -15,10 +15,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mailyard import wire
-from mailyard.bounce.plan import plan_dsn, wants_failure_notice
+from mailyard.bounce.plan import plan_dsn
 from mailyard.broker import BOUNCE_EVENTS, Emit, EventKind, Publish, QueueName
 from mailyard.broker.memory import MemoryBroker
 from mailyard.config import Settings
+from mailyard.notify import Condition, wants
 from mailyard.queue import metrics
 from mailyard.queue.plan import plan_accepted
 from mailyard.queue.service import QueueService
@@ -264,7 +265,7 @@ def test_the_planner_needs_a_moment_to_judge_expiry():
 
 
 def dsn_recipients(event: pb.DeliveryEvent) -> list[str] | None:
-    dsn = plan_dsn(event, reporting_mta="mx.test", dsn_id="01DSN", now=NOW)
+    dsn = plan_dsn([event], reporting_mta="mx.test", dsn_id="01DSN", now=NOW)
     if not dsn.outputs:
         return None
     [publish] = dsn.outputs
@@ -291,14 +292,14 @@ def test_notify_never_means_no_dsn_but_still_the_event():
 
     everyone_never = accepted(["a@beta.test"], notify=["NEVER"])
     [quiet] = events_of(plan([everyone_never], state).outputs)
-    skipped = plan_dsn(quiet, reporting_mta="mx.test", dsn_id="01DSN", now=NOW)
-    assert (skipped.outputs, skipped.skipped) == ([], "notify")
+    skipped = plan_dsn([quiet], reporting_mta="mx.test", dsn_id="01DSN", now=NOW)
+    assert (skipped.outputs, skipped.skipped) == ([], "not_requested")
 
 
 def test_the_dsn_says_since_when_and_why():
     state = suppressing(entry("gone@beta.test"))
     [event] = events_of(plan([accepted(["gone@beta.test"])], state).outputs)
-    dsn = plan_dsn(event, reporting_mta="mx.test", dsn_id="01DSN", now=NOW)
+    dsn = plan_dsn([event], reporting_mta="mx.test", dsn_id="01DSN", now=NOW)
     [publish] = dsn.outputs
     [notice] = publish.items
     assert list(notice.recipients) == ["app@Sender.TEST"]
@@ -322,7 +323,7 @@ def test_the_dsn_says_since_when_and_why():
     [("", True), ("FAILURE", True), ("SUCCESS,FAILURE", True), ("NEVER", False), ("DELAY", False)],
 )
 def test_which_notify_asks_for_a_failure_notice(notify, wanted):
-    assert wants_failure_notice(notify) is wanted
+    assert wants(notify, Condition.FAILURE) is wanted
 
 
 def test_explain_names_source_class_scope_and_reason():

@@ -15,7 +15,7 @@ import pytest
 from mailyard import wire
 from mailyard.bounce.service import BounceService
 from mailyard.broker import Emit, EventKind, Publish, QueueName
-from mailyard.broker.memory import MemoryBroker
+from mailyard.broker.memory import MemoryBroker, PublishError
 from mailyard.config import Settings
 from mailyard.delivery.outcome import RecipientOutcome
 from mailyard.delivery.service import DeliveryService
@@ -289,16 +289,16 @@ async def test_a_job_that_breaks_brings_its_batch_back_without_the_others():
 # --- bounce ------------------------------------------------------------------
 
 
-def failed_event(mail_from: str) -> pb.DeliveryEvent:
-    return pb.DeliveryEvent(
+def failed_event(mail_from: str, n: int = 1, notify: str | None = None) -> pb.DeliveryEvent:
+    event = pb.DeliveryEvent(
         kind=pb.EVENT_KIND_FAILED,
         message_id="01F",
-        queue_id="01F.1",
-        domain="example.net",
+        queue_id=f"01F.{n}",
+        domain=f"d{n}.example.net",
         mail_from=mail_from,
         results=[
             pb.RecipientResult(
-                recipient="gone@example.net",
+                recipient=f"gone@d{n}.example.net",
                 reply=pb.SmtpReply(code=550, status="5.1.1", text="no such user"),
                 remote_mta="mx.example.net",
             )
@@ -307,34 +307,72 @@ def failed_event(mail_from: str) -> pb.DeliveryEvent:
         occurred_at=wire.timestamp(NOW),
         original_headers=b"Subject: hello\r\n",
     )
+    if notify is not None:
+        event.recipient_options.append(pb.RecipientOptions(notify=notify))
+    return event
+
+
+def bounce_service(window: str = "50ms") -> BounceService:
+    return BounceService(settings(bounce={"dsn_window": window}), MemoryBroker())
+
+
+def dsns(broker: MemoryBroker) -> list[pb.AcceptedMessage]:
+    return [
+        item
+        for output in broker.stored
+        if isinstance(output, Publish) and output.queue is QueueName.INBOUND
+        for item in output.items
+        if isinstance(item, pb.AcceptedMessage)
+    ]
 
 
 async def test_bounce_queues_a_dsn_to_the_sender_with_the_null_sender():
-    broker = await start(BounceService(settings(), MemoryBroker()))
+    broker = await start(bounce_service())
     settled = await broker.deliver(QueueName.BOUNCE, [failed_event("app@sender.test")])
-    [publish] = settled.outputs
-    assert isinstance(publish, Publish)
-    assert publish.queue is QueueName.INBOUND
-    [notice] = publish.items
-    assert isinstance(notice, pb.AcceptedMessage)
+    assert (settled.outcome, settled.outputs) == ("acked", [])  # the window stored it
+    [notice] = dsns(broker)
     assert (notice.mail_from, list(notice.recipients)) == ("", ["app@sender.test"])
     assert notice.origin == pb.ORIGIN_DSN
-    assert b"Final-Recipient: rfc822; gone@example.net" in notice.content
+    assert b"Final-Recipient: rfc822; gone@d1.example.net" in notice.content
+
+
+async def test_the_failures_of_one_message_on_three_domains_become_one_dsn():
+    broker = await start(bounce_service("200ms"))
+    settled = await asyncio.gather(
+        *(broker.deliver(QueueName.BOUNCE, [failed_event("app@sender.test", n)]) for n in (1, 2, 3))
+    )
+    assert [s.outcome for s in settled] == ["acked"] * 3
+    [notice] = dsns(broker)
+    for n in (1, 2, 3):
+        assert f"Final-Recipient: rfc822; gone@d{n}.example.net".encode() in notice.content
+
+
+async def test_no_event_is_released_before_its_dsn_is_stored():
+    broker = await start(bounce_service())
+    broker.fail_with = PublishError("the broker said no")
+    settled = await asyncio.gather(
+        *(broker.deliver(QueueName.BOUNCE, [failed_event("app@sender.test", n)]) for n in (1, 2))
+    )
+    assert [s.outcome for s in settled] == ["requeued", "requeued"]
+    assert dsns(broker) == []
 
 
 @pytest.mark.parametrize("kind", [pb.EVENT_KIND_DELIVERED, pb.EVENT_KIND_DEFERRED])
 async def test_bounce_ignores_what_is_not_a_failure(kind):
-    broker = await start(BounceService(settings(), MemoryBroker()))
+    broker = await start(bounce_service("60s"))
     event = failed_event("app@sender.test")
     event.kind = kind
-    settled = await broker.deliver(QueueName.BOUNCE, [event])
-    assert (settled.outcome, settled.outputs) == ("acked", [])
+    settled = await asyncio.wait_for(broker.deliver(QueueName.BOUNCE, [event]), 1)
+    assert (settled.outcome, settled.outputs, broker.stored) == ("acked", [], [])
 
 
-async def test_bounce_never_answers_the_null_sender():
-    broker = await start(BounceService(settings(), MemoryBroker()))
-    settled = await broker.deliver(QueueName.BOUNCE, [failed_event("")])
-    assert (settled.outcome, settled.outputs) == ("acked", [])
+@pytest.mark.parametrize(("mail_from", "notify"), [("", None), ("app@sender.test", "NEVER")])
+async def test_what_needs_no_dsn_is_released_at_once(mail_from, notify):
+    """The null sender, or NOTIFY=NEVER: nothing waits for the window."""
+    broker = await start(bounce_service("60s"))
+    event = failed_event(mail_from, notify=notify)
+    settled = await asyncio.wait_for(broker.deliver(QueueName.BOUNCE, [event]), 1)
+    assert (settled.outcome, broker.stored) == ("acked", [])
 
 
 async def test_a_copy_of_a_job_under_way_here_waits_for_it_and_is_not_sent_again():

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
 
-from mailyard.broker.rabbitmq.declare import retry_queue_arguments, work_queue_arguments
+from mailyard.broker.rabbitmq.declare import (
+    bounce_queue_arguments,
+    retry_queue_arguments,
+    work_queue_arguments,
+)
 from mailyard.broker.topology import BOUNCE_EVENTS, EventKind, QueueName, Topology
 
 LADDER = (
@@ -125,7 +130,13 @@ def test_role_is_the_name_without_the_prefix(topology):
 
 
 def test_bounce_events():
-    assert BOUNCE_EVENTS == (EventKind.FAILED, EventKind.EXPIRED, EventKind.SUPPRESSED)
+    assert BOUNCE_EVENTS == (
+        EventKind.FAILED,
+        EventKind.EXPIRED,
+        EventKind.DELAYED,
+        EventKind.RELAYED,
+        EventKind.SUPPRESSED,
+    )
     assert [k.value for k in EventKind] == [
         "delivered",
         "deferred",
@@ -133,5 +144,20 @@ def test_bounce_events():
         "expired",
         "bounced",
         "complained",
+        "delayed",
+        "relayed",
         "suppressed",
     ]
+
+
+def test_the_bounce_queue_has_one_active_consumer(topology):
+    """One process sees every notice of a message, so they become one DSN."""
+    assert bounce_queue_arguments(topology) == {
+        **work_queue_arguments(topology),
+        "x-single-active-consumer": True,
+    }
+
+
+def test_a_bounce_queue_from_before_is_used_as_it_is(topology):
+    older = dataclasses.replace(topology, single_active_bounce=False)
+    assert bounce_queue_arguments(older) == work_queue_arguments(older)

@@ -1,19 +1,31 @@
 """Bounce service metrics."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 DSNS = Counter(
-    "mailyard_bounce_dsns_total", "Delivery status notifications queued, by cause", ["kind"]
+    "mailyard_bounce_dsns_total",
+    "Delivery status notifications queued, by action",
+    ["kind"],  # failed | delayed | relayed (RFC 3464 §2.3.3)
 )
 DSN_RECIPIENTS = Counter(
     "mailyard_bounce_dsn_recipients_total",
-    "Failed recipients reported in DSNs, by bounce class",
-    ["kind", "class"],  # failed | expired; mailyard/classify.py's names ("" if none)
+    "Recipients reported in DSNs, by what happened to them and bounce class",
+    # failed | expired | suppressed | delayed | relayed; mailyard/classify.py's names
+    ["kind", "class"],
+)
+DSN_EVENTS = Histogram(
+    "mailyard_bounce_dsn_events",
+    "Events that one DSN reports (those of one message that came within bounce.dsn_window)",
+    buckets=(1, 2, 3, 5, 10, 20, 50),
+)
+WINDOW_EVENTS = Gauge(
+    "mailyard_bounce_dsn_window_events",
+    "Events waiting (unacknowledged) in the DSN window for the other notices of their message",
 )
 DSNS_SKIPPED = Counter(
     "mailyard_bounce_dsns_skipped_total",
-    "Failures that got no DSN, by reason",
-    ["reason"],  # null_sender | notify (a suppressed recipient's client asked for none)
+    "Events that got no DSN, by reason",
+    ["reason"],  # null_sender | not_requested (NOTIFY=NEVER, or not for this kind)
 )
 LOCAL_MESSAGES = Counter(
     "mailyard_bounce_local_messages_total",

@@ -1,11 +1,13 @@
-"""What the bounce service publishes for a failure — pure decisions, no I/O.
+"""What the bounce service publishes for a group of events — pure decisions, no I/O.
 
-A ``failed``, ``expired`` or ``suppressed`` event becomes an RFC 3464 DSN to
-the envelope sender, queued through ``<prefix>.inbound`` with the null sender
-like any other mail; never one to the null sender (RFC 3461 §6.2, RFC 5321
-§4.5.5), which is what stops bounce loops. A suppressed recipient is left out
-of the DSN when the client asked for no failure notice (RFC 3461 §4.1:
-``NOTIFY=NEVER``, or a list without ``FAILURE``).
+The events of one message and action that the window brought together
+(``window.py``) become one RFC 3464 DSN to the envelope sender (a
+``suppressed`` event is a failure like ``failed`` and ``expired``: their
+recipients share one "failed" DSN), queued
+through ``<prefix>.inbound`` with the null sender like any other mail — or
+nothing, and why: the null sender (RFC 3461 §6.2, RFC 5321 §4.5.5: what
+stops bounce loops), nobody asking (NOTIFY, RFC 3461 §4.1), or a kind that
+makes no DSN.
 """
 
 from __future__ import annotations
@@ -16,64 +18,57 @@ from datetime import datetime
 
 from mailyard import wire
 from mailyard.bounce.dsn import build_dsn
+from mailyard.bounce.notice import Notice, action_of, notice_of
 from mailyard.broker import Output, Publish, QueueName
 from mailyard.v1 import message_pb2 as pb
-
-KIND_NAMES = {
-    pb.EVENT_KIND_FAILED: "failed",
-    pb.EVENT_KIND_EXPIRED: "expired",
-    pb.EVENT_KIND_SUPPRESSED: "suppressed",
-}
 
 
 @dataclass(frozen=True)
 class DsnPlan:
     outputs: list[Output]
-    kind: str  # failed | expired | suppressed
-    skipped: str | None = None  # why no DSN: null_sender, notify, not_ours
-    reported: Sequence[pb.RecipientResult] = ()  # the recipients the DSN names
+    kind: str  # the action: failed | delayed | relayed ("" when not ours)
+    skipped: str | None = None  # why no DSN: null_sender, not_requested, not_ours
+    notice: Notice | None = None
 
 
-def plan_dsn(event: pb.DeliveryEvent, *, reporting_mta: str, dsn_id: str, now: datetime) -> DsnPlan:
-    kind = KIND_NAMES.get(event.kind)
-    if kind is None:
-        return DsnPlan([], "", skipped="not_ours")  # only these kinds are bound to us
+def skip_reason(event: pb.DeliveryEvent) -> str | None:
+    """Why an event on its own needs no DSN (checked before it waits for company)."""
+    if action_of(event) is None:
+        return "not_ours"  # only the DSN kinds are bound to us
     if not event.mail_from:
-        return DsnPlan([], kind, skipped="null_sender")
-    if event.kind == pb.EVENT_KIND_SUPPRESSED:
-        event = _wanting_notice(event)
-        if not event.results:
-            return DsnPlan([], kind, skipped="notify")
-    content = build_dsn(event, reporting_mta=reporting_mta, dsn_id=dsn_id, now=now)
-    notice = pb.AcceptedMessage(
+        return "null_sender"
+    return None
+
+
+def plan_dsn(
+    events: Sequence[pb.DeliveryEvent],
+    *,
+    reporting_mta: str,
+    dsn_id: str,
+    now: datetime,
+    quote_limit: int = 0,
+) -> DsnPlan:
+    """One DSN for ``events``: one message, one action (see ``notice.group_key``)."""
+    if not events:
+        return DsnPlan([], "", skipped="not_ours")
+    reason = skip_reason(events[0])
+    action = action_of(events[0])
+    kind = action.value if action is not None else ""
+    if reason is not None:
+        return DsnPlan([], kind, skipped=reason)
+    notice = notice_of(events)
+    if notice is None:
+        return DsnPlan([], kind, skipped="not_requested")
+    content = build_dsn(
+        notice, reporting_mta=reporting_mta, dsn_id=dsn_id, now=now, quote_limit=quote_limit
+    )
+    message = pb.AcceptedMessage(
         message_id=dsn_id,
         mail_from="",
-        recipients=[event.mail_from],
+        recipients=[notice.mail_from],
         content=content,
         received_at=wire.timestamp(now),
         client=pb.Client(address="", helo=reporting_mta),
         origin=pb.ORIGIN_DSN,
     )
-    return DsnPlan([Publish(QueueName.INBOUND, (notice,))], kind, reported=event.results)
-
-
-def wants_failure_notice(notify: str) -> bool:
-    """RFC 3461 §4.1: no NOTIFY means failures (and delays) are reported."""
-    return not notify or "FAILURE" in notify.upper().split(",")
-
-
-def _wanting_notice(event: pb.DeliveryEvent) -> pb.DeliveryEvent:
-    """``event`` with only the recipients whose client wants a failure notice."""
-    options = list(event.recipient_options)
-    if len(options) != len(event.results):
-        return event  # no options (or not one per result): the default, a notice
-    keep = [i for i, option in enumerate(options) if wants_failure_notice(option.notify)]
-    if len(keep) == len(options):
-        return event
-    copy = pb.DeliveryEvent()
-    copy.CopyFrom(event)
-    del copy.results[:]
-    del copy.recipient_options[:]
-    copy.results.extend(event.results[i] for i in keep)
-    copy.recipient_options.extend(options[i] for i in keep)
-    return copy
+    return DsnPlan([Publish(QueueName.INBOUND, (message,))], kind, notice=notice)

@@ -1,13 +1,21 @@
-"""The bounce service: DSNs for failed, expired and suppressed recipients; the
-suppression list's automatic entries; mail for local domains (asynchronous
-bounces and complaints become events, and entries).
+"""The bounce service: DSNs for failed, expired, suppressed, delayed and relayed
+recipients; the suppression list's automatic entries; local mail.
 
-For each event, ``suppress.py`` says what to add to the suppression list and
-``plan.py`` what DSN to queue; for each asynchronous report, ``inbound.py``
-says what event it is and ``suppress.py`` what to add. The list's records are appended (durable)
-before the event is released, so a crash in between adds them again, which
-changes nothing (an address already suppressed gets no new entry, a strike
-has the message's id as its key).
+Each event is first planned against the suppression list (``suppress.py``:
+hard bounces, expiry strikes) and its records appended (durable), one event
+at a time, before anything else becomes of it: so every event is planned
+once, whether it then needs a DSN or not, and not again when its group is
+flushed or re-planned. A crash before the event is released plans it again
+on redelivery, which changes nothing (an address already suppressed gets no
+new entry, a strike has the message's id as its key).
+
+An event that needs no DSN (the null sender, nobody asked, not a DSN kind)
+is then released at once. The others wait in the DSN window (``window.py``)
+for the other notices of their message, become one DSN (``plan.py``: the
+suppressed recipients of a message are failed ones, in the same DSN as its
+other failures), and are released once it is stored. Mail for the local
+domains is judged (``inbound.py``): asynchronous bounces and complaints
+become events, and entries on the list before they are released.
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ from mailyard import ids, verp
 from mailyard.bounce import metrics
 from mailyard.bounce.arf import FEEDBACK_TYPES
 from mailyard.bounce.inbound import Mailboxes, Result, Verdict, judge
-from mailyard.bounce.plan import DsnPlan, plan_dsn
+from mailyard.bounce.notice import group_key, wanted
+from mailyard.bounce.plan import DsnPlan, plan_dsn, skip_reason
 from mailyard.bounce.suppress import SuppressionPolicy, complaint, plan_suppressions
-from mailyard.broker import Broker, Consumer, Emit, Output, QueueName, Work
+from mailyard.bounce.window import Window
+from mailyard.broker import Broker, Consumer, Emit, Output, PublishError, QueueName, Work
 from mailyard.broker.service import ConsumingService
 from mailyard.classify import ADDRESS_GONE, BounceClass, Classifier
 from mailyard.config import Settings
@@ -52,8 +62,14 @@ class BounceService(ConsumingService):
             if config.return_path_domain is not None and config.verp_secret_file is not None
             else None
         )
+        self.window = Window(
+            config.dsn_window.total_seconds(), self._notify, max_events=config.prefetch
+        )
+        metrics.WINDOW_EVENTS.set_function(lambda: self.window.waiting)
+        for reason in ("null_sender", "not_requested"):
+            metrics.DSNS_SKIPPED.labels(reason)  # zero series from the start
         for result in Result:
-            metrics.ASYNC.labels(result.value)  # zero series from the start
+            metrics.ASYNC.labels(result.value)
         for feedback_type in FEEDBACK_TYPES:
             metrics.COMPLAINTS.labels(feedback_type)
         suppression = settings.suppression
@@ -75,7 +91,6 @@ class BounceService(ConsumingService):
             metrics.SUPPRESSIONS_ADDED.labels("bounce", bounce_class.value)
         metrics.SUPPRESSIONS_ADDED.labels("complaint", "")
         self._planning = asyncio.Lock()
-        metrics.DSNS_SKIPPED.labels("notify")
 
     async def started(self) -> None:
         await self.suppressions.load()
@@ -93,21 +108,62 @@ class BounceService(ConsumingService):
             self.broker.consumer(QueueName.LOCAL, pb.DeliveryJob, self.on_local, prefetch=prefetch),
         ]
 
+    async def stop(self, grace: float) -> None:
+        self.window.close_all()  # what waits goes now, not at the end of its window
+        await super().stop(grace)
+
     async def on_event(self, work: Work[pb.DeliveryEvent]) -> Sequence[Output]:
-        outputs: list[Output] = []
         now = datetime.now(UTC)
         for event in work.items:
-            # Handlers run side by side (bounce.prefetch): one plans only after
-            # the previous one's records are in, so two expiries count two.
+            # The list first, once per event, whatever becomes of its DSN (none
+            # for the null sender or NOTIFY=NEVER; a group re-planned one by
+            # one), and before any of them waits: a log that refuses hands the
+            # whole input back. Handlers run side by side (bounce.prefetch, and
+            # the window holds them): one plans only after the previous one's
+            # records are in, so two expiries count two.
             async with self._planning:
                 await self.suppress(
                     plan_suppressions(event, self.suppressions.state, self.policy, now=now)
                 )
-            dsn_id = ids.new_message_id()
-            plan = plan_dsn(event, reporting_mta=self.settings.hostname, dsn_id=dsn_id, now=now)
-            outputs += plan.outputs
-            work.then(functools.partial(_account, event, plan, dsn_id))
-        return outputs
+        waits = []
+        for event in work.items:
+            key = group_key(event)
+            reason = skip_reason(event) or (None if wanted(event) else "not_requested")
+            if reason is not None or key is None:
+                work.then(functools.partial(_account_skip, event, reason or "not_ours"))
+                continue
+            waits.append(self.window.add(key, event))
+        # Released (by returning) only once the DSN with every event of this
+        # input is stored; its outputs were stored by the window's flush.
+        for error in await asyncio.gather(*waits, return_exceptions=True):
+            if isinstance(error, BaseException):
+                raise error
+        return []
+
+    async def _notify(self, events: list[pb.DeliveryEvent]) -> list[BaseException | None]:
+        """One DSN for a group's events, stored; what became of each event."""
+        dsn_id = ids.new_message_id()
+        try:
+            plan = plan_dsn(
+                events,
+                reporting_mta=self.settings.hostname,
+                dsn_id=dsn_id,
+                now=datetime.now(UTC),
+                quote_limit=self.settings.bounce.max_quoted_message,
+            )
+        except Exception as exc:
+            if len(events) == 1:
+                log.exception("cannot make a DSN of this event", extra=_trace(events[0]))
+                return [exc]
+            # One event that will not plan must not hold back the others' notice.
+            return [error for event in events for error in await self._notify([event])]
+        try:
+            if plan.outputs:
+                await self.broker.store(plan.outputs)
+        except PublishError as exc:
+            return [exc] * len(events)
+        _account(events, plan, dsn_id)
+        return [None] * len(events)
 
     async def suppress(self, records: Sequence[Record]) -> None:
         """Append ``records`` to the suppression list (every replica sees them) and count them."""
@@ -200,28 +256,39 @@ def _account_local(job: pb.DeliveryJob, verdicts: list[Verdict]) -> None:
         log.log(level, "received for a local domain", extra=extra)
 
 
-def _account(event: pb.DeliveryEvent, plan: DsnPlan, dsn_id: str) -> None:
-    trace = {"message_id": event.message_id, "queue_id": event.queue_id}
-    if plan.skipped == "null_sender":
-        metrics.DSNS_SKIPPED.labels("null_sender").inc()
-        log.info("no DSN for the null sender", extra=trace)
-        return
-    if plan.skipped == "notify":
-        metrics.DSNS_SKIPPED.labels("notify").inc()
-        log.info("no DSN: the client asked for none (NOTIFY)", extra=trace)
-        return
-    if plan.skipped is not None:
+def _trace(event: pb.DeliveryEvent) -> dict[str, str]:
+    return {"message_id": event.message_id, "queue_id": event.queue_id}
+
+
+def _account_skip(event: pb.DeliveryEvent, reason: str) -> None:
+    if reason == "not_ours":
+        return  # nothing but DSN kinds is bound to the bounce queue
+    metrics.DSNS_SKIPPED.labels(reason).inc()
+    what = "the null sender" if reason == "null_sender" else "recipients who asked for none"
+    log.info(f"no DSN for {what}", extra=_trace(event))
+
+
+def _account(events: list[pb.DeliveryEvent], plan: DsnPlan, dsn_id: str) -> None:
+    notice = plan.notice
+    if notice is None:
+        if plan.skipped not in (None, "not_ours"):
+            metrics.DSNS_SKIPPED.labels(plan.skipped).inc()
         return
     metrics.DSNS.labels(plan.kind).inc()
-    for result in plan.reported:
-        metrics.DSN_RECIPIENTS.labels(plan.kind, result.bounce_class).inc()
+    metrics.DSN_EVENTS.observe(len(events))
+    for recipient in notice.recipients:
+        kind = "expired" if recipient.expired else plan.kind
+        kind = "suppressed" if recipient.suppressed else kind
+        metrics.DSN_RECIPIENTS.labels(kind, recipient.result.bounce_class).inc()
     log.info(
         "DSN queued",
         extra={
-            **trace,
+            "message_id": notice.message_id,
+            "queue_ids": sorted({event.queue_id for event in events})[:20],
             "dsn_id": dsn_id,
-            "to": event.mail_from,
+            "to": notice.mail_from,
             "kind": plan.kind,
-            "recipients": len(plan.reported),
+            "recipients": len(notice.recipients),
+            "events": len(events),
         },
     )

@@ -7,11 +7,11 @@ runs) can share one broker.
     <p>.delivery       delivery jobs (queue, retry ladder → delivery)
     <p>.deferred       attempts that ended in a 4xx (delivery → queue)
     <p>.retry.<delay>  the retry ladder; each rung hands its jobs back to <p>.delivery
-    <p>.bounce         failed/expired/suppressed events (events → bounce)
+    <p>.bounce         events that become DSNs (events → bounce); one consumer at a time
     <p>.local          mail for ingress.local_domains (queue → bounce)
     <p>.parking        poison and undecodable messages, with reason headers
     <p>.events         delivered / deferred / failed / expired / bounced / complained /
-                       suppressed
+                       delayed / relayed / suppressed
     <p>.suppression    log: suppression list changes
     <p>.done           log: delivery jobs finished (consulted when a batch comes back)
 
@@ -52,11 +52,19 @@ class EventKind(StrEnum):
     # suppression list itself.
     BOUNCED = "bounced"
     COMPLAINED = "complained"
+    DELAYED = "delayed"  # a delay warning is due (queue.delay_warning)
+    RELAYED = "relayed"  # NOTIFY=SUCCESS, delivered to a next hop without DSN
     SUPPRESSED = "suppressed"  # not sent to: the recipient is on the suppression list
 
 
 # Events that a DSN depends on: they must reach the bounce queue.
-BOUNCE_EVENTS = (EventKind.FAILED, EventKind.EXPIRED, EventKind.SUPPRESSED)
+BOUNCE_EVENTS = (
+    EventKind.FAILED,
+    EventKind.EXPIRED,
+    EventKind.DELAYED,
+    EventKind.RELAYED,
+    EventKind.SUPPRESSED,
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,10 @@ class Topology:
     prefix: str
     retry_delays: tuple[timedelta, ...]
     delivery_limit: int
+    # The bounce queue hands its events to one consumer at a time (RabbitMQ's
+    # single active consumer), so that one process sees every notice of a
+    # message (bounce/window.py). False only for a queue declared before that.
+    single_active_bounce: bool = True
 
     def queue(self, role: QueueName) -> str:
         return f"{self.prefix}.{role.value}"

@@ -24,7 +24,9 @@ publish (never to ``delivery.prohibited_networks``).
 Standards: RFC 5321 (SMTP, §5.1 MX selection), RFC 7505 (null MX), RFC 3207
 and RFC 7435 (opportunistic STARTTLS), RFC 3463 (status codes), RFC 8461
 (MTA-STS), RFC 7672, 7671 and 6698 (DANE, with ``delivery.dane.enabled``),
-RFC 8460 (TLS reporting).
+RFC 8460 (TLS reporting), RFC 3461 §5.2 (DSN requests passed on to a next
+hop that offers DSN; a NOTIFY=SUCCESS to one that does not becomes a
+``relayed`` event, for bounce to answer).
 
 Metrics: ``mailyard_delivery_*`` — jobs, recipients by outcome and reply
 class, attempt duration, accept-to-delivery latency, DNS and host failures,

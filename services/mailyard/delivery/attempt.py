@@ -80,12 +80,20 @@ class Deliverer:
         started = time.perf_counter()
 
         def outcomes(
-            replies: dict[str, Reply] | Reply, remote: str = "", tls: TlsSummary | None = None
+            replies: dict[str, Reply] | Reply,
+            remote: str = "",
+            tls: TlsSummary | None = None,
+            dsn: bool = False,
         ) -> list[RecipientOutcome]:
             elapsed = time.perf_counter() - started
             return [
                 RecipientOutcome(
-                    r, replies if isinstance(replies, Reply) else replies[r], remote, elapsed, tls
+                    r,
+                    replies if isinstance(replies, Reply) else replies[r],
+                    remote,
+                    elapsed,
+                    tls,
+                    dsn,
                 )
                 for r in recipients
             ]
@@ -110,7 +118,13 @@ class Deliverer:
                 except HostUnusable as exc:
                     last_problem = self._unusable(job, host.name, exc)
                     continue
-                return outcomes(replies, session.mx, summary(session, reach.policy_name))
+                return outcomes(
+                    replies,
+                    session.mx,
+                    summary(session, reach.policy_name),
+                    # The transaction passed NOTIFY, ORCPT, RET and ENVID on (RFC 3461 §5.2).
+                    dsn="DSN" in session.extensions,
+                )
         # Every host failed before MAIL FROM. Even 5xx greetings are retried:
         # a host refusing everyone is more often broken than meaning it.
         reply = last_problem

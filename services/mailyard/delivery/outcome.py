@@ -44,6 +44,7 @@ class RecipientOutcome:
     remote_mta: str = ""  # the host that replied; "" when none was reached
     elapsed: float = 0.0  # seconds from the start of the attempt to the reply
     tls: TlsSummary | None = None  # None when no server was reached
+    next_hop_dsn: bool = False  # that server offered DSN: NOTIFY and the rest went on to it
 
     @property
     def outcome(self) -> Outcome:
@@ -68,4 +69,6 @@ class RecipientOutcome:
                 else None
             ),
             bounce_class=bounce_class,
+            # Only a delivery hands the NOTIFY=SUCCESS on (RFC 3461 §5.2.2).
+            next_hop_dsn=self.next_hop_dsn and self.outcome is Outcome.DELIVERED,
         )

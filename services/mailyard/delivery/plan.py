@@ -4,6 +4,12 @@ One event per outcome kind that occurred (its recipients' results in it),
 and for deferred recipients the job again, one attempt further and with
 their last replies, for the queue service to schedule or expire. Deferred
 and failed recipients carry their bounce class (``mailyard/classify.py``).
+
+A delivered recipient that asked ``NOTIFY=SUCCESS`` of a server without DSN
+also gets a ``relayed`` event, which the bounce service answers (RFC 3461
+§5.2.2, RFC 3464 §2.3.3 "relayed"); when the server offered DSN, the request
+went on to it and is its to answer, as Postfix does. Only those recipients
+cost an extra event: ``delivered`` itself is unchanged.
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from mailyard.broker import Emit, Output, Publish, QueueName
+from mailyard.broker import Emit, EventKind, Output, Publish, QueueName
 from mailyard.classify import Classifier, default_classifier
 from mailyard.delivery.outcome import EVENT_KINDS, Outcome, RecipientOutcome
-from mailyard.events import event_for
+from mailyard.events import Quoting, event_for
+from mailyard.notify import Condition, wants
 from mailyard.v1 import message_pb2 as pb
 
 
@@ -30,7 +37,7 @@ def plan_report(
     outcomes: Sequence[RecipientOutcome],
     *,
     now: datetime,
-    quote_limit: int,
+    quoting: Quoting,
     classifier: Classifier | None = None,
 ) -> list[Output]:
     """``classifier``: what gives each deferred and failed recipient its bounce class."""
@@ -45,11 +52,34 @@ def plan_report(
         else:
             results = [o.to_pb(classify(o.reply)) for o in group]
         kind = EVENT_KINDS[outcome]
-        event = event_for(kind, job, results, now=now, attempts=attempts, quote_limit=quote_limit)
+        event = event_for(kind, job, results, now=now, attempts=attempts, quoting=quoting)
         outputs.append(Emit(kind, event))
+        if outcome is Outcome.DELIVERED and (relayed := success_to_report(job, results)):
+            notice = event_for(
+                EventKind.RELAYED, job, relayed, now=now, attempts=attempts, quoting=quoting
+            )
+            outputs.append(Emit(EventKind.RELAYED, notice))
         if outcome is Outcome.DEFERRED:
             outputs.append(Publish(QueueName.DEFERRED, (_again(job, attempts, results),)))
     return outputs
+
+
+def success_to_report(
+    job: pb.DeliveryJob, delivered: Sequence[pb.RecipientResult]
+) -> list[pb.RecipientResult]:
+    """Delivered recipients whose NOTIFY=SUCCESS is ours to answer: the next hop lacked DSN."""
+    if not job.recipient_options:
+        return []  # the common case: nobody asked
+    requests = recipient_options(job)
+    return [
+        result
+        for result in delivered
+        if not result.next_hop_dsn
+        and wants(requests.get(result.recipient, _NONE).notify, Condition.SUCCESS)
+    ]
+
+
+_NONE = pb.RecipientOptions()
 
 
 def _again(job: pb.DeliveryJob, attempts: int, results: list[pb.RecipientResult]) -> pb.DeliveryJob:

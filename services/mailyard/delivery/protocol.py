@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from mailyard.addresses import is_clean_mailbox
 from mailyard.reply import Reply
+from mailyard.xtext import is_xtext
 
 MAX_REPLY_LINES = 100
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
@@ -75,7 +76,6 @@ def _path(address: str) -> bytes:
     return b"<" + address.encode("utf-8") + b">"
 
 
-_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*")
 _NOTIFY = re.compile(r"NEVER|(?:SUCCESS|FAILURE|DELAY)(?:,(?:SUCCESS|FAILURE|DELAY))*")
 
 
@@ -98,7 +98,7 @@ def mail_command(
         params += b" SMTPUTF8"
     if ret in ("FULL", "HDRS"):
         params += b" RET=" + ret.encode()
-    if envid and _XTEXT.fullmatch(envid):
+    if envid and is_xtext(envid):
         params += b" ENVID=" + envid.encode()
     return b"MAIL FROM:" + _path(sender) + params + b"\r\n"
 
@@ -113,7 +113,7 @@ def rcpt_command(recipient: str, *, notify: str = "", orcpt: str = "") -> bytes:
     if notify and _NOTIFY.fullmatch(notify):
         params += b" NOTIFY=" + notify.encode()
     kind, semicolon, text = orcpt.partition(";")
-    if semicolon and kind and text and _XTEXT.fullmatch(text) and kind.replace("-", "").isalnum():
+    if semicolon and kind and text and is_xtext(text) and kind.replace("-", "").isalnum():
         params += b" ORCPT=" + orcpt.encode()
     return b"RCPT TO:" + _path(recipient) + params + b"\r\n"
 

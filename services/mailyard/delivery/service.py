@@ -45,6 +45,7 @@ from mailyard.delivery.smtp import opportunistic_tls_context, verifying_tls_cont
 from mailyard.delivery.tlspolicy import TlsMode, TlsPolicies
 from mailyard.delivery.tlsresult import PolicyType, ReportedPolicy, ResultType
 from mailyard.delivery.tlsrpt_send import TlsReporter
+from mailyard.events import Quoting
 from mailyard.filewatch import Watched
 from mailyard.reply import Reply
 from mailyard.v1 import message_pb2 as pb
@@ -60,6 +61,8 @@ class DeliveryService(ConsumingService):
     ) -> None:
         super().__init__(broker)
         self.settings = settings
+        bounce = settings.bounce
+        self.quoting = Quoting(bounce.max_quoted_headers, bounce.max_quoted_message)
         self.config = config = settings.delivery
         self.classifier = Classifier(
             settings.bounce.classification.rules_files,
@@ -232,7 +235,7 @@ class DeliveryService(ConsumingService):
                 job,
                 outcomes,
                 now=now,
-                quote_limit=self.settings.bounce.max_quoted_headers,
+                quoting=self.quoting,
                 classifier=self.classifier,
             )
             account = self._accounting(job, outcomes, now)

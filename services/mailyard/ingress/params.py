@@ -16,14 +16,13 @@ import re
 from dataclasses import dataclass
 
 from mailyard.reply import Reply
+from mailyard.xtext import is_xtext
 
 LOCAL_PART_LIMIT = 64  # RFC 5321 §4.5.3.1.1
 DOMAIN_LIMIT = 255  # §4.5.3.1.2
 PATH_LIMIT = 256  # §4.5.3.1.3, angle brackets included
 
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
-# xtext (RFC 3461 §4): printable ASCII but "+" and "=", or "+" and two upper-case hex digits.
-_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*")
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 _ADDRESS_TYPE = re.compile(r"[A-Za-z0-9-]+;")
 
@@ -228,12 +227,3 @@ def _parameters(raw: list[str]) -> dict[str, str | None]:
             raise ParamError(Reply(501, "5.5.4", f"{upper} given twice"))
         params[upper] = value if equals else None
     return params
-
-
-def is_xtext(text: str) -> bool:
-    return bool(_XTEXT.fullmatch(text))
-
-
-def decode_xtext(text: str) -> str:
-    """``"a+2Bb"`` → ``"a+b"`` (RFC 3461 §4), for showing an ORCPT to a person."""
-    return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), text)

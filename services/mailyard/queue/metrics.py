@@ -23,6 +23,10 @@ EXPIRED = Counter(
 EXPIRED_RECIPIENTS = Counter(
     "mailyard_queue_expired_recipients_total", "Recipients given up at expiry"
 )
+DELAY_WARNINGS = Counter(
+    "mailyard_queue_delay_warnings_total",
+    "Recipients whose sender is warned that delivery is delayed (queue.delay_warning)",
+)
 BATCH_JOBS = Histogram(
     "mailyard_queue_delivery_batch_jobs",
     "Jobs per publish to the delivery queue (one destination each)",

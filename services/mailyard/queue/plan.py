@@ -4,7 +4,10 @@ An accepted message becomes delivery jobs (batched per destination) and
 local jobs, less its suppressed recipients, who get a ``suppressed`` event
 instead (``suppress.py``); a deferred job goes onto the next rung of the
 retry ladder, or expires into an ``expired`` event once the message is
-older than its lifetime. The service hands these outputs to the broker port and accounts.
+older than its lifetime. A retry that crosses ``queue.delay_warning`` also
+emits a ``delayed`` event, once per job, for the recipients whose NOTIFY
+asks for delays (RFC 3461 §4.1). The service hands these outputs to the
+broker port and accounts.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from datetime import datetime, timedelta
 from mailyard import wire
 from mailyard.broker import Emit, EventKind, Output, Publish, QueueName
 from mailyard.classify import BounceClass
-from mailyard.events import event_for
-from mailyard.queue.schedule import Expire, Retry, after_deferral
+from mailyard.events import Quoting, event_for
+from mailyard.notify import Condition, wants
+from mailyard.queue.schedule import Expire, Retry, after_deferral, delay_warning_due
 from mailyard.queue.split import EPOCH, ReturnPath, Split, delivery_batches, split_message
 from mailyard.queue.suppress import Suppressed, suppressed_events
 from mailyard.suppression.state import SuppressionState
 from mailyard.v1 import message_pb2 as pb
 
 EXPIRED_REPLY = pb.SmtpReply(code=451, status="4.4.7", text="delivery time expired")
+DELAYED_REPLY = pb.SmtpReply(code=451, status="4.4.0", text="not delivered yet; still trying")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class AcceptedPlan:
 
 
 NOTHING_SUPPRESSED = SuppressionState()
+DEFAULT_QUOTING = Quoting()  # frozen: one shared default is safe
 
 
 def plan_accepted(
@@ -48,7 +54,7 @@ def plan_accepted(
     may_repeat: bool,
     suppressions: SuppressionState = NOTHING_SUPPRESSED,
     now: datetime | None = None,
-    quote_limit: int = 65536,
+    quoting: Quoting = DEFAULT_QUOTING,
     return_path: ReturnPath | None = None,
 ) -> AcceptedPlan:
     """Jobs per destination; ``may_repeat`` when the input was handed over before.
@@ -74,7 +80,7 @@ def plan_accepted(
         for message in messages
     ]
     suppressed = [
-        suppressed_events(split.held, now=now or EPOCH, quote_limit=quote_limit) for split in splits
+        suppressed_events(split.held, now=now or EPOCH, quoting=quoting) for split in splits
     ]
     if may_repeat:
         for split in splits:
@@ -89,13 +95,21 @@ def plan_accepted(
     return AcceptedPlan(outputs, splits, [len(batch) for batch in batches], suppressed)
 
 
+@dataclass(frozen=True)
+class DeferralPlan:
+    outputs: list[Output]
+    step: Retry | Expire
+    warned: int = 0  # recipients sent a delay warning
+
+
 def plan_deferral(
     job: pb.DeliveryJob,
     *,
     now: datetime,
     retry_delays: Sequence[timedelta],
-    quote_limit: int,
-) -> tuple[list[Output], Retry | Expire]:
+    quoting: Quoting,
+    delay_warning: timedelta | None = None,
+) -> DeferralPlan:
     step = after_deferral(
         attempts=job.attempts,
         expires_at=wire.to_datetime(job.expires_at),
@@ -105,17 +119,47 @@ def plan_deferral(
     if isinstance(step, Expire):
         # The last reply stays (it says why the attempts failed); the class
         # says what happened in the end.
-        results = [_copy(r) for r in job.last_results] or [
-            pb.RecipientResult(recipient=r, reply=EXPIRED_REPLY) for r in job.recipients
-        ]
+        results = _last_results(job, EXPIRED_REPLY)
         for result in results:
             result.bounce_class = BounceClass.MESSAGE_EXPIRED.value
-        event = event_for(EventKind.EXPIRED, job, results, now=now, quote_limit=quote_limit)
-        return [Emit(EventKind.EXPIRED, event)], step
+        event = event_for(EventKind.EXPIRED, job, results, now=now, quoting=quoting)
+        return DeferralPlan([Emit(EventKind.EXPIRED, event)], step)
     retry = pb.DeliveryJob()
     retry.CopyFrom(job)
     retry.not_before.CopyFrom(wire.timestamp(now + step.delay))
-    return [Publish(QueueName.DELIVERY, (retry,), delay=step.delay)], step
+    outputs: list[Output] = [Publish(QueueName.DELIVERY, (retry,), delay=step.delay)]
+    due = delay_warning_due(
+        received_at=wire.to_datetime(job.received_at),
+        now=now,
+        delay_warning=delay_warning,
+        warned=job.delay_warned,
+    )
+    if not due:
+        return DeferralPlan(outputs, step)
+    retry.delay_warned = True  # decided, whoever asked: never again for this job
+    if not job.mail_from:
+        return DeferralPlan(outputs, step)  # a DSN itself: nobody to warn (RFC 3461 §6.2)
+    warn = [r for r in _last_results(job, DELAYED_REPLY) if _wants_delay(job, r.recipient)]
+    if warn:
+        event = event_for(EventKind.DELAYED, job, warn, now=now, quoting=quoting)
+        outputs.append(Emit(EventKind.DELAYED, event))
+    return DeferralPlan(outputs, step, len(warn))
+
+
+def _last_results(job: pb.DeliveryJob, stand_in: pb.SmtpReply) -> list[pb.RecipientResult]:
+    """Copies of the last attempt's results, or ``stand_in`` for each recipient if none."""
+    return [_copy(r) for r in job.last_results] or [
+        pb.RecipientResult(recipient=r, reply=stand_in) for r in job.recipients
+    ]
+
+
+def _wants_delay(job: pb.DeliveryJob, recipient: str) -> bool:
+    if len(job.recipient_options) != len(job.recipients):
+        return wants("", Condition.DELAY)  # no requests: the default
+    for address, options in zip(job.recipients, job.recipient_options, strict=True):
+        if address == recipient:
+            return wants(options.notify, Condition.DELAY)
+    return wants("", Condition.DELAY)
 
 
 def _copy(result: pb.RecipientResult) -> pb.RecipientResult:

@@ -22,11 +22,12 @@ from mailyard.broker import Broker, Consumer, Output, QueueName, Work
 from mailyard.broker.service import ConsumingService
 from mailyard.config import Settings
 from mailyard.durations import format_duration
+from mailyard.events import Quoting
 from mailyard.queue import metrics
 from mailyard.queue.feedback import FeedbackIdSource, with_feedback_id
-from mailyard.queue.plan import plan_accepted, plan_deferral
+from mailyard.queue.plan import DeferralPlan, plan_accepted, plan_deferral
 from mailyard.queue.returnpath import ReturnPaths, with_envelope_from
-from mailyard.queue.schedule import Expire, Retry
+from mailyard.queue.schedule import Expire
 from mailyard.queue.signing import UNSIGNED_REASONS, Signed, Signer, Unsigned
 from mailyard.queue.split import Split
 from mailyard.queue.suppress import Suppressed
@@ -42,6 +43,8 @@ class QueueService(ConsumingService):
     def __init__(self, settings: Settings, broker: Broker) -> None:
         super().__init__(broker)
         self.settings = settings
+        bounce = settings.bounce
+        self.quoting = Quoting(bounce.max_quoted_headers, bounce.max_quoted_message)
         self.config = settings.queue
         self.local_domains = frozenset(settings.ingress.local_domains)
         # The key files are read now: one that cannot sign stops start-up
@@ -123,7 +126,7 @@ class QueueService(ConsumingService):
             return_path=self.return_paths,
             suppressions=self.suppressions.state,
             now=datetime.now(UTC),
-            quote_limit=self.settings.bounce.max_quoted_headers,
+            quoting=self.quoting,
         )
         work.then(
             lambda: self._account(messages, plan.splits, plan.batch_sizes, signing, plan.suppressed)
@@ -196,14 +199,15 @@ class QueueService(ConsumingService):
         outputs: list[Output] = []
         now = datetime.now(UTC)
         for job in work.items:
-            planned, step = plan_deferral(
+            plan = plan_deferral(
                 job,
                 now=now,
                 retry_delays=self.config.retry_delays,
-                quote_limit=self.settings.bounce.max_quoted_headers,
+                quoting=self.quoting,
+                delay_warning=self.config.delay_warning,
             )
-            outputs += planned
-            work.then(functools.partial(_account_deferral, job, step))
+            outputs += plan.outputs
+            work.then(functools.partial(_account_deferral, job, plan))
         return outputs
 
 
@@ -260,17 +264,21 @@ def sign_messages(
     return results, outcomes
 
 
-def _account_deferral(job: pb.DeliveryJob, step: Retry | Expire) -> None:
+def _account_deferral(job: pb.DeliveryJob, plan: DeferralPlan) -> None:
     context = {
         "message_id": job.message_id,
         "queue_id": job.queue_id,
         "domain": job.domain,
         "attempts": job.attempts,
     }
+    step = plan.step
     if isinstance(step, Expire):
         metrics.EXPIRED.inc()
         metrics.EXPIRED_RECIPIENTS.inc(len(job.recipients))
         log.warning("expired", extra={**context, "recipients": len(job.recipients)})
-    else:
-        metrics.RETRIES.labels(format_duration(step.delay)).inc()
-        log.info("retry scheduled", extra={**context, "delay": format_duration(step.delay)})
+        return
+    metrics.RETRIES.labels(format_duration(step.delay)).inc()
+    log.info("retry scheduled", extra={**context, "delay": format_duration(step.delay)})
+    if plan.warned:
+        metrics.DELAY_WARNINGS.inc(plan.warned)
+        log.info("delay warning due", extra={**context, "recipients": plan.warned})

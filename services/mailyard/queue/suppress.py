@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mailyard.broker import EventKind
-from mailyard.events import event_for
+from mailyard.events import Quoting, event_for
 from mailyard.queue.split import Held
 from mailyard.suppression.entries import Entry, rfc3339
 from mailyard.v1 import message_pb2 as pb
@@ -38,7 +38,7 @@ class Suppressed:
     entries: tuple[Entry, ...]  # in the order of event.results
 
 
-def suppressed_events(held: Sequence[Held], *, now: datetime, quote_limit: int) -> list[Suppressed]:
+def suppressed_events(held: Sequence[Held], *, now: datetime, quoting: Quoting) -> list[Suppressed]:
     return [
         Suppressed(
             event_for(
@@ -55,7 +55,7 @@ def suppressed_events(held: Sequence[Held], *, now: datetime, quote_limit: int) 
                     for recipient, entry in zip(one.job.recipients, one.entries, strict=True)
                 ],
                 now=now,
-                quote_limit=quote_limit,
+                quoting=quoting,
             ),
             one.entries,
         )

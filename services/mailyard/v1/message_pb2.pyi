@@ -26,6 +26,8 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_EXPIRED: _ClassVar[EventKind]
     EVENT_KIND_BOUNCED: _ClassVar[EventKind]
     EVENT_KIND_COMPLAINED: _ClassVar[EventKind]
+    EVENT_KIND_DELAYED: _ClassVar[EventKind]
+    EVENT_KIND_RELAYED: _ClassVar[EventKind]
     EVENT_KIND_SUPPRESSED: _ClassVar[EventKind]
 ORIGIN_UNSPECIFIED: Origin
 ORIGIN_SMTP: Origin
@@ -38,6 +40,8 @@ EVENT_KIND_FAILED: EventKind
 EVENT_KIND_EXPIRED: EventKind
 EVENT_KIND_BOUNCED: EventKind
 EVENT_KIND_COMPLAINED: EventKind
+EVENT_KIND_DELAYED: EventKind
+EVENT_KIND_RELAYED: EventKind
 EVENT_KIND_SUPPRESSED: EventKind
 
 class AcceptedMessage(_message.Message):
@@ -101,7 +105,7 @@ class AcceptedBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[AcceptedMessage, _Mapping]]] = ...) -> None: ...
 
 class DeliveryJob(_message.Message):
-    __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin", "may_repeat", "not_before", "options", "recipient_options", "return_path")
+    __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin", "may_repeat", "not_before", "options", "recipient_options", "return_path", "delay_warned")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +122,7 @@ class DeliveryJob(_message.Message):
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     RETURN_PATH_FIELD_NUMBER: _ClassVar[int]
+    DELAY_WARNED_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     queue_id: str
     domain: str
@@ -134,7 +139,8 @@ class DeliveryJob(_message.Message):
     options: MessageOptions
     recipient_options: _containers.RepeatedCompositeFieldContainer[RecipientOptions]
     return_path: str
-    def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ..., may_repeat: _Optional[bool] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ..., return_path: _Optional[str] = ...) -> None: ...
+    delay_warned: bool
+    def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ..., may_repeat: _Optional[bool] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ..., return_path: _Optional[str] = ..., delay_warned: _Optional[bool] = ...) -> None: ...
 
 class DeliveryBatch(_message.Message):
     __slots__ = ("domain", "jobs")
@@ -145,20 +151,22 @@ class DeliveryBatch(_message.Message):
     def __init__(self, domain: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[DeliveryJob, _Mapping]]] = ...) -> None: ...
 
 class RecipientResult(_message.Message):
-    __slots__ = ("recipient", "reply", "remote_mta", "elapsed_ms", "tls", "bounce_class")
+    __slots__ = ("recipient", "reply", "remote_mta", "elapsed_ms", "tls", "bounce_class", "next_hop_dsn")
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     REMOTE_MTA_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
     BOUNCE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_HOP_DSN_FIELD_NUMBER: _ClassVar[int]
     recipient: str
     reply: SmtpReply
     remote_mta: str
     elapsed_ms: int
     tls: TlsSession
     bounce_class: str
-    def __init__(self, recipient: _Optional[str] = ..., reply: _Optional[_Union[SmtpReply, _Mapping]] = ..., remote_mta: _Optional[str] = ..., elapsed_ms: _Optional[int] = ..., tls: _Optional[_Union[TlsSession, _Mapping]] = ..., bounce_class: _Optional[str] = ...) -> None: ...
+    next_hop_dsn: bool
+    def __init__(self, recipient: _Optional[str] = ..., reply: _Optional[_Union[SmtpReply, _Mapping]] = ..., remote_mta: _Optional[str] = ..., elapsed_ms: _Optional[int] = ..., tls: _Optional[_Union[TlsSession, _Mapping]] = ..., bounce_class: _Optional[str] = ..., next_hop_dsn: _Optional[bool] = ...) -> None: ...
 
 class TlsSession(_message.Message):
     __slots__ = ("policy", "version", "cipher", "verified")
@@ -183,7 +191,7 @@ class SmtpReply(_message.Message):
     def __init__(self, code: _Optional[int] = ..., status: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class DeliveryEvent(_message.Message):
-    __slots__ = ("kind", "message_id", "queue_id", "domain", "mail_from", "results", "received_at", "occurred_at", "attempts", "original_headers", "origin", "feedback_type", "verified", "reporter", "recipient_options")
+    __slots__ = ("kind", "message_id", "queue_id", "domain", "mail_from", "results", "received_at", "occurred_at", "attempts", "original_headers", "origin", "feedback_type", "verified", "reporter", "options", "recipient_options", "original_content", "expires_at")
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -198,7 +206,10 @@ class DeliveryEvent(_message.Message):
     FEEDBACK_TYPE_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
     REPORTER_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_CONTENT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     kind: EventKind
     message_id: str
     queue_id: str
@@ -213,5 +224,8 @@ class DeliveryEvent(_message.Message):
     feedback_type: str
     verified: bool
     reporter: str
+    options: MessageOptions
     recipient_options: _containers.RepeatedCompositeFieldContainer[RecipientOptions]
-    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., original_headers: _Optional[bytes] = ..., origin: _Optional[_Union[Origin, str]] = ..., feedback_type: _Optional[str] = ..., verified: _Optional[bool] = ..., reporter: _Optional[str] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ...) -> None: ...
+    original_content: bytes
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., original_headers: _Optional[bytes] = ..., origin: _Optional[_Union[Origin, str]] = ..., feedback_type: _Optional[str] = ..., verified: _Optional[bool] = ..., reporter: _Optional[str] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ..., original_content: _Optional[bytes] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

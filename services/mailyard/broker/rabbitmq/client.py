@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,6 +38,12 @@ Declare = Callable[[Topology, AbstractChannel], Awaitable[None]]
 
 class TopologyMismatch(Exception):
     """A queue or exchange exists with arguments Mailyard would not give it."""
+
+
+def _older_bounce_queue(topology: Topology, exc: Exception) -> bool:
+    """RabbitMQ's refusal to add x-single-active-consumer to an existing bounce queue."""
+    text = str(exc)
+    return "x-single-active-consumer" in text and f"'{topology.bounce}'" in text
 
 
 def redact(url: str) -> str:
@@ -133,14 +140,25 @@ class BrokerClient:
         see a quorum queue another is still creating: RabbitMQ answers
         NOT_FOUND ("home node ... is down or inaccessible") and closes the
         channel. That resolves itself in moments. PRECONDITION_FAILED does not:
-        a queue exists with other arguments, which needs a person.
+        a queue exists with other arguments, which needs a person — except a
+        bounce queue from before single active consumers, used as it is.
         """
+        topology = self.topology
         for attempt in range(1, DECLARE_ATTEMPTS + 1):
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             try:
-                await self._declare(self.topology, channel)
+                await self._declare(topology, channel)
                 return channel
             except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+                if topology.single_active_bounce and _older_bounce_queue(topology, exc):
+                    log.warning(
+                        "the bounce queue predates single active consumers: with several "
+                        "bounce replicas the notices of one message may come as several DSNs; "
+                        "drain and delete it to have it declared anew",
+                        extra={"queue": topology.bounce},
+                    )
+                    topology = dataclasses.replace(topology, single_active_bounce=False)
+                    continue
                 raise TopologyMismatch(
                     f"the broker has a Mailyard queue or exchange with other arguments "
                     f"({exc}); this happens when broker.delivery_limit or queue.retry_delays "

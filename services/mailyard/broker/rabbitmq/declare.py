@@ -1,10 +1,20 @@
 """The topology on RabbitMQ: quorum queues, a topic exchange, streams.
 
     <p>.inbound … <p>.local   quorum, x-delivery-limit, dead-letter to <p>.parking
+    <p>.bounce                the same, and x-single-active-consumer
     <p>.retry.<delay>         quorum, x-message-ttl, dead-letter to <p>.delivery
     <p>.parking               quorum
-    <p>.events                topic exchange; <p>.bounce bound to failed, expired
+    <p>.events                topic exchange; <p>.bounce bound to failed, expired,
+                              delayed, relayed, suppressed
     <p>.suppression, <p>.done streams
+
+The bounce queue has a single active consumer: with several bounce
+replicas, one gets every event and the others wait to take over, so the
+notices of one message meet in one process and become one DSN
+(``bounce/window.py``). A bounce queue declared before that has no such
+argument; :func:`declare` is then called with ``single_active_bounce``
+off and the queue is used as it is (notices of one message may then be
+split between replicas, never lost).
 
 Work queues dead-letter to the parking queue after ``delivery_limit``
 deliveries without an ack (a consumer that keeps crashing on a message). All
@@ -41,6 +51,13 @@ def work_queue_arguments(topology: Topology) -> FieldTable:
     }
 
 
+def bounce_queue_arguments(topology: Topology) -> FieldTable:
+    arguments = work_queue_arguments(topology)
+    if topology.single_active_bounce:
+        arguments["x-single-active-consumer"] = True
+    return arguments
+
+
 def retry_queue_arguments(topology: Topology, delay: timedelta) -> FieldTable:
     return {
         **_QUORUM,
@@ -66,7 +83,12 @@ async def declare(topology: Topology, channel: AbstractChannel) -> None:
     """Declare everything. Safe to run from every service at every start."""
     await channel.declare_queue(topology.parking, durable=True, arguments=_QUORUM)
     for name in topology.work_queues:
-        await channel.declare_queue(name, durable=True, arguments=work_queue_arguments(topology))
+        arguments = (
+            bounce_queue_arguments(topology)
+            if name == topology.bounce
+            else work_queue_arguments(topology)
+        )
+        await channel.declare_queue(name, durable=True, arguments=arguments)
     for delay in dict.fromkeys(topology.retry_delays):
         await channel.declare_queue(
             topology.retry_queue(delay),
