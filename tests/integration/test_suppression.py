@@ -85,6 +85,42 @@ def test_a_hard_bounce_suppresses_and_the_next_message_gets_a_dsn_instead(
     assert cli_json(pipeline, "list")[1] == [entry]
 
 
+def test_a_suppressed_and_a_failing_recipient_of_one_message_get_one_dsn(
+    pipeline_factory,
+) -> None:
+    """One recipient held back by the list (alpha.test), one refused by its server
+    (beta.test): the queue's suppressed event and delivery's failed event meet in
+    the DSN window, and the sender gets one failed DSN with both blocks."""
+    pipeline: Pipeline = pipeline_factory(overrides={"bounce": {"dsn_window": "3s"}})
+    done = pipeline.cli("suppression", "add", "held@alpha.test", "--reason", "asked us")
+    assert done.returncode == 0, done.stderr
+    time.sleep(2)  # the queue's follower (the spool's polls every second)
+    pipeline.sink.script.rcpt_always["nobody@beta.test"] = "550 5.1.1 No such user here"
+    recipients = ["held@alpha.test", "nobody@beta.test"]
+    assert pipeline.send("app@sender.test", recipients, message("both"))[0] == 250
+    [dsn] = wait_for_dsns(pipeline, 1)
+    blocks = {b["Final-Recipient"]: b for b in status_blocks(dsn)}
+    assert sorted(blocks) == ["rfc822; held@alpha.test", "rfc822; nobody@beta.test"]
+    held, refused = blocks["rfc822; held@alpha.test"], blocks["rfc822; nobody@beta.test"]
+    assert (held["Action"], held["Status"]) == ("failed", "5.7.1")
+    assert "suppressed since" in held["Diagnostic-Code"]
+    assert "(manual): asked us" in held["Diagnostic-Code"]
+    assert "Last-Attempt-Date" not in held  # never tried
+    assert "Remote-MTA" not in held
+    assert (refused["Action"], refused["Status"]) == ("failed", "5.1.1")
+    assert "Last-Attempt-Date" in refused
+    human, _, original = dsn.get_payload()  # type: ignore[misc]
+    assert "suppression list" in human.get_content()
+    assert "Subject: both" in original.get_payload()
+    assert "held@alpha.test" not in pipeline.sink.rcpt_attempts
+    time.sleep(4)  # past the window: no second notice follows
+    assert len(dsns(pipeline)) == 1
+    bounce = pipeline.process("bounce")
+    assert bounce.metric("mailyard_bounce_dsns_total", kind="failed") == 1
+    assert bounce.metric("mailyard_bounce_dsn_recipients_total", kind="suppressed") == 1
+    assert bounce.metric("mailyard_bounce_dsn_recipients_total", kind="failed") == 1
+
+
 def test_an_expired_suppression_lets_mail_through_again(pipeline_factory) -> None:
     pipeline: Pipeline = pipeline_factory(overrides={"suppression": {"hard_bounce_expiry": "6s"}})
     # The mailbox is gone once, then back.

@@ -445,3 +445,71 @@ async def test_reports_that_come_back_go_on_the_list_before_they_are_released(tm
         assert len(log_records(broker)) == 2
     finally:
         await bounce.stop(1)
+
+
+@pytest.mark.parametrize(("mail_from", "notify"), [("", ""), ("app@sender.test", "NEVER")])
+async def test_a_failure_that_gets_no_dsn_still_goes_on_the_list(mail_from, notify):
+    """The null sender, NOTIFY=NEVER: released at once without a DSN, but planned."""
+    broker = MemoryBroker()
+    bounce = BounceService(settings("60s"), broker)
+    await bounce.start()
+    try:
+        one = failed(("gone@beta.test", "InvalidRecipient"))
+        one.mail_from = mail_from
+        if notify:
+            one.recipient_options.append(pb.RecipientOptions(notify=notify))
+        settled = await asyncio.wait_for(broker.deliver(QueueName.BOUNCE, [one]), 1)
+        assert settled.outcome == "acked"
+        assert dsns(broker) == []
+        [record] = log_records(broker)
+        assert isinstance(record, Added)
+        assert record.entry.address == "gone@beta.test"
+    finally:
+        await bounce.stop(1)
+
+
+async def test_events_that_share_a_dsn_are_each_planned_once():
+    """Two failed events of one message meet in the window: one DSN, one entry each."""
+    broker = MemoryBroker()
+    bounce = BounceService(settings("200ms"), broker)
+    await bounce.start()
+    try:
+        first = failed(("gone@beta.test", "InvalidRecipient"))
+        second = failed(("lost@gamma.test", "BadDomain"))
+        second.queue_id, second.domain = "01MSG.2", "gamma.test"
+        settled = await asyncio.gather(
+            broker.deliver(QueueName.BOUNCE, [first]), broker.deliver(QueueName.BOUNCE, [second])
+        )
+        assert [s.outcome for s in settled] == ["acked", "acked"]
+        [notice] = dsns(broker)
+        assert b"gone@beta.test" in notice.content
+        assert b"lost@gamma.test" in notice.content
+        assert sorted(r.entry.address for r in log_records(broker)) == [
+            "gone@beta.test",
+            "lost@gamma.test",
+        ]
+    finally:
+        await bounce.stop(1)
+
+
+async def test_a_group_that_will_not_store_plans_nothing_twice_until_redelivered():
+    """The DSN cannot be stored: the events go back, their entries stay (once each)."""
+    broker = MemoryBroker()
+    bounce = BounceService(settings(), broker)
+    await bounce.start()
+    try:
+        broker.fail_with = PublishError("the broker said no")
+        settled = await broker.deliver(
+            QueueName.BOUNCE, [failed(("gone@beta.test", "InvalidRecipient"))]
+        )
+        assert settled.outcome == "requeued"
+        assert len(log_records(broker)) == 1
+        broker.fail_with = None
+        again = await broker.deliver(
+            QueueName.BOUNCE, [failed(("gone@beta.test", "InvalidRecipient"))]
+        )
+        assert again.outcome == "acked"
+        assert len(log_records(broker)) == 1  # already suppressed: nothing new
+        assert len(dsns(broker)) == 1
+    finally:
+        await bounce.stop(1)

@@ -318,6 +318,65 @@ def test_the_dsn_says_since_when_and_why():
     assert "Subject: hello" in original.get_payload()
 
 
+def test_suppressed_and_failed_recipients_of_one_message_share_one_failed_dsn():
+    """The window brings a message's suppressed and failed events together: one
+    DSN, a block each, 5.7.1 (nothing attempted) beside the server's 5.1.1."""
+    state = suppressing(entry("gone@beta.test"))
+    result = plan([accepted(["gone@beta.test", "bad@alpha.test"], notify=["", "FAILURE"])], state)
+    [suppressed] = events_of(result.outputs)
+    [(job, recipients)] = jobs_of(result.outputs).items()
+    assert recipients == ["bad@alpha.test"]
+    failed = pb.DeliveryEvent(
+        kind=pb.EVENT_KIND_FAILED,
+        message_id="01MSG",
+        queue_id=job,
+        domain="alpha.test",
+        mail_from="app@Sender.TEST",
+        results=[
+            pb.RecipientResult(
+                recipient="bad@alpha.test",
+                reply=pb.SmtpReply(code=550, status="5.1.1", text="no such user"),
+                remote_mta="mx.alpha.test",
+            )
+        ],
+        recipient_options=[pb.RecipientOptions(notify="FAILURE")],
+        received_at=wire.timestamp(NOW),
+        occurred_at=wire.timestamp(NOW),
+        attempts=1,
+        original_headers=b"Subject: hello\r\n",
+    )
+    dsn = plan_dsn([suppressed, failed], reporting_mta="mx.test", dsn_id="01DSN", now=NOW)
+    assert dsn.kind == "failed"
+    [publish] = dsn.outputs
+    [notice] = publish.items
+    report = email.message_from_bytes(notice.content, policy=email.policy.default)
+    human, status, _ = report.get_payload()
+    text = human.get_content()
+    assert "suppression list" in text
+    assert "permanent" in text
+    gone, bad = status.get_payload()[1:]
+    assert (gone["Final-Recipient"], gone["Status"]) == ("rfc822; gone@beta.test", "5.7.1")
+    assert "Last-Attempt-Date" not in gone
+    assert (bad["Final-Recipient"], bad["Status"]) == ("rfc822; bad@alpha.test", "5.1.1")
+    assert "Last-Attempt-Date" in bad
+    assert [r.suppressed for r in dsn.notice.recipients] == [True, False]
+
+
+def test_a_suppressed_recipient_of_a_ret_full_message_gets_the_message_back():
+    state = suppressing(entry("gone@beta.test"))
+    message = accepted(["gone@beta.test"])
+    message.options.ret = "FULL"
+    [event] = events_of(plan([message], state).outputs)
+    assert event.original_content == message.content  # a failed DSN: RET=FULL applies
+    dsn = plan_dsn([event], reporting_mta="mx.test", dsn_id="01DSN", now=NOW)
+    [publish] = dsn.outputs
+    [notice] = publish.items
+    report = email.message_from_bytes(notice.content, policy=email.policy.default)
+    _, _, returned = report.get_payload()
+    assert returned.get_content_type() == "message/rfc822"
+    assert "too large" not in notice.content.decode()
+
+
 @pytest.mark.parametrize(
     ("notify", "wanted"),
     [("", True), ("FAILURE", True), ("SUCCESS,FAILURE", True), ("NEVER", False), ("DELAY", False)],
