@@ -368,13 +368,15 @@ def queue() -> list[Row]:
         timeseries(
             "Given up and dropped",
             "Jobs and recipients given up because the message outlived queue.max_lifetime "
-            "(senders get an 'expired' DSN), and repeated envelope recipients dropped. Bad: any "
-            "expiry (mail that could not be delivered for days).",
+            "(senders get an 'expired' DSN), repeated envelope recipients dropped, and "
+            "recipients held back by the suppression list (the Bounce dashboard has them by "
+            "source). Bad: any expiry (mail that could not be delivered for days).",
             Target(rate("mailyard_queue_expired_total"), "jobs expired"),
             Target(rate("mailyard_queue_expired_recipients_total"), "recipients expired"),
             Target(
                 rate("mailyard_queue_duplicate_recipients_total"), "duplicate recipients dropped"
             ),
+            Target(rate("mailyard_queue_suppressed_total"), "recipients suppressed"),
             unit=PER_SECOND,
             colors={"jobs expired": BAD, "recipients expired": BAD},
         ),
@@ -624,9 +626,9 @@ def bounce() -> list[Row]:
         "RED: rate, errors, duration",
         consumer_rate(
             "bounce",
-            "Events taken from bounce (failed, expired, delayed, relayed), mail for the local "
-            "domains taken from local, and DSNs queued by action. Bad: 0 while the bounce queue "
-            "holds events (consumers gone or stuck).",
+            "Events taken from bounce (failed, expired, suppressed, delayed, relayed), mail for "
+            "the local domains taken from local, and DSNs queued by action. Bad: 0 while the "
+            "bounce queue holds events (consumers gone or stuck).",
             Target(rate("mailyard_bounce_dsns_total", by="kind"), "DSNs queued: {{kind}}"),
         ),
         consumer_errors(
@@ -647,14 +649,15 @@ def bounce() -> list[Row]:
         "Delivery status notifications",
         timeseries(
             "Failures in, DSNs out",
-            "Recipients that failed or expired, against the recipients reported in DSNs (also "
-            "delayed and relayed notices). The failures follow each other (minus mail sent with "
-            "a null sender or NOTIFY=NEVER). Bad: DSNs lagging behind for long (the bounce "
-            "queue grows).",
+            "Recipients that failed, expired or were held back by the suppression list, against "
+            "the recipients reported in DSNs (also delayed and relayed notices). The failures "
+            "follow each other (minus mail sent with a null sender or NOTIFY=NEVER). Bad: DSNs "
+            "lagging behind for long (the bounce queue grows).",
             Target(
                 rate("mailyard_delivery_recipients_total", 'outcome="failed"'), "failed recipients"
             ),
             Target(rate("mailyard_queue_expired_recipients_total"), "expired recipients"),
+            Target(rate("mailyard_queue_suppressed_total"), "suppressed recipients"),
             Target(
                 rate("mailyard_bounce_dsn_recipients_total", by="kind"),
                 "reported in DSNs: {{kind}}",
@@ -720,7 +723,69 @@ def bounce() -> list[Row]:
             height=8,
         ),
     )
-    return [red, dsns, reports]
+    return [red, dsns, reports, suppression()]
+
+
+def suppression() -> Row:
+    """The suppression list: what is on it, what goes on it, what it holds back, by source.
+
+    The contract for the later row of bounces by class, suppressions by source
+    and complaint rate: these panels keep their titles and their ``source`` series.
+    """
+    # Every queue and bounce process holds the same list: max, never sum.
+    entries = f"max by (source) ({sel('mailyard_suppression_entries')})"
+    return row(
+        "Suppression list",
+        timeseries(
+            "Suppressions by source: entries in force",
+            "Addresses on the suppression list, by source (bounce: hard bounces and expiry "
+            "strikes, complaint, unsubscribe, manual: mailyard suppression add). Entries "
+            "leave by themselves at their expiry. Bad: a jump of bounce entries after a "
+            "send (a list with many dead addresses), complaint entries climbing (recipients "
+            "call the mail spam: look at what was sent and to whom).",
+            Target(entries, "{{source}}"),
+        ),
+        timeseries(
+            "Suppressions by source: added",
+            "Entries the bounce service adds, by source and bounce class (InvalidRecipient, "
+            "BadDomain, InactiveMailbox; MessageExpired after suppression.expired_strikes "
+            "expiries in a row), and expiry strikes counted towards one. Bad: a burst during "
+            "a bulk send (a stale list), or complaints at all.",
+            Target(
+                rate("mailyard_bounce_suppressions_added_total", by="source, class"),
+                "{{source}} {{class}}",
+            ),
+            Target(rate("mailyard_bounce_suppression_strikes_total"), "expiry strikes"),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "Suppressions by source: recipients not sent to",
+            "Recipients the queue service held back because the list holds them, by the "
+            "entry's source; their senders get a 5.7.1 DSN unless they asked for none. Bad: "
+            "a large share of the recipients routed (an application keeps mailing addresses "
+            "that bounced: it should clean its list), or 0 right after an entry was added "
+            "for an address that still gets mail (the queue does not follow the log).",
+            Target(rate("mailyard_queue_suppressed_total", by="source"), "{{source}}"),
+            Target(rate("mailyard_queue_recipients_total", 'destination="remote"'), "routed"),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "Suppression log: followed, and the cost of a start",
+            "1 per queue and bounce process that follows the suppression log (changes reach "
+            "it within seconds), and how long each took at its last start to read the log "
+            "(from the latest snapshot, suppression.snapshot_interval). Bad: a process at 0 "
+            "for minutes (MailyardSuppressionLogNotFollowed), or start-up seconds growing "
+            "day after day (no snapshots written: is the bounce service running?).",
+            Target(
+                f"sum by (service) ({sel('mailyard_suppression_following')})",
+                "following: {{service}}",
+            ),
+            Target(
+                f"max by (service) ({sel('mailyard_suppression_replay_seconds')})",
+                "start-up seconds: {{service}}",
+            ),
+        ),
+    )
 
 
 SERVICES: dict[str, tuple[str, Callable[[], list[Row]]]] = {

@@ -6,6 +6,10 @@ mailyard check-broker [--config FILE]                    can we reach the broker
 mailyard auth hash                                       hash a password for the users file
 mailyard dkim keygen --domain D --selector S --algorithm rsa|ed25519 --out FILE
                                                          a new DKIM key; prints its DNS record
+mailyard suppression list [--json] [--source S]          the suppression list
+mailyard suppression add ADDRESS [--reason TEXT] [--expires 30d] [--scope DOMAIN]
+mailyard suppression remove ADDRESS [--scope DOMAIN]
+mailyard suppression check ADDRESS [--scope DOMAIN]      exit 0 if suppressed, 1 if not
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from mailyard import logs
+from mailyard.addresses import AddressError
 from mailyard.broker import BrokerUnavailable, broker_factory, is_embedded
 from mailyard.broker.monitor import QueueMonitor
 from mailyard.config import (
@@ -29,10 +36,13 @@ from mailyard.config import (
     normalize_domain,
     normalize_selector,
 )
+from mailyard.durations import parse_duration
 from mailyard.filewatch import FileProblem
 from mailyard.runtime import Service, serve
+from mailyard.suppression.entries import Source, normalize_address, normalize_scope
 
 SERVICE_NAMES = ("ingress", "queue", "delivery", "bounce")
+SUPPRESSION_ACTIONS = ("list", "add", "remove", "check")
 
 EMBEDDED_IS_ONE_PROCESS = (
     "mailyard: broker.url is 'embedded': one process owns a spool, so only `mailyard all` "
@@ -90,13 +100,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mailyard", description="Mailyard mail transfer agent")
     parser.add_argument(
         "command",
-        choices=[*SERVICE_NAMES, "all", "check-broker", "status", "probe", "auth", "dkim"],
+        choices=[
+            *SERVICE_NAMES,
+            "all",
+            "check-broker",
+            "status",
+            "probe",
+            "auth",
+            "dkim",
+            "suppression",
+        ],
         help="a service to run, 'all' for every service in one process, 'check-broker', "
         "'status' (replicas and queue depths), 'probe' (send one test message), "
-        "'auth hash' (hash a password read from standard input for ingress.auth.users_file) "
-        "or 'dkim keygen' (write a new DKIM private key, print the DNS record to publish)",
+        "'auth hash' (hash a password read from standard input for ingress.auth.users_file), "
+        "'dkim keygen' (write a new DKIM private key, print the DNS record to publish) "
+        "or 'suppression list|add|remove|check' (the addresses mail is not sent to)",
     )
     parser.add_argument("action", nargs="?", help=argparse.SUPPRESS)
+    parser.add_argument("operand", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument(
         "--config",
         type=Path,
@@ -120,6 +141,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     keygen.add_argument("--out", type=Path, help="private key file to write (mode 0600)")
     keygen.add_argument("--bits", type=int, help="RSA key size, 2048 to 4096 (default 2048)")
     keygen.add_argument("--force", action="store_true", help="replace an existing --out file")
+    suppression = parser.add_argument_group("suppression list|add|remove|check ADDRESS")
+    suppression.add_argument(
+        "--json", action="store_true", help="one JSON array of entries, nothing else"
+    )
+    suppression.add_argument(
+        "--source", choices=[s.value for s in Source], help="list: only entries of this source"
+    )
+    suppression.add_argument("--reason", default="", help="add: why (shown in the DSN)")
+    suppression.add_argument(
+        "--expires", type=_duration, help="add: stop applying after this long (30d); default never"
+    )
+    suppression.add_argument(
+        "--scope",
+        type=_checked(normalize_scope),
+        help="add, remove, check: only for mail from this envelope sender domain",
+    )
     args = parser.parse_args(argv)
     if args.command == "probe" and not args.recipient:
         parser.error("probe needs --to")
@@ -127,8 +164,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("auth needs a subcommand: hash")
     if args.command == "dkim" and args.action != "keygen":
         parser.error("dkim needs a subcommand: keygen")
-    if args.command not in ("auth", "dkim") and args.action is not None:
+    if args.command not in ("auth", "dkim", "suppression") and args.action is not None:
         parser.error(f"unrecognized arguments: {args.action}")
+    if args.command == "suppression":
+        _check_suppression_args(parser, args)
+    elif args.operand is not None:
+        parser.error(f"unrecognized arguments: {args.operand}")
     if args.command == "dkim":
         missing = [
             f"--{n}" for n in ("domain", "selector", "algorithm", "out") if not getattr(args, n)
@@ -140,7 +181,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _check_suppression_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.action not in SUPPRESSION_ACTIONS:
+        parser.error("suppression needs a subcommand: list, add, remove or check")
+    if args.action == "list":
+        if args.operand is not None:
+            parser.error(f"unrecognized arguments: {args.operand}")
+    elif args.operand is None:
+        parser.error(f"suppression {args.action} needs an ADDRESS")
+    else:
+        try:
+            args.operand = normalize_address(args.operand)
+        except AddressError as exc:
+            parser.error(str(exc))
+    given = {"--source": args.source, "--reason": args.reason, "--expires": args.expires}
+    allowed = {"list": {"--source"}, "add": {"--reason", "--expires"}}.get(args.action, set())
+    for flag, value in given.items():
+        if value and flag not in allowed:
+            parser.error(f"{flag} is not for suppression {args.action}")
+    if args.scope is not None and args.action == "list":
+        parser.error("--scope is not for suppression list")
+
+
 def _dkim_name(normalize: Callable[[str], str]) -> Callable[[str], str]:
+    return _checked(normalize)
+
+
+def _checked(normalize: Callable[[str], str]) -> Callable[[str], str]:
     def parse(value: str) -> str:
         try:
             return normalize(value)
@@ -148,6 +215,35 @@ def _dkim_name(normalize: Callable[[str], str]) -> Callable[[str], str]:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     return parse
+
+
+def _duration(value: str) -> timedelta:
+    try:
+        duration = parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not duration:
+        raise argparse.ArgumentTypeError("must be longer than 0")
+    return duration
+
+
+def suppression_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``mailyard suppression ...``: standard output carries only the answer."""
+    from mailyard.suppression.command import Request, run
+
+    # Service logs go to standard output; here only problems, on standard error.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="mailyard: %(message)s")
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
+    request = Request(
+        action=args.action,
+        address=args.operand or "",
+        scope=args.scope,
+        source=Source(args.source) if args.source else None,
+        reason=args.reason,
+        expires=args.expires,
+        json=args.json,
+    )
+    return asyncio.run(run(settings, request))
 
 
 def read_password() -> str | None:
@@ -241,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in SERVICE_NAMES and is_embedded(settings.broker):
         print(EMBEDDED_IS_ONE_PROCESS, file=sys.stderr)
         return 2
+    if args.command == "suppression":
+        return suppression_command(settings, args)
     logs.configure(settings.log.level)
     if args.command == "check-broker":
         return asyncio.run(check_broker(settings))

@@ -589,6 +589,47 @@ class BounceConfig(Section):
         return self
 
 
+class SuppressionConfig(Section):
+    """The suppression list (``mailyard/suppression``): addresses mail is not sent to.
+
+    One list for every replica, kept on the broker (the ``<prefix>.suppression``
+    log). The bounce service adds hard bounces and expiry strikes to it, the
+    queue service checks every recipient against it before a message is split
+    into jobs, and ``mailyard suppression add|remove`` changes it by hand.
+    """
+
+    # How long a hard bounce of the classes InvalidRecipient, BadDomain and
+    # InactiveMailbox keeps the address on the list (then mail goes to it again).
+    hard_bounce_expiry: Duration = timedelta(days=365)
+    # Soft bounces never suppress on their own; this many different messages
+    # to one recipient expiring (queue.max_lifetime) within
+    # expired_strikes_window do. 0 turns it off.
+    expired_strikes: int = Field(3, ge=0, le=1000)
+    # Only expiries this recent count. Nothing else resets the count: a
+    # delivery to the address in between does not (the bounce service does
+    # not hear deliveries); a suppression added or removed does.
+    expired_strikes_window: Duration = timedelta(days=30)
+    # How long expired_strikes keep the address on the list.
+    expired_strikes_expiry: Duration = timedelta(days=30)
+    # Suppress a complaint (an ARF report) whose recipient only the report
+    # names (no VERP address of ours verified it: bounce.return_path_domain
+    # unset, or the provider redacted it). Anyone who can mail fbl@ or the
+    # return-path domain can write such a report; without VERP, every
+    # complaint is of that kind.
+    unverified_complaints: bool = True
+    # How often the bounce service appends a snapshot of the whole list to the
+    # log, so that a process starting reads the log from the last snapshot
+    # rather than from its beginning. 0: never (every start replays all of it).
+    snapshot_interval: Duration = timedelta(days=1)
+
+    @field_validator("hard_bounce_expiry", "expired_strikes_window", "expired_strikes_expiry")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+
 # Mailbox providers that get their own label in per-destination metrics;
 # every other domain is counted as "other", so the label stays bounded.
 DEFAULT_DESTINATIONS = (
@@ -633,6 +674,7 @@ class Settings(BaseSettings):
     delivery: DeliveryConfig = DeliveryConfig()
     bounce: BounceConfig = BounceConfig()
     dkim: DkimConfig = DkimConfig()
+    suppression: SuppressionConfig = SuppressionConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
 

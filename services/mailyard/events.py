@@ -4,7 +4,8 @@ The routing key is the event kind (``EventKind``). The kinds that become
 DSNs (``BOUNCE_EVENTS``) carry what a DSN needs: the original headers, the
 sender's DSN requests (RFC 3461: RET, ENVID, NOTIFY, ORCPT) and, for a
 failure of a message sent with ``RET=FULL``, the message itself (§4.3:
-FULL asks for the whole message in a *failed* DSN only). The other kinds
+FULL asks for the whole message in a *failed* DSN only; ``suppressed``
+recipients get a failed DSN too). The other kinds
 carry no body at all: ``delivered`` is the hot path.
 """
 
@@ -28,9 +29,11 @@ KIND_CODES = {
     EventKind.COMPLAINED: pb.EVENT_KIND_COMPLAINED,
     EventKind.DELAYED: pb.EVENT_KIND_DELAYED,
     EventKind.RELAYED: pb.EVENT_KIND_RELAYED,
+    EventKind.SUPPRESSED: pb.EVENT_KIND_SUPPRESSED,
 }
-# The events whose DSN says "failed", which RET=FULL asks the whole message for.
-FAILURE_EVENTS = (EventKind.FAILED, EventKind.EXPIRED)
+# The events whose DSN says "failed", which RET=FULL asks the whole message for
+# (a suppressed recipient's DSN is a failed one too).
+FAILURE_EVENTS = (EventKind.FAILED, EventKind.EXPIRED, EventKind.SUPPRESSED)
 
 
 @dataclass(frozen=True, slots=True)

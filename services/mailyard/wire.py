@@ -232,6 +232,7 @@ _EVENT_NAMES = {
     pb.EVENT_KIND_EXPIRED: "expired",
     pb.EVENT_KIND_BOUNCED: "bounced",
     pb.EVENT_KIND_COMPLAINED: "complained",
+    pb.EVENT_KIND_SUPPRESSED: "suppressed",
 }
 # Asynchronous reports (bounce service); their trace is the report's.
 _REPORT_KINDS = frozenset({pb.EVENT_KIND_BOUNCED, pb.EVENT_KIND_COMPLAINED})

@@ -161,6 +161,28 @@ def test_the_config_file_is_one_the_app_accepts(
     assert "url" not in config_file(docs).get("broker", {})
 
 
+def test_the_suppression_settings_reach_the_app(tmp_path: Path) -> None:
+    docs = render(
+        "default-values.yaml",
+        settings=(
+            "config.suppression.hard_bounce_expiry=90d",
+            "config.suppression.expired_strikes=0",
+            "config.suppression.snapshot_interval=6h",
+        ),
+    )
+    assert config_file(docs)["suppression"] == {
+        "hard_bounce_expiry": "90d",
+        "expired_strikes": 0,
+        "snapshot_interval": "6h",
+    }
+    path = tmp_path / "mailyard.yaml"
+    path.write_text(one(docs, "ConfigMap", "mx-mailyard-config")["data"]["mailyard.yaml"])
+    suppression = load_settings(path).suppression
+    assert suppression.hard_bounce_expiry == parse_duration("90d")
+    assert suppression.expired_strikes == 0
+    assert suppression.expired_strikes_window == parse_duration("30d")  # the default stays
+
+
 def test_config_changes_roll_the_pods() -> None:
     before = deployments(render("default-values.yaml"))
     after = deployments(render("default-values.yaml", settings=("config.log.level=debug",)))

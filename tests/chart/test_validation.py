@@ -143,6 +143,20 @@ def test_the_schema_refuses_what_the_app_would_refuse() -> None:
     assert "/config/queue/retry_delays/0" in message
 
 
+def test_the_schema_knows_the_suppression_keys() -> None:
+    message = render_error(
+        "default-values.yaml",
+        settings=(
+            "config.suppression.hard_bounce_expiry=forever",
+            "config.suppression.expired_strikes=-1",
+            "config.suppression.strikes=3",
+        ),
+    )
+    assert "/config/suppression/hard_bounce_expiry" in message
+    assert "/config/suppression/expired_strikes" in message
+    assert "additional properties 'strikes' not allowed" in message
+
+
 def test_scaling_to_zero_needs_keda() -> None:
     message = render_error(
         "default-values.yaml",

@@ -19,7 +19,9 @@ from tests.observability.artifacts import (
 
 # A service, or shared plumbing that several services have: the parking queue, the
 # watched files (filewatch.py: certificates and users files today, DKIM keys later).
-NAME = re.compile(r"^Mailyard(Ingress|Queue|Delivery|Bounce|Parking|File)[A-Z][A-Za-z]+$")
+NAME = re.compile(
+    r"^Mailyard(Ingress|Queue|Delivery|Bounce|Parking|File|Suppression)[A-Z][A-Za-z]+$"
+)
 SEVERITIES = {"critical", "warning", "info"}
 
 

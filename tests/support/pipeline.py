@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import smtplib
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -14,7 +17,7 @@ import yaml
 from tests.support import spool
 from tests.support.broker import BROKER_URL, delete_prefix, publish_raw, queue_messages
 from tests.support.dns_server import TestDnsServer
-from tests.support.processes import MailyardProcess, free_port
+from tests.support.processes import REPO, MailyardProcess, free_port
 from tests.support.smtp_sink import Sink
 
 # Loopback addresses of the test zone's mail hosts (tests/support/dns_server.py).
@@ -120,6 +123,31 @@ class Pipeline:
     def process(self, service: str) -> MailyardProcess:
         """The process running ``service`` (the single 'all' process if not split)."""
         return self.processes.get(service) or self.processes["all"]
+
+    def add_replica(self, service: str, tmp_path: Path) -> MailyardProcess:
+        """One more process of ``service`` (RabbitMQ only), ready; stopped with the rest.
+
+        It is ``processes["<service>-2"]`` (then -3, ...).
+        """
+        assert not self.embedded, "the embedded spool belongs to one process"
+        number = 2
+        while f"{service}-{number}" in self.processes:
+            number += 1
+        process = MailyardProcess(service, self.config_path, tmp_path).start()
+        self.processes[f"{service}-{number}"] = process
+        return process.wait_ready()
+
+    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """``mailyard <args> --config <this pipeline's>``, as an operator runs it."""
+        return subprocess.run(
+            [sys.executable, "-m", "mailyard", *args, "--config", str(self.config_path)],
+            env={**os.environ, "PYTHONPATH": str(REPO / "services")},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+            check=False,
+        )
 
     def smtp(self) -> smtplib.SMTP:
         client = smtplib.SMTP("127.0.0.1", self.ingress_port, timeout=30)

@@ -15,11 +15,15 @@ COMMITTED = ROOT / "services" / "mailyard" / "v1"
 
 def test_proto_sources_exist():
     assert sorted(p.name for p in (PROTO_DIR / "mailyard" / "v1").glob("*.proto")) == [
-        "message.proto"
+        "message.proto",
+        "suppression.proto",
     ]
 
 
-@pytest.mark.parametrize("name", ["message_pb2.py", "message_pb2.pyi"])
+@pytest.mark.parametrize(
+    "name",
+    ["message_pb2.py", "message_pb2.pyi", "suppression_pb2.py", "suppression_pb2.pyi"],
+)
 def test_generated_code_is_fresh(tmp_path, name):
     protos = sorted(
         str(p.relative_to(ROOT)) for p in (PROTO_DIR / "mailyard" / "v1").glob("*.proto")

@@ -41,6 +41,12 @@ PURE = (
     "bounce/plan.py",
     "bounce/dsn.py",
     "bounce/notice.py",
+    "bounce/suppress.py",
+    "queue/suppress.py",
+    "suppression/entries.py",
+    "suppression/records.py",
+    "suppression/state.py",
+    "suppression/replay.py",
     "xtext.py",
     "notify.py",
 )
@@ -66,6 +72,14 @@ def test_no_service_imports_another(service):
     others = {f"mailyard.{name}" for name in SERVICES if name != service}
     for path in modules(PACKAGE / service):
         bad = {m for m in imports(path) if any(m == o or m.startswith(o + ".") for o in others)}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
+
+
+def test_shared_code_imports_no_service():
+    """The suppression list is used by queue and bounce: it may depend on neither."""
+    services = {f"mailyard.{name}" for name in SERVICES}
+    for path in modules(PACKAGE / "suppression"):
+        bad = {m for m in imports(path) if any(m == s or m.startswith(s + ".") for s in services)}
         assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
 
 

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from mailyard.broker.embedded.adapter import EmbeddedBroker
+from mailyard.broker.embedded.adapter import EmbeddedBroker, OutsideSpoolLog
 from mailyard.broker.embedded.spool import (
     NewItem,
     Spool,
     SpoolError,
     Write,
+    append_log_outside,
     is_locked,
     read_depths,
+    read_log_outside,
 )
 from mailyard.broker.port import Publish
 from mailyard.broker.topology import QueueName, Topology
@@ -161,3 +163,44 @@ async def test_the_log_replays_in_order_and_follows(tmp_path):
     await log.append([b"three"])
     assert await asyncio.wait_for(follower, timeout=3) == b"three"
     await broker.close()
+
+
+async def test_another_process_appends_to_a_log_the_owner_follows(tmp_path):
+    """`mailyard suppression add` while `mailyard all` owns the spool: SQLite's own lock."""
+    broker = EmbeddedBroker(Spool(tmp_path), topology(), service="queue")
+    await broker.connect()
+    log = broker.log("suppression")
+    await log.append([b"own"])
+
+    async def second() -> bytes:
+        entries = log.read(follow=True)
+        seen = [await anext(entries) for _ in range(2)]
+        return seen[-1].data
+
+    follower = asyncio.create_task(second())
+    await asyncio.sleep(0.05)
+    # Another process: a connection of its own, the owner's lock notwithstanding.
+    await asyncio.to_thread(append_log_outside, tmp_path, "suppression", [b"from outside"])
+    assert await asyncio.wait_for(follower, timeout=5) == b"from outside"  # polled, within 1 s
+    # The owner writes on as before, and an outside reader sees everything.
+    await log.append([b"own again"])
+    await broker.store([Publish(QueueName.INBOUND, (pb.AcceptedMessage(message_id="m"),))])
+    outside = OutsideSpoolLog(tmp_path, "suppression")
+    assert [e.data async for e in outside.read()] == [b"own", b"from outside", b"own again"]
+    await broker.close()
+
+
+async def test_an_outside_append_makes_a_spool_the_owner_can_open(tmp_path):
+    directory = tmp_path / "new"
+    at = append_log_outside(directory, "suppression", [b"first"])
+    assert read_log_outside(directory, "suppression", at + 1) == []
+    assert read_log_outside(directory, "suppression", 0) == [(at, b"first")]
+    broker = EmbeddedBroker(Spool(directory), topology(), service="queue")
+    await broker.connect()
+    assert [e.data async for e in broker.log("suppression").read()] == [b"first"]
+    await broker.close()
+
+
+def test_reading_a_spool_that_is_not_there_says_so(tmp_path):
+    with pytest.raises(SpoolError, match="no spool at"):
+        read_log_outside(tmp_path / "none", "suppression", 0)

@@ -135,6 +135,7 @@ def test_bounce_events():
         EventKind.EXPIRED,
         EventKind.DELAYED,
         EventKind.RELAYED,
+        EventKind.SUPPRESSED,
     )
     assert [k.value for k in EventKind] == [
         "delivered",
@@ -145,6 +146,7 @@ def test_bounce_events():
         "complained",
         "delayed",
         "relayed",
+        "suppressed",
     ]
 
 

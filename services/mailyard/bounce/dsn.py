@@ -11,8 +11,9 @@ one message, one action, a block per recipient — makes one DSN:
   Arrival-Date;
 - per recipient (§2.3): Original-Recipient when the client gave ORCPT
   (its value decoded, RFC 3461 §6.3 (d); never otherwise), Final-Recipient,
-  Action, Status, Remote-MTA, Diagnostic-Code, Last-Attempt-Date, and for
-  a delay Will-Retry-Until (§2.3.9: only in delayed DSNs);
+  Action, Status, Remote-MTA, Diagnostic-Code, Last-Attempt-Date (not for
+  a suppressed recipient: nothing was attempted), and for a delay
+  Will-Retry-Until (§2.3.9: only in delayed DSNs);
 - the third part (RFC 3462): a failure of a ``RET=FULL`` message returns
   the whole message as message/rfc822 (RFC 3461 §4.3); everything else
   its headers as text/rfc822-headers. A message too large to return is
@@ -168,6 +169,22 @@ def _human_part(notice: Notice, reporting_mta: str, quote_limit: int) -> str:
 
 
 def _why_failed(notice: Notice, reporting_mta: str) -> str:
+    suppressed = sum(r.suppressed for r in notice.recipients)
+    held_back = (
+        f"they are on the suppression list of {reporting_mta} (an earlier message to them "
+        "bounced, or they complained or asked not to get mail); the text after each says "
+        "since when and why"
+    )
+    if suppressed == len(notice.recipients):
+        return f"was not sent to the recipients below: {held_back}."
+    if suppressed:
+        others = "the error is permanent"
+        if any(r.expired for r in notice.recipients):
+            others += " or the time allowed ran out"
+        return (
+            "could not be delivered to the recipients below. Some were not sent to: "
+            f"{held_back}. For the others {others}."
+        )
     expired = [r for r in notice.recipients if r.expired]
     if not expired:
         return "could not be delivered to the recipients below; the error is permanent."
@@ -211,7 +228,8 @@ def _recipient_block(notice: Notice, recipient: Reported) -> Message:
     if result.bounce_class and notice.action is not Action.RELAYED:
         # An extension field (RFC 3464 §2.4): what the failure means.
         block["X-Mailyard-Bounce-Class"] = result.bounce_class
-    block["Last-Attempt-Date"] = format_datetime(recipient.last_attempt)
+    if not recipient.suppressed:  # held back by the queue: nothing was attempted
+        block["Last-Attempt-Date"] = format_datetime(recipient.last_attempt)
     if notice.action is Action.DELAYED and notice.will_retry_until is not None:
         block["Will-Retry-Until"] = format_datetime(notice.will_retry_until)
     return block

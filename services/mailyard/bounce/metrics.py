@@ -10,7 +10,8 @@ DSNS = Counter(
 DSN_RECIPIENTS = Counter(
     "mailyard_bounce_dsn_recipients_total",
     "Recipients reported in DSNs, by what happened to them and bounce class",
-    ["kind", "class"],  # failed | expired | delayed | relayed; mailyard/classify.py's names
+    # failed | expired | suppressed | delayed | relayed; mailyard/classify.py's names
+    ["kind", "class"],
 )
 DSN_EVENTS = Histogram(
     "mailyard_bounce_dsn_events",
@@ -29,6 +30,15 @@ DSNS_SKIPPED = Counter(
 LOCAL_MESSAGES = Counter(
     "mailyard_bounce_local_messages_total",
     "Messages received for ingress.local_domains (asynchronous bounces, replies)",
+)
+SUPPRESSIONS_ADDED = Counter(
+    "mailyard_bounce_suppressions_added_total",
+    "Entries the bounce service added to the suppression list, by source and bounce class",
+    ["source", "class"],  # bounce | complaint; mailyard/classify.py's names ("" if none)
+)
+SUPPRESSION_STRIKES = Counter(
+    "mailyard_bounce_suppression_strikes_total",
+    "Expired recipients counted towards suppression.expired_strikes",
 )
 ASYNC = Counter(
     "mailyard_bounce_async_total",

@@ -1,8 +1,9 @@
 """Which events become which notice, for whom — pure, no I/O.
 
-One notice per message and action (RFC 3464 §2.3.3): the ``failed`` and
-``expired`` events of a message that come together make one "failed" DSN
-with a block per recipient, its ``delayed`` events one "delayed" DSN, its
+One notice per message and action (RFC 3464 §2.3.3): the ``failed``,
+``expired`` and ``suppressed`` events of a message that come together make
+one "failed" DSN with a block per recipient (a suppressed one was never
+tried: the queue held it back, ``550 5.7.1``), its ``delayed`` events one "delayed" DSN, its
 ``relayed`` events one "relayed" DSN. Which events come together is the
 window's business (``window.py``); this module says what a group of them
 is worth:
@@ -40,6 +41,7 @@ class Action(StrEnum):
 ACTIONS = {
     pb.EVENT_KIND_FAILED: Action.FAILED,
     pb.EVENT_KIND_EXPIRED: Action.FAILED,
+    pb.EVENT_KIND_SUPPRESSED: Action.FAILED,
     pb.EVENT_KIND_DELAYED: Action.DELAYED,
     pb.EVENT_KIND_RELAYED: Action.RELAYED,
 }
@@ -58,6 +60,7 @@ class Reported:
 
     result: pb.RecipientResult
     expired: bool  # failed because the lifetime passed (Status 4.4.7)
+    suppressed: bool  # not sent to: on the suppression list (5.7.1), nothing attempted
     orcpt: str  # as the client gave it ("" when not given)
     last_attempt: datetime
     attempts: int
@@ -142,6 +145,7 @@ def notice_of(events: Sequence[pb.DeliveryEvent]) -> Notice | None:
                 Reported(
                     result=result,
                     expired=event.kind == pb.EVENT_KIND_EXPIRED,
+                    suppressed=event.kind == pb.EVENT_KIND_SUPPRESSED,
                     orcpt=options.orcpt,
                     last_attempt=wire.to_datetime(event.occurred_at),
                     attempts=event.attempts,

@@ -1,7 +1,9 @@
 """What the bounce service publishes for a group of events — pure decisions, no I/O.
 
 The events of one message and action that the window brought together
-(``window.py``) become one RFC 3464 DSN to the envelope sender, queued
+(``window.py``) become one RFC 3464 DSN to the envelope sender (a
+``suppressed`` event is a failure like ``failed`` and ``expired``: their
+recipients share one "failed" DSN), queued
 through ``<prefix>.inbound`` with the null sender like any other mail — or
 nothing, and why: the null sender (RFC 3461 §6.2, RFC 5321 §4.5.5: what
 stops bounce loops), nobody asking (NOTIFY, RFC 3461 §4.1), or a kind that

@@ -1,10 +1,21 @@
-"""The bounce service: DSNs for failed, expired, delayed and relayed recipients; local mail.
+"""The bounce service: DSNs for failed, expired, suppressed, delayed and relayed
+recipients; the suppression list's automatic entries; local mail.
+
+Each event is first planned against the suppression list (``suppress.py``:
+hard bounces, expiry strikes) and its records appended (durable), one event
+at a time, before anything else becomes of it: so every event is planned
+once, whether it then needs a DSN or not, and not again when its group is
+flushed or re-planned. A crash before the event is released plans it again
+on redelivery, which changes nothing (an address already suppressed gets no
+new entry, a strike has the message's id as its key).
 
 An event that needs no DSN (the null sender, nobody asked, not a DSN kind)
-is released at once. The others wait in the DSN window (``window.py``) for
-the other notices of their message, become one DSN (``plan.py``), and are
-released once it is stored. Mail for the local domains is judged
-(``inbound.py``): asynchronous bounces and complaints become events.
+is then released at once. The others wait in the DSN window (``window.py``)
+for the other notices of their message, become one DSN (``plan.py``: the
+suppressed recipients of a message are failed ones, in the same DSN as its
+other failures), and are released once it is stored. Mail for the local
+domains is judged (``inbound.py``): asynchronous bounces and complaints
+become events, and entries on the list before they are released.
 """
 
 from __future__ import annotations
@@ -21,13 +32,15 @@ from mailyard.bounce.arf import FEEDBACK_TYPES
 from mailyard.bounce.inbound import Mailboxes, Result, Verdict, judge
 from mailyard.bounce.notice import group_key, wanted
 from mailyard.bounce.plan import DsnPlan, plan_dsn, skip_reason
+from mailyard.bounce.suppress import SuppressionPolicy, complaint, plan_suppressions
 from mailyard.bounce.window import Window
 from mailyard.broker import Broker, Consumer, Emit, Output, PublishError, QueueName, Work
 from mailyard.broker.service import ConsumingService
-from mailyard.classify import Classifier
+from mailyard.classify import ADDRESS_GONE, BounceClass, Classifier
 from mailyard.config import Settings
 from mailyard.filewatch import Watched
 from mailyard.reply import Reply
+from mailyard.suppression import LOG_NAME, Added, Record, Struck, SuppressionReplica
 from mailyard.v1 import message_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -59,6 +72,32 @@ class BounceService(ConsumingService):
             metrics.ASYNC.labels(result.value)
         for feedback_type in FEEDBACK_TYPES:
             metrics.COMPLAINTS.labels(feedback_type)
+        suppression = settings.suppression
+        self.policy = SuppressionPolicy(
+            hard_bounce_expiry=suppression.hard_bounce_expiry,
+            expired_strikes=suppression.expired_strikes,
+            expired_strikes_window=suppression.expired_strikes_window,
+            expired_strikes_expiry=suppression.expired_strikes_expiry,
+            unverified_complaints=suppression.unverified_complaints,
+        )
+        self.suppressions = SuppressionReplica(
+            broker.log(LOG_NAME),
+            service=self.name,
+            strike_window=suppression.expired_strikes_window,
+            snapshot_interval=suppression.snapshot_interval,
+            writes_snapshots=True,
+        )
+        for bounce_class in (*sorted(ADDRESS_GONE), BounceClass.MESSAGE_EXPIRED):
+            metrics.SUPPRESSIONS_ADDED.labels("bounce", bounce_class.value)
+        metrics.SUPPRESSIONS_ADDED.labels("complaint", "")
+        self._planning = asyncio.Lock()
+
+    async def started(self) -> None:
+        await self.suppressions.load()
+        self.suppressions.start()
+
+    async def stopped(self) -> None:
+        await self.suppressions.stop()
 
     def consumers(self) -> list[Consumer]:
         prefetch = self.settings.bounce.prefetch
@@ -74,6 +113,18 @@ class BounceService(ConsumingService):
         await super().stop(grace)
 
     async def on_event(self, work: Work[pb.DeliveryEvent]) -> Sequence[Output]:
+        now = datetime.now(UTC)
+        for event in work.items:
+            # The list first, once per event, whatever becomes of its DSN (none
+            # for the null sender or NOTIFY=NEVER; a group re-planned one by
+            # one), and before any of them waits: a log that refuses hands the
+            # whole input back. Handlers run side by side (bounce.prefetch, and
+            # the window holds them): one plans only after the previous one's
+            # records are in, so two expiries count two.
+            async with self._planning:
+                await self.suppress(
+                    plan_suppressions(event, self.suppressions.state, self.policy, now=now)
+                )
         waits = []
         for event in work.items:
             key = group_key(event)
@@ -114,6 +165,40 @@ class BounceService(ConsumingService):
         _account(events, plan, dsn_id)
         return [None] * len(events)
 
+    async def suppress(self, records: Sequence[Record]) -> None:
+        """Append ``records`` to the suppression list (every replica sees them) and count them."""
+        if not records:
+            return
+        await self.suppressions.append(records)
+        for record in records:
+            if isinstance(record, Added):
+                entry = record.entry
+                metrics.SUPPRESSIONS_ADDED.labels(
+                    entry.source.value, entry.bounce_class or ""
+                ).inc()
+                log.info(
+                    "suppressed",
+                    extra={
+                        "to": entry.address,
+                        "source": entry.source.value,
+                        "class": entry.bounce_class,
+                        "expires": entry.expires.isoformat() if entry.expires else None,
+                    },
+                )
+            elif isinstance(record, Struck):
+                metrics.SUPPRESSION_STRIKES.inc()
+
+    async def suppress_complaint(
+        self, address: str, *, scope: str | None, reason: str, bounce_class: str | None = None
+    ) -> None:
+        """``address`` complained: never mail it again (from ``scope``, a sender
+        domain, or from anyone when None). No expiry. ``complained`` events made
+        here are suppressed by ``on_local`` already; this is for other callers."""
+        now = datetime.now(UTC)
+        await self.suppress(
+            [complaint(address, scope=scope, reason=reason, now=now, bounce_class=bounce_class)]
+        )
+
     async def on_local(self, work: Work[pb.DeliveryJob]) -> Sequence[Output]:
         """Asynchronous bounces and complaints become events; the rest is counted."""
         mailboxes = Mailboxes(
@@ -127,6 +212,14 @@ class BounceService(ConsumingService):
             verdicts = judge(job, mailboxes=mailboxes, classify=self._classify, now=now)
             for verdict in verdicts:
                 if verdict.event is not None and verdict.kind is not None:
+                    # A bounce of a gone address, a complaint: on the list
+                    # (durable) before the report is released.
+                    async with self._planning:
+                        await self.suppress(
+                            plan_suppressions(
+                                verdict.event, self.suppressions.state, self.policy, now=now
+                            )
+                        )
                     outputs.append(Emit(verdict.kind, verdict.event))
             work.then(functools.partial(_account_local, job, verdicts))
         return outputs
@@ -185,6 +278,7 @@ def _account(events: list[pb.DeliveryEvent], plan: DsnPlan, dsn_id: str) -> None
     metrics.DSN_EVENTS.observe(len(events))
     for recipient in notice.recipients:
         kind = "expired" if recipient.expired else plan.kind
+        kind = "suppressed" if recipient.suppressed else kind
         metrics.DSN_RECIPIENTS.labels(kind, recipient.result.bounce_class).inc()
     log.info(
         "DSN queued",

@@ -8,7 +8,8 @@ for ``embedded``. Nothing outside this package imports aio-pika.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 from mailyard.broker.port import (
     Broker,
@@ -63,6 +64,28 @@ def broker_factory(settings: Settings) -> BrokerFactory:
     return lambda service: RabbitBroker(settings.broker, topology, service=service)
 
 
+@contextlib.asynccontextmanager
+async def tool_log(settings: Settings, name: str) -> AsyncIterator[Log]:
+    """A log for a command that is no service (``mailyard suppression``).
+
+    On RabbitMQ, a connection of its own for as long as the command needs it.
+    On the embedded spool, the SQLite file itself, whether or not ``mailyard
+    all`` owns it: one short transaction per append, which the running
+    process follows within a second (see ``embedded/spool.py``).
+    """
+    if is_embedded(settings.broker):
+        from mailyard.broker.embedded.adapter import OutsideSpoolLog
+
+        yield OutsideSpoolLog(settings.broker.spool_dir, name)
+        return
+    broker = broker_factory(settings)("cli")
+    await broker.connect(attempts=1)
+    try:
+        yield broker.log(name)
+    finally:
+        await broker.close()
+
+
 __all__ = [
     "BOUNCE_EVENTS",
     "EMBEDDED",
@@ -86,5 +109,6 @@ __all__ = [
     "Work",
     "broker_factory",
     "is_embedded",
+    "tool_log",
     "topology_for",
 ]

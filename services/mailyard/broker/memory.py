@@ -23,7 +23,6 @@ from mailyard.broker.port import (
     BrokerUnavailable,
     Consumer,
     Handler,
-    Log,
     LogEntry,
     Output,
     PublishError,
@@ -54,6 +53,7 @@ class MemoryBroker:
         self.fail_with: Exception | None = None  # stores raise this
         self.is_connected = True
         self.logs: dict[str, list[LogEntry]] = {}
+        self.memory_logs: dict[str, MemoryLog] = {}
         self._held: list[asyncio.Future[None]] = []
         self._consumers: dict[QueueName, MemoryConsumer] = {}
 
@@ -132,8 +132,11 @@ class MemoryBroker:
     async def check_message_size(self, size: int) -> None:
         """Anything fits in memory."""
 
-    def log(self, name: str) -> Log:
-        return MemoryLog(self.logs.setdefault(name, []))
+    def log(self, name: str) -> MemoryLog:
+        log = self.memory_logs.get(name)
+        if log is None:
+            log = self.memory_logs[name] = MemoryLog(self.logs.setdefault(name, []))
+        return log
 
 
 class MemoryConsumer:
@@ -192,19 +195,41 @@ def _settled(incoming: Incoming) -> Settled:
 
 
 class MemoryLog:
+    """A list of entries; ``fail_with`` makes appends raise (a broker that refuses)."""
+
     def __init__(self, entries: list[LogEntry]) -> None:
         self.entries = entries
+        self.fail_with: Exception | None = None
+        self._followers: set[asyncio.Event] = set()  # one per following reader
 
     async def append(self, records: Sequence[bytes]) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
         now = datetime.now(UTC)
         self.entries.extend(LogEntry(now, record) for record in records)
+        for appended in self._followers:
+            appended.set()
 
     async def read(
         self, since: datetime | None = None, *, follow: bool = False
     ) -> AsyncIterator[LogEntry]:
-        for entry in list(self.entries):
-            if since is None or entry.at >= since:
-                yield entry
+        appended = asyncio.Event()
+        if follow:
+            self._followers.add(appended)
+        try:
+            position = 0
+            while True:
+                appended.clear()
+                while position < len(self.entries):
+                    entry = self.entries[position]
+                    position += 1
+                    if since is None or entry.at >= since:
+                        yield entry
+                if not follow:
+                    return
+                await appended.wait()
+        finally:
+            self._followers.discard(appended)
 
 
 __all__ = ["MemoryBroker", "PublishError", "Settled"]

@@ -11,7 +11,7 @@ runs) can share one broker.
     <p>.local          mail for ingress.local_domains (queue → bounce)
     <p>.parking        poison and undecodable messages, with reason headers
     <p>.events         delivered / deferred / failed / expired / bounced / complained /
-                       delayed / relayed
+                       delayed / relayed / suppressed
     <p>.suppression    log: suppression list changes
     <p>.done           log: delivery jobs finished (consulted when a batch comes back)
 
@@ -47,16 +47,24 @@ class EventKind(StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     # Asynchronous reports from the bounce service: a bounce that came back
-    # to a VERP address, an ARF complaint. Subscribers (the suppression list,
-    # webhooks) bind to them like to any kind.
+    # to a VERP address, an ARF complaint. Subscribers (webhooks) bind to them
+    # like to any kind; the bounce service that makes them puts them on the
+    # suppression list itself.
     BOUNCED = "bounced"
     COMPLAINED = "complained"
     DELAYED = "delayed"  # a delay warning is due (queue.delay_warning)
     RELAYED = "relayed"  # NOTIFY=SUCCESS, delivered to a next hop without DSN
+    SUPPRESSED = "suppressed"  # not sent to: the recipient is on the suppression list
 
 
 # Events that a DSN depends on: they must reach the bounce queue.
-BOUNCE_EVENTS = (EventKind.FAILED, EventKind.EXPIRED, EventKind.DELAYED, EventKind.RELAYED)
+BOUNCE_EVENTS = (
+    EventKind.FAILED,
+    EventKind.EXPIRED,
+    EventKind.DELAYED,
+    EventKind.RELAYED,
+    EventKind.SUPPRESSED,
+)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ of it: RSA and Ed25519 side by side, one signature per key), then split
 their recipients by destination domain into delivery jobs (at most
 ``queue.max_recipients_per_job`` each) on ``<prefix>.delivery``; send mail
 for local domains to the bounce service (``<prefix>.local``), never out.
+Recipients on the suppression list (its copy of ``<prefix>.suppression``,
+loaded before the first message and followed after) are held back: a
+``suppressed`` event each job, which the bounce service turns into a DSN.
 Owns the retry schedule: deferred jobs from delivery come back on
 ``<prefix>.deferred`` and go to the TTL queue ``<prefix>.retry.<delay>`` of
 the next rung of ``queue.retry_delays``, which dead-letters them back to
@@ -31,9 +34,10 @@ Metrics: ``mailyard_queue_*`` — messages split, jobs and recipients by
 destination, retries by delay, expiries, delay warnings; DKIM:
 ``mailyard_queue_dkim_signed_total{domain}`` (by key domain) and
 ``mailyard_queue_dkim_unsigned_total{reason}`` (no_key, no_from, error);
-key reloads in ``mailyard_file_reloads_total{key="dkim.keys[N].key_file"}``.
+key reloads in ``mailyard_file_reloads_total{key="dkim.keys[N].key_file"}``;
+``mailyard_queue_suppressed_total{source}`` (recipients held back).
 
-Configuration: ``queue.*``, ``dkim.keys`` (domain, selector, key_file; make a
+Configuration: ``queue.*``, ``suppression.*``, ``dkim.keys`` (domain, selector, key_file; make a
 key and its DNS record with ``mailyard dkim keygen``),
 ``ingress.local_domains``, ``bounce.return_path_domain`` and
 ``bounce.verp_secret_file`` (VERP), ``broker.*``.

@@ -43,3 +43,8 @@ DKIM_UNSIGNED = Counter(
     "Messages sent on without a DKIM signature although dkim.keys is set, by reason",
     ["reason"],  # no_key | no_from | error
 )
+SUPPRESSED = Counter(
+    "mailyard_queue_suppressed_total",
+    "Recipients not sent to because the suppression list holds them, by the entry's source",
+    ["source"],  # bounce | complaint | unsubscribe | manual
+)

@@ -1,18 +1,19 @@
 """What the queue service publishes for each input — pure decisions, no I/O.
 
 An accepted message becomes delivery jobs (batched per destination) and
-local jobs; a deferred job goes onto the next rung of the retry ladder, or
-expires into an ``expired`` event once the message is older than its
-lifetime. A retry that crosses ``queue.delay_warning`` also emits a
-``delayed`` event, once per job, for the recipients whose NOTIFY asks for
-delays (RFC 3461 §4.1). The service hands these outputs to the broker port
-and accounts.
+local jobs, less its suppressed recipients, who get a ``suppressed`` event
+instead (``suppress.py``); a deferred job goes onto the next rung of the
+retry ladder, or expires into an ``expired`` event once the message is
+older than its lifetime. A retry that crosses ``queue.delay_warning`` also
+emits a ``delayed`` event, once per job, for the recipients whose NOTIFY
+asks for delays (RFC 3461 §4.1). The service hands these outputs to the
+broker port and accounts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mailyard import wire
@@ -21,7 +22,9 @@ from mailyard.classify import BounceClass
 from mailyard.events import Quoting, event_for
 from mailyard.notify import Condition, wants
 from mailyard.queue.schedule import Expire, Retry, after_deferral, delay_warning_due
-from mailyard.queue.split import ReturnPath, Split, delivery_batches, split_message
+from mailyard.queue.split import EPOCH, ReturnPath, Split, delivery_batches, split_message
+from mailyard.queue.suppress import Suppressed, suppressed_events
+from mailyard.suppression.state import SuppressionState
 from mailyard.v1 import message_pb2 as pb
 
 EXPIRED_REPLY = pb.SmtpReply(code=451, status="4.4.7", text="delivery time expired")
@@ -31,8 +34,13 @@ DELAYED_REPLY = pb.SmtpReply(code=451, status="4.4.0", text="not delivered yet; 
 @dataclass(frozen=True)
 class AcceptedPlan:
     outputs: list[Output]
-    splits: list[Split]
+    splits: list[Split]  # the jobs published (suppressed recipients left out)
     batch_sizes: list[int]
+    suppressed: list[list[Suppressed]] = field(default_factory=list)  # per message
+
+
+NOTHING_SUPPRESSED = SuppressionState()
+DEFAULT_QUOTING = Quoting()  # frozen: one shared default is safe
 
 
 def plan_accepted(
@@ -44,23 +52,35 @@ def plan_accepted(
     max_jobs: int,
     max_bytes: int,
     may_repeat: bool,
+    suppressions: SuppressionState = NOTHING_SUPPRESSED,
+    now: datetime | None = None,
+    quoting: Quoting = DEFAULT_QUOTING,
     return_path: ReturnPath | None = None,
 ) -> AcceptedPlan:
     """Jobs per destination; ``may_repeat`` when the input was handed over before.
 
     A message split again after a crash yields the same jobs with the same
     ids; marking them lets delivery skip those already delivered.
+    ``suppressions`` is the list as this replica holds it, ``now`` the moment
+    its entries' expiry is judged at (a snapshot: the function only reads it).
     ``return_path``: VERP on (see ``split.py``).
     """
+    if suppressions and now is None:
+        raise TypeError("plan_accepted needs now to judge the suppression list's expiries")
     splits = [
         split_message(
             message,
             local_domains=local_domains,
             max_recipients_per_job=max_recipients_per_job,
             lifetime=lifetime,
+            suppressions=suppressions,
+            now=now or EPOCH,
             return_path=return_path,
         )
         for message in messages
+    ]
+    suppressed = [
+        suppressed_events(split.held, now=now or EPOCH, quoting=quoting) for split in splits
     ]
     if may_repeat:
         for split in splits:
@@ -71,7 +91,8 @@ def plan_accepted(
     )
     outputs: list[Output] = [Publish(QueueName.DELIVERY, tuple(batch)) for batch in batches]
     outputs += [Publish(QueueName.LOCAL, (job,)) for split in splits for job in split.local]
-    return AcceptedPlan(outputs, splits, [len(batch) for batch in batches])
+    outputs += [Emit(EventKind.SUPPRESSED, taken.event) for found in suppressed for taken in found]
+    return AcceptedPlan(outputs, splits, [len(batch) for batch in batches], suppressed)
 
 
 @dataclass(frozen=True)

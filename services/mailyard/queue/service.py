@@ -4,7 +4,9 @@ Each handler decodes nothing and publishes nothing itself: the broker port
 hands it decoded work, ``plan.py`` says what to publish, the port stores it
 and releases the input, and the handler accounts. Accepted messages are
 DKIM-signed (``signing.py``) just before they are planned, so the planner
-stays pure and every job of a message carries the same signed bytes.
+stays pure and every job of a message carries the same signed bytes. Recipients on
+the suppression list (this process's replica of it, loaded before the first
+message is taken and following the log after) are left out of the jobs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from mailyard.queue.returnpath import ReturnPaths, with_envelope_from
 from mailyard.queue.schedule import Expire
 from mailyard.queue.signing import UNSIGNED_REASONS, Signed, Signer, Unsigned
 from mailyard.queue.split import Split
+from mailyard.queue.suppress import Suppressed
+from mailyard.suppression import LOG_NAME, Source, SuppressionReplica
 from mailyard.v1 import message_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,22 @@ class QueueService(ConsumingService):
             metrics.DKIM_SIGNED.labels(domain)  # zero series from the start
         for reason in UNSIGNED_REASONS:
             metrics.DKIM_UNSIGNED.labels(reason)
+        for source in Source:
+            metrics.SUPPRESSED.labels(source.value)
+        self.suppressions = SuppressionReplica(
+            broker.log(LOG_NAME),
+            service=self.name,
+            strike_window=settings.suppression.expired_strikes_window,
+            snapshot_interval=settings.suppression.snapshot_interval,
+        )
+
+    async def started(self) -> None:
+        # Before the first message: none is planned against a half-read list.
+        await self.suppressions.load()
+        self.suppressions.start()
+
+    async def stopped(self) -> None:
+        await self.suppressions.stop()
 
     def consumers(self) -> list[Consumer]:
         prefetch = self.config.prefetch
@@ -104,8 +124,13 @@ class QueueService(ConsumingService):
             max_bytes=min(batching.max_bytes, self.settings.ingress.max_message_size),
             may_repeat=work.redelivered,
             return_path=self.return_paths,
+            suppressions=self.suppressions.state,
+            now=datetime.now(UTC),
+            quoting=self.quoting,
         )
-        work.then(lambda: self._account(messages, plan.splits, plan.batch_sizes, signing))
+        work.then(
+            lambda: self._account(messages, plan.splits, plan.batch_sizes, signing, plan.suppressed)
+        )
         return plan.outputs
 
     def _account(
@@ -114,16 +139,37 @@ class QueueService(ConsumingService):
         splits: list[Split],
         batch_sizes: list[int],
         signing: list[Signed | Unsigned | None],
+        suppressed: list[list[Suppressed]],
     ) -> None:
         for size in batch_sizes:
             metrics.BATCH_JOBS.observe(size)
-        for message, split, signed in zip(messages, splits, signing, strict=True):
-            self._account_message(message, split, signed)
+        for message, split, signed, taken in zip(
+            messages, splits, signing, suppressed, strict=True
+        ):
+            self._account_message(message, split, signed, taken)
 
     def _account_message(
-        self, message: pb.AcceptedMessage, split: Split, signed: Signed | Unsigned | None
+        self,
+        message: pb.AcceptedMessage,
+        split: Split,
+        signed: Signed | Unsigned | None,
+        suppressed: list[Suppressed],
     ) -> None:
-        routed = sum(len(job.recipients) for job in split.remote + split.local)
+        left_out = 0
+        for taken in suppressed:
+            left_out += len(taken.entries)
+            for entry in taken.entries:
+                metrics.SUPPRESSED.labels(entry.source.value).inc()
+            log.info(
+                "suppressed",
+                extra={
+                    "message_id": message.message_id,
+                    "queue_id": taken.event.queue_id,
+                    "to": [r.recipient for r in taken.event.results][:20],
+                    "sources": sorted({e.source.value for e in taken.entries}),
+                },
+            )
+        routed = left_out + sum(len(job.recipients) for job in split.remote + split.local)
         metrics.MESSAGES.inc()
         metrics.JOBS.labels("remote").inc(len(split.remote))
         metrics.JOBS.labels("local").inc(len(split.local))

@@ -28,6 +28,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_COMPLAINED: _ClassVar[EventKind]
     EVENT_KIND_DELAYED: _ClassVar[EventKind]
     EVENT_KIND_RELAYED: _ClassVar[EventKind]
+    EVENT_KIND_SUPPRESSED: _ClassVar[EventKind]
 ORIGIN_UNSPECIFIED: Origin
 ORIGIN_SMTP: Origin
 ORIGIN_DSN: Origin
@@ -41,6 +42,7 @@ EVENT_KIND_BOUNCED: EventKind
 EVENT_KIND_COMPLAINED: EventKind
 EVENT_KIND_DELAYED: EventKind
 EVENT_KIND_RELAYED: EventKind
+EVENT_KIND_SUPPRESSED: EventKind
 
 class AcceptedMessage(_message.Message):
     __slots__ = ("message_id", "mail_from", "recipients", "content", "received_at", "client", "origin", "options", "recipient_options")

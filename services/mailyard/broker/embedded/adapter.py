@@ -25,7 +25,15 @@ from google.protobuf.message import Message
 from mailyard import wire
 from mailyard.broker import metrics
 from mailyard.broker.consuming import ConsumerCore, Incoming, Parked
-from mailyard.broker.embedded.spool import PARKING, NewItem, Spool, SpoolError, Write
+from mailyard.broker.embedded.spool import (
+    PARKING,
+    NewItem,
+    Spool,
+    SpoolError,
+    Write,
+    append_log_outside,
+    read_log_outside,
+)
 from mailyard.broker.port import (
     BrokerUnavailable,
     Consumer,
@@ -286,11 +294,17 @@ def _parked_row(entry: Parked) -> NewItem:
 
 
 class SpoolLog:
-    """A log in the spool's ``log`` table: appended with a group commit, read in id order."""
+    """A log in the spool's ``log`` table: appended with a group commit, read in id order.
 
-    def __init__(self, spool: Spool, name: str) -> None:
+    A follower wakes when this process appends, and looks every ``poll``
+    seconds for entries another process appended (``append_log_outside``:
+    the command line while ``mailyard all`` runs).
+    """
+
+    def __init__(self, spool: Spool, name: str, *, poll: float = 1.0) -> None:
         self.spool = spool
         self.name = name
+        self.poll = poll
 
     async def append(self, records: Sequence[bytes]) -> None:
         try:
@@ -313,7 +327,37 @@ class SpoolLog:
                 continue
             if not follow:
                 return
-            await appended.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(appended.wait(), timeout=self.poll)
+
+
+class OutsideSpoolLog:
+    """A log of a spool that another process may own, for the command line.
+
+    Appends and reads go straight to the SQLite file (``append_log_outside``,
+    ``read_log_outside``), so they work whether ``mailyard all`` runs or not;
+    a running one picks the appended entries up within a second. No follow.
+    """
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.directory = directory
+        self.name = name
+
+    async def append(self, records: Sequence[bytes]) -> None:
+        try:
+            await asyncio.to_thread(append_log_outside, self.directory, self.name, records)
+        except SpoolError as exc:
+            raise PublishError(str(exc)) from exc
+
+    async def read(
+        self, since: datetime | None = None, *, follow: bool = False
+    ) -> AsyncIterator[LogEntry]:
+        if follow:
+            raise NotImplementedError("only the spool's owner follows its logs")
+        start = since.timestamp() if since else 0.0
+        rows = await asyncio.to_thread(read_log_outside, self.directory, self.name, start)
+        for at, data in rows:
+            yield LogEntry(datetime.fromtimestamp(at, UTC), data)
 
 
 def open_spool(directory: Path) -> Spool:

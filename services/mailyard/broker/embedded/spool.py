@@ -20,7 +20,11 @@ the file at start-up: after a crash, everything not released is delivered
 again.
 
 The file is locked (``flock``) for as long as it is open: one process owns
-a spool.
+a spool. Two things are done from outside it, through SQLite's own locking
+(WAL lets another connection read and, one transaction at a time, write;
+the owner's connection waits out a short write with its busy timeout):
+``mailyard status`` reads queue depths, and ``mailyard suppression`` reads
+and appends log entries, which the owner's followers find by polling.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 
 PARKING = "parking"
 FILE_NAME = "mailyard.sqlite3"
+OWNER_BUSY_TIMEOUT = 5.0  # seconds; sqlite3's default, said out loud
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -197,7 +202,11 @@ class Spool:
                 "(one process owns a spool: run one `mailyard all`)"
             ) from None
         self._lock_file = lock
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # The busy timeout makes a commit wait out another process's short
+        # write (the command line appending to a log) instead of failing.
+        db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=OWNER_BUSY_TIMEOUT
+        )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
@@ -497,6 +506,60 @@ def read_depths(directory: Path) -> dict[str, int]:
         return depths
     finally:
         db.close()
+
+
+# How long a writer from outside waits for the owner's commit to finish.
+OUTSIDE_BUSY_TIMEOUT = 10.0
+
+
+def append_log_outside(directory: Path, name: str, records: Sequence[bytes]) -> float:
+    """Append to a log of a spool another process may own; returns the entries' time.
+
+    One short transaction, fsync'd like the owner's. The spool (and its
+    tables) is made when there is none yet, so a list can be filled before
+    ``mailyard all`` first starts.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(
+            directory / FILE_NAME, timeout=OUTSIDE_BUSY_TIMEOUT, isolation_level=None
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise SpoolError(f"cannot open the spool in {directory}: {exc}") from exc
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)  # IF NOT EXISTS: nothing is written when they are there
+        now = time.time()
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(
+            "INSERT INTO log (name, at, data) VALUES (?, ?, ?)",
+            [(name, now, record) for record in records],
+        )
+        db.execute("COMMIT")
+        return now
+    except sqlite3.Error as exc:
+        raise SpoolError(f"cannot append to the spool in {directory}: {exc}") from exc
+    finally:
+        db.close()
+
+
+def read_log_outside(directory: Path, name: str, since: float) -> list[tuple[float, bytes]]:
+    """(time, data) of a log's entries from ``since`` on, from a spool another
+    process may own: read-only."""
+    path = directory / FILE_NAME
+    if not path.exists():
+        raise SpoolError(f"no spool at {path}")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=OUTSIDE_BUSY_TIMEOUT)
+        try:
+            return db.execute(
+                "SELECT at, data FROM log WHERE name = ? AND at >= ? ORDER BY id", (name, since)
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise SpoolError(f"cannot read the spool at {path}: {exc}") from exc
 
 
 def is_locked(directory: Path) -> bool:

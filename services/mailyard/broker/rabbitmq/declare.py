@@ -5,7 +5,7 @@
     <p>.retry.<delay>         quorum, x-message-ttl, dead-letter to <p>.delivery
     <p>.parking               quorum
     <p>.events                topic exchange; <p>.bounce bound to failed, expired,
-                              delayed, relayed
+                              delayed, relayed, suppressed
     <p>.suppression, <p>.done streams
 
 The bounce queue has a single active consumer: with several bounce
