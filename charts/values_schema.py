@@ -309,7 +309,16 @@ def chart_values() -> Schema:
                         }
                     ),
                     "prometheusRule": obj(
-                        {"enabled": BOOLEAN, "force": BOOLEAN, "labels": string_map}
+                        {
+                            "enabled": BOOLEAN,
+                            "force": BOOLEAN,
+                            "labels": string_map,
+                            "hardBounceRate": {
+                                "type": "number",
+                                "exclusiveMinimum": 0,
+                                "maximum": 1,
+                            },
+                        }
                     ),
                     "grafanaDashboards": obj(
                         {

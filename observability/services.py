@@ -723,7 +723,58 @@ def bounce() -> list[Row]:
             height=8,
         ),
     )
-    return [red, dsns, reports, suppression()]
+    return [red, dsns, classes(), reports, suppression()]
+
+
+GONE = 'class=~"InvalidRecipient|BadDomain|InactiveMailbox"'
+
+
+def classes() -> Row:
+    """What the failures mean for the sender: mailyard/classify.py's classes."""
+    hard = increase(
+        "mailyard_bounce_suppressions_added_total", 'source="bounce"', GONE, window="1h"
+    )
+    attempted = increase(
+        "mailyard_delivery_recipients_total", 'outcome=~"delivered|failed"', window="1h"
+    )
+    return row(
+        "Bounces by class",
+        timeseries(
+            "Failed recipients by class",
+            "Permanent failures by bounce class (InvalidRecipient, SpamBlock, "
+            "AuthenticationFailed, ...; the rules are rules/bounces.yaml and "
+            "bounce.classification.rules_files). Bad: InvalidRecipient, BadDomain or "
+            "InactiveMailbox rising after a send (a stale list), SpamBlock or "
+            "AuthenticationFailed at all (reputation, SPF/DKIM/DMARC).",
+            Target(
+                rate("mailyard_delivery_classified_total", 'outcome="failed"', by="class"),
+                "{{class}}",
+            ),
+            unit=PER_SECOND,
+        ),
+        timeseries(
+            "Deferred recipients by class",
+            "Temporary failures by bounce class. Bad: SpamBlock or TransientFailure from one "
+            "provider climbing (throttling: slow down before it turns into blocks).",
+            Target(
+                rate("mailyard_delivery_classified_total", 'outcome="deferred"', by="class"),
+                "{{class}}",
+            ),
+            unit=PER_SECOND,
+        ),
+        grafana.stat(
+            "Hard-bounce rate (1h)",
+            "Addresses the suppression list took for hard bounces (InvalidRecipient, BadDomain, "
+            "InactiveMailbox, at delivery or bounced later) against recipients delivered or "
+            "failed, over the last hour. Bad: above 2%; MailyardBounceHardBounceRateHigh fires "
+            "above monitoring.prometheusRule.hardBounceRate (5% by default).",
+            Target(f"({hard} or vector(0))\n/\n{attempted}", "hard bounces / attempted"),
+            unit="percentunit",
+            thresholds=((GOOD, None), (WARN, 0.02), (BAD, 0.05)),
+            width=8,
+            height=8,
+        ),
+    )
 
 
 def suppression() -> Row:

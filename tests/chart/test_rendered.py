@@ -24,6 +24,7 @@ from tests.chart.helm import (
     one,
     pod_specs,
     render,
+    render_error,
 )
 
 COMPONENTS = ("ingress", "queue", "delivery", "bounce")
@@ -923,6 +924,23 @@ def test_prometheus_rule_carries_the_rules_file() -> None:
     rule = one(render("monitoring-values.yaml", api_versions=()), "PrometheusRule")
     rules_file = yaml.safe_load((CHART / "alerts" / "mailyard.rules.yaml").read_text())
     assert rule["spec"]["groups"] == rules_file["groups"]
+
+
+def test_the_hard_bounce_threshold_is_the_operators(tmp_path: Path) -> None:
+    values = tmp_path / "threshold.yaml"
+    values.write_text("monitoring:\n  prometheusRule:\n    hardBounceRate: 0.02\n")
+    rule = one(render("monitoring-values.yaml", values, api_versions=()), "PrometheusRule")
+    [alert] = [
+        r
+        for group in rule["spec"]["groups"]
+        for r in group["rules"]
+        if r.get("alert") == "MailyardBounceHardBounceRateHigh"
+    ]
+    assert ") > 0.02\n" in alert["expr"]
+    assert "0.05" not in alert["expr"]
+    assert "/monitoring/prometheusRule/hardBounceRate" in render_error(
+        "monitoring-values.yaml", settings=("monitoring.prometheusRule.hardBounceRate=2",)
+    )
 
 
 def test_one_dashboard_configmap_per_dashboard_file() -> None:
