@@ -17,3 +17,11 @@ def header_block(content: bytes, limit: int | None = 65536) -> bytes:
         return headers
     cut = headers.rfind(b"\r\n", 0, limit)
     return headers[: cut + 2] if cut >= 0 else b""
+
+
+def body_of(content: bytes) -> bytes:
+    """What follows the header section and its empty line (``b""`` if there is none)."""
+    if content.startswith(b"\r\n"):
+        return content[2:]  # an empty header section: everything is body
+    end = content.find(b"\r\n\r\n")
+    return b"" if end < 0 else content[end + 4 :]

@@ -36,16 +36,11 @@ from email.generator import BytesGenerator
 from email.message import Message
 from email.policy import compat32
 
+from mailyard.content import body_of
+
 LINE_LIMIT = 998  # octets, without the CRLF
 _AS_IS = {"", "7bit", "8bit", "binary"}  # encodings that put the octets on the wire as they are
 _POLICY = compat32.clone(linesep="\r\n")
-
-
-def body_of(content: bytes) -> bytes:
-    if content.startswith(b"\r\n"):
-        return content[2:]
-    end = content.find(b"\r\n\r\n")
-    return b"" if end < 0 else content[end + 4 :]
 
 
 def has_long_line(content: bytes) -> bool:

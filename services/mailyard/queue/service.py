@@ -211,31 +211,30 @@ class QueueService(ConsumingService):
         return outputs
 
 
+def _with_content(message: pb.AcceptedMessage, content: bytes) -> pb.AcceptedMessage:
+    """A copy of ``message`` with other content (the one received stays as it was)."""
+    copy = pb.AcceptedMessage()
+    copy.CopyFrom(message)
+    copy.content = content
+    return copy
+
+
 def _with_feedback_id(message: pb.AcceptedMessage, source: FeedbackIdSource) -> pb.AcceptedMessage:
     if message.origin != pb.ORIGIN_SMTP:  # our own notices are not anyone's campaign
         return message
-    copy = pb.AcceptedMessage()
-    copy.CopyFrom(message)
-    copy.content = with_feedback_id(message.content, message.client.login, source)
-    return copy
+    return _with_content(message, with_feedback_id(message.content, message.client.login, source))
 
 
 def _with_envelope_from(message: pb.AcceptedMessage) -> pb.AcceptedMessage:
     if not message.mail_from:  # the null sender is never rewritten: nothing to remember
         return message
-    copy = pb.AcceptedMessage()
-    copy.CopyFrom(message)
-    copy.content = with_envelope_from(message.content, message.mail_from)
-    return copy
+    return _with_content(message, with_envelope_from(message.content, message.mail_from))
 
 
 def _short_lines(message: pb.AcceptedMessage) -> pb.AcceptedMessage:
     if not sevenbit.has_long_line(message.content):
         return message
-    copy = pb.AcceptedMessage()
-    copy.CopyFrom(message)
-    copy.content = sevenbit.convert(message.content)
-    return copy
+    return _with_content(message, sevenbit.convert(message.content))
 
 
 def sign_messages(
@@ -256,10 +255,7 @@ def sign_messages(
             results.append(message)
             outcomes.append(Unsigned("error", f"{type(exc).__name__}: {exc}"))
             continue
-        copy = pb.AcceptedMessage()
-        copy.CopyFrom(message)
-        copy.content = signed.content
-        results.append(copy)
+        results.append(_with_content(message, signed.content))
         outcomes.append(signed)
     return results, outcomes
 
