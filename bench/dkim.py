@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dkim
+from tests.support.processes import free_port
 
 DOMAIN = "sender.bench.test"  # the From: domain of both load generators
 ALGORITHMS = ("rsa", "ed25519")
@@ -78,7 +79,7 @@ class OpenDkim:
                 "--dkim with --compare-postfix needs OpenDKIM: apt-get install opendkim"
             )
         self.key = key
-        self.port = _free_port()
+        self.port = free_port()
         algorithm = "rsa-sha256" if key.algorithm == "rsa" else "ed25519-sha256"
         # OpenDKIM refuses a configuration or key under a directory others may
         # write to, such as /tmp: its files go where only root writes.
@@ -145,9 +146,3 @@ def _private_root() -> str:
         if os.access(candidate, os.W_OK) and not os.stat(candidate).st_mode & 0o022:
             return candidate
     raise RuntimeError("no directory writable by us alone for OpenDKIM's files")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
