@@ -25,37 +25,37 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mailyard/v1/message.proto\x12\x0bmailyard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x02\n\x0f\x41\x63\x63\x65ptedMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tmail_from\x18\x02 \x01(\t\x12\x12\n\nrecipients\x18\x03 \x03(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\x0c\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x06\x63lient\x18\x06 \x01(\x0b\x32\x13.mailyard.v1.Client\x12#\n\x06origin\x18\x07 \x01(\x0e\x32\x13.mailyard.v1.Origin\x12,\n\x07options\x18\x08 \x01(\x0b\x32\x1b.mailyard.v1.MessageOptions\x12\x38\n\x11recipient_options\x18\t \x03(\x0b\x32\x1d.mailyard.v1.RecipientOptions\"Q\n\x0eMessageOptions\x12\x0b\n\x03ret\x18\x01 \x01(\t\x12\r\n\x05\x65nvid\x18\x02 \x01(\t\x12\x10\n\x08smtputf8\x18\x03 \x01(\x08\x12\x11\n\teight_bit\x18\x04 \x01(\x08\"1\n\x10RecipientOptions\x12\x0e\n\x06notify\x18\x01 \x01(\t\x12\r\n\x05orcpt\x18\x02 \x01(\t\"C\n\x06\x43lient\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04helo\x18\x02 \x01(\t\x12\x0b\n\x03tls\x18\x03 \x01(\x08\x12\r\n\x05login\x18\x04 \x01(\t\"?\n\rAcceptedBatch\x12.\n\x08messages\x18\x01 \x03(\x0b\x32\x1c.mailyard.v1.AcceptedMessage\"\x9e\x04\n\x0b\x44\x65liveryJob\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x10\n\x08queue_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x11\n\tmail_from\x18\x04 \x01(\t\x12\x12\n\nrecipients\x18\x05 \x03(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\x0c\x12/\n\x0breceived_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\t \x01(\r\x12\x32\n\x0clast_results\x18\n \x03(\x0b\x32\x1c.mailyard.v1.RecipientResult\x12#\n\x06origin\x18\x0b \x01(\x0e\x32\x13.mailyard.v1.Origin\x12\x12\n\nmay_repeat\x18\x0c \x01(\x08\x12.\n\nnot_before\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07options\x18\x0e \x01(\x0b\x32\x1b.mailyard.v1.MessageOptions\x12\x38\n\x11recipient_options\x18\x0f \x03(\x0b\x32\x1d.mailyard.v1.RecipientOptions\x12\x13\n\x0breturn_path\x18\x10 \x01(\t\x12\x14\n\x0c\x64\x65lay_warned\x18\x11 \x01(\x08\"G\n\rDeliveryBatch\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12&\n\x04jobs\x18\x02 \x03(\x0b\x32\x18.mailyard.v1.DeliveryJob\"\xc5\x01\n\x0fRecipientResult\x12\x11\n\trecipient\x18\x01 \x01(\t\x12%\n\x05reply\x18\x02 \x01(\x0b\x32\x16.mailyard.v1.SmtpReply\x12\x12\n\nremote_mta\x18\x03 \x01(\t\x12\x12\n\nelapsed_ms\x18\x04 \x01(\r\x12$\n\x03tls\x18\x05 \x01(\x0b\x32\x17.mailyard.v1.TlsSession\x12\x14\n\x0c\x62ounce_class\x18\x06 \x01(\t\x12\x14\n\x0cnext_hop_dsn\x18\x07 \x01(\x08\"O\n\nTlsSession\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x63ipher\x18\x03 \x01(\t\x12\x10\n\x08verified\x18\x04 \x01(\x08\"7\n\tSmtpReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xcd\x04\n\rDeliveryEvent\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.mailyard.v1.EventKind\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x10\n\x08queue_id\x18\x03 \x01(\t\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12\x11\n\tmail_from\x18\x05 \x01(\t\x12-\n\x07results\x18\x06 \x03(\x0b\x32\x1c.mailyard.v1.RecipientResult\x12/\n\x0breceived_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\t \x01(\r\x12\x18\n\x10original_headers\x18\n \x01(\x0c\x12#\n\x06origin\x18\x0b \x01(\x0e\x32\x13.mailyard.v1.Origin\x12\x15\n\rfeedback_type\x18\x0c \x01(\t\x12\x10\n\x08verified\x18\r \x01(\x08\x12\x10\n\x08reporter\x18\x0e \x01(\t\x12,\n\x07options\x18\x0f \x01(\x0b\x32\x1b.mailyard.v1.MessageOptions\x12\x38\n\x11recipient_options\x18\x10 \x03(\x0b\x32\x1d.mailyard.v1.RecipientOptions\x12\x18\n\x10original_content\x18\x11 \x01(\x0c\x12.\n\nexpires_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*T\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x0f\n\x0bORIGIN_SMTP\x10\x01\x12\x0e\n\nORIGIN_DSN\x10\x02\x12\x11\n\rORIGIN_TLSRPT\x10\x03*\x87\x02\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45VENT_KIND_DELIVERED\x10\x01\x12\x17\n\x13\x45VENT_KIND_DEFERRED\x10\x02\x12\x15\n\x11\x45VENT_KIND_FAILED\x10\x03\x12\x16\n\x12\x45VENT_KIND_EXPIRED\x10\x04\x12\x16\n\x12\x45VENT_KIND_BOUNCED\x10\x05\x12\x19\n\x15\x45VENT_KIND_COMPLAINED\x10\x06\x12\x16\n\x12\x45VENT_KIND_DELAYED\x10\x07\x12\x16\n\x12\x45VENT_KIND_RELAYED\x10\x08\x12\x19\n\x15\x45VENT_KIND_SUPPRESSED\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mailyard/v1/message.proto\x12\x0bmailyard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x02\n\x0f\x41\x63\x63\x65ptedMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tmail_from\x18\x02 \x01(\t\x12\x12\n\nrecipients\x18\x03 \x03(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\x0c\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x06\x63lient\x18\x06 \x01(\x0b\x32\x13.mailyard.v1.Client\x12#\n\x06origin\x18\x07 \x01(\x0e\x32\x13.mailyard.v1.Origin\x12,\n\x07options\x18\x08 \x01(\x0b\x32\x1b.mailyard.v1.MessageOptions\x12\x38\n\x11recipient_options\x18\t \x03(\x0b\x32\x1d.mailyard.v1.RecipientOptions\x12\x12\n\nmail_class\x18\n \x01(\t\"Q\n\x0eMessageOptions\x12\x0b\n\x03ret\x18\x01 \x01(\t\x12\r\n\x05\x65nvid\x18\x02 \x01(\t\x12\x10\n\x08smtputf8\x18\x03 \x01(\x08\x12\x11\n\teight_bit\x18\x04 \x01(\x08\"1\n\x10RecipientOptions\x12\x0e\n\x06notify\x18\x01 \x01(\t\x12\r\n\x05orcpt\x18\x02 \x01(\t\"C\n\x06\x43lient\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04helo\x18\x02 \x01(\t\x12\x0b\n\x03tls\x18\x03 \x01(\x08\x12\r\n\x05login\x18\x04 \x01(\t\"?\n\rAcceptedBatch\x12.\n\x08messages\x18\x01 \x03(\x0b\x32\x1c.mailyard.v1.AcceptedMessage\"\xb2\x04\n\x0b\x44\x65liveryJob\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x10\n\x08queue_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x11\n\tmail_from\x18\x04 \x01(\t\x12\x12\n\nrecipients\x18\x05 \x03(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\x0c\x12/\n\x0breceived_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\t \x01(\r\x12\x32\n\x0clast_results\x18\n \x03(\x0b\x32\x1c.mailyard.v1.RecipientResult\x12#\n\x06origin\x18\x0b \x01(\x0e\x32\x13.mailyard.v1.Origin\x12\x12\n\nmay_repeat\x18\x0c \x01(\x08\x12.\n\nnot_before\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07options\x18\x0e \x01(\x0b\x32\x1b.mailyard.v1.MessageOptions\x12\x38\n\x11recipient_options\x18\x0f \x03(\x0b\x32\x1d.mailyard.v1.RecipientOptions\x12\x13\n\x0breturn_path\x18\x10 \x01(\t\x12\x14\n\x0c\x64\x65lay_warned\x18\x11 \x01(\x08\x12\x12\n\nmail_class\x18\x12 \x01(\t\"G\n\rDeliveryBatch\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12&\n\x04jobs\x18\x02 \x03(\x0b\x32\x18.mailyard.v1.DeliveryJob\"\xc5\x01\n\x0fRecipientResult\x12\x11\n\trecipient\x18\x01 \x01(\t\x12%\n\x05reply\x18\x02 \x01(\x0b\x32\x16.mailyard.v1.SmtpReply\x12\x12\n\nremote_mta\x18\x03 \x01(\t\x12\x12\n\nelapsed_ms\x18\x04 \x01(\r\x12$\n\x03tls\x18\x05 \x01(\x0b\x32\x17.mailyard.v1.TlsSession\x12\x14\n\x0c\x62ounce_class\x18\x06 \x01(\t\x12\x14\n\x0cnext_hop_dsn\x18\x07 \x01(\x08\"O\n\nTlsSession\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x63ipher\x18\x03 \x01(\t\x12\x10\n\x08verified\x18\x04 \x01(\x08\"7\n\tSmtpReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xcd\x04\n\rDeliveryEvent\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.mailyard.v1.EventKind\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x10\n\x08queue_id\x18\x03 \x01(\t\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12\x11\n\tmail_from\x18\x05 \x01(\t\x12-\n\x07results\x18\x06 \x03(\x0b\x32\x1c.mailyard.v1.RecipientResult\x12/\n\x0breceived_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\t \x01(\r\x12\x18\n\x10original_headers\x18\n \x01(\x0c\x12#\n\x06origin\x18\x0b \x01(\x0e\x32\x13.mailyard.v1.Origin\x12\x15\n\rfeedback_type\x18\x0c \x01(\t\x12\x10\n\x08verified\x18\r \x01(\x08\x12\x10\n\x08reporter\x18\x0e \x01(\t\x12,\n\x07options\x18\x0f \x01(\x0b\x32\x1b.mailyard.v1.MessageOptions\x12\x38\n\x11recipient_options\x18\x10 \x03(\x0b\x32\x1d.mailyard.v1.RecipientOptions\x12\x18\n\x10original_content\x18\x11 \x01(\x0c\x12.\n\nexpires_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*T\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x0f\n\x0bORIGIN_SMTP\x10\x01\x12\x0e\n\nORIGIN_DSN\x10\x02\x12\x11\n\rORIGIN_TLSRPT\x10\x03*\x87\x02\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45VENT_KIND_DELIVERED\x10\x01\x12\x17\n\x13\x45VENT_KIND_DEFERRED\x10\x02\x12\x15\n\x11\x45VENT_KIND_FAILED\x10\x03\x12\x16\n\x12\x45VENT_KIND_EXPIRED\x10\x04\x12\x16\n\x12\x45VENT_KIND_BOUNCED\x10\x05\x12\x19\n\x15\x45VENT_KIND_COMPLAINED\x10\x06\x12\x16\n\x12\x45VENT_KIND_DELAYED\x10\x07\x12\x16\n\x12\x45VENT_KIND_RELAYED\x10\x08\x12\x19\n\x15\x45VENT_KIND_SUPPRESSED\x10\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mailyard.v1.message_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORIGIN']._serialized_start=2214
-  _globals['_ORIGIN']._serialized_end=2298
-  _globals['_EVENTKIND']._serialized_start=2301
-  _globals['_EVENTKIND']._serialized_end=2564
+  _globals['_ORIGIN']._serialized_start=2254
+  _globals['_ORIGIN']._serialized_end=2338
+  _globals['_EVENTKIND']._serialized_start=2341
+  _globals['_EVENTKIND']._serialized_end=2604
   _globals['_ACCEPTEDMESSAGE']._serialized_start=76
-  _globals['_ACCEPTEDMESSAGE']._serialized_end=396
-  _globals['_MESSAGEOPTIONS']._serialized_start=398
-  _globals['_MESSAGEOPTIONS']._serialized_end=479
-  _globals['_RECIPIENTOPTIONS']._serialized_start=481
-  _globals['_RECIPIENTOPTIONS']._serialized_end=530
-  _globals['_CLIENT']._serialized_start=532
-  _globals['_CLIENT']._serialized_end=599
-  _globals['_ACCEPTEDBATCH']._serialized_start=601
-  _globals['_ACCEPTEDBATCH']._serialized_end=664
-  _globals['_DELIVERYJOB']._serialized_start=667
-  _globals['_DELIVERYJOB']._serialized_end=1209
-  _globals['_DELIVERYBATCH']._serialized_start=1211
-  _globals['_DELIVERYBATCH']._serialized_end=1282
-  _globals['_RECIPIENTRESULT']._serialized_start=1285
-  _globals['_RECIPIENTRESULT']._serialized_end=1482
-  _globals['_TLSSESSION']._serialized_start=1484
-  _globals['_TLSSESSION']._serialized_end=1563
-  _globals['_SMTPREPLY']._serialized_start=1565
-  _globals['_SMTPREPLY']._serialized_end=1620
-  _globals['_DELIVERYEVENT']._serialized_start=1623
-  _globals['_DELIVERYEVENT']._serialized_end=2212
+  _globals['_ACCEPTEDMESSAGE']._serialized_end=416
+  _globals['_MESSAGEOPTIONS']._serialized_start=418
+  _globals['_MESSAGEOPTIONS']._serialized_end=499
+  _globals['_RECIPIENTOPTIONS']._serialized_start=501
+  _globals['_RECIPIENTOPTIONS']._serialized_end=550
+  _globals['_CLIENT']._serialized_start=552
+  _globals['_CLIENT']._serialized_end=619
+  _globals['_ACCEPTEDBATCH']._serialized_start=621
+  _globals['_ACCEPTEDBATCH']._serialized_end=684
+  _globals['_DELIVERYJOB']._serialized_start=687
+  _globals['_DELIVERYJOB']._serialized_end=1249
+  _globals['_DELIVERYBATCH']._serialized_start=1251
+  _globals['_DELIVERYBATCH']._serialized_end=1322
+  _globals['_RECIPIENTRESULT']._serialized_start=1325
+  _globals['_RECIPIENTRESULT']._serialized_end=1522
+  _globals['_TLSSESSION']._serialized_start=1524
+  _globals['_TLSSESSION']._serialized_end=1603
+  _globals['_SMTPREPLY']._serialized_start=1605
+  _globals['_SMTPREPLY']._serialized_end=1660
+  _globals['_DELIVERYEVENT']._serialized_start=1663
+  _globals['_DELIVERYEVENT']._serialized_end=2252
 # @@protoc_insertion_point(module_scope)

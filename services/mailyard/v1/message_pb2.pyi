@@ -45,7 +45,7 @@ EVENT_KIND_RELAYED: EventKind
 EVENT_KIND_SUPPRESSED: EventKind
 
 class AcceptedMessage(_message.Message):
-    __slots__ = ("message_id", "mail_from", "recipients", "content", "received_at", "client", "origin", "options", "recipient_options")
+    __slots__ = ("message_id", "mail_from", "recipients", "content", "received_at", "client", "origin", "options", "recipient_options", "mail_class")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     MAIL_FROM_FIELD_NUMBER: _ClassVar[int]
     RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class AcceptedMessage(_message.Message):
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MAIL_CLASS_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     mail_from: str
     recipients: _containers.RepeatedScalarFieldContainer[str]
@@ -64,7 +65,8 @@ class AcceptedMessage(_message.Message):
     origin: Origin
     options: MessageOptions
     recipient_options: _containers.RepeatedCompositeFieldContainer[RecipientOptions]
-    def __init__(self, message_id: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client: _Optional[_Union[Client, _Mapping]] = ..., origin: _Optional[_Union[Origin, str]] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ...) -> None: ...
+    mail_class: str
+    def __init__(self, message_id: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client: _Optional[_Union[Client, _Mapping]] = ..., origin: _Optional[_Union[Origin, str]] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ..., mail_class: _Optional[str] = ...) -> None: ...
 
 class MessageOptions(_message.Message):
     __slots__ = ("ret", "envid", "smtputf8", "eight_bit")
@@ -105,7 +107,7 @@ class AcceptedBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[AcceptedMessage, _Mapping]]] = ...) -> None: ...
 
 class DeliveryJob(_message.Message):
-    __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin", "may_repeat", "not_before", "options", "recipient_options", "return_path", "delay_warned")
+    __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin", "may_repeat", "not_before", "options", "recipient_options", "return_path", "delay_warned", "mail_class")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +125,7 @@ class DeliveryJob(_message.Message):
     RECIPIENT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     RETURN_PATH_FIELD_NUMBER: _ClassVar[int]
     DELAY_WARNED_FIELD_NUMBER: _ClassVar[int]
+    MAIL_CLASS_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     queue_id: str
     domain: str
@@ -140,7 +143,8 @@ class DeliveryJob(_message.Message):
     recipient_options: _containers.RepeatedCompositeFieldContainer[RecipientOptions]
     return_path: str
     delay_warned: bool
-    def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ..., may_repeat: _Optional[bool] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ..., return_path: _Optional[str] = ..., delay_warned: _Optional[bool] = ...) -> None: ...
+    mail_class: str
+    def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ..., may_repeat: _Optional[bool] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ..., return_path: _Optional[str] = ..., delay_warned: _Optional[bool] = ..., mail_class: _Optional[str] = ...) -> None: ...
 
 class DeliveryBatch(_message.Message):
     __slots__ = ("domain", "jobs")
