@@ -38,6 +38,7 @@ import yaml
 
 from mailyard.filewatch import FileProblem
 from mailyard.reply import Reply
+from mailyard.replyrules import CONDITIONS, reply_conditions
 
 
 class BounceClass(StrEnum):
@@ -149,7 +150,7 @@ def load_rules(text: str, source: str) -> list[Rule]:
 def _rule(entry: Any, where: str) -> Rule:
     if not isinstance(entry, dict):
         raise RulesError(f"{where}: expected a mapping, got {entry!r}")
-    unknown = set(entry) - {"class", "code", "status", "text"}
+    unknown = set(entry) - {"class", *CONDITIONS}
     if unknown:
         raise RulesError(f"{where}: unknown keys {sorted(unknown)}")
     try:
@@ -158,38 +159,4 @@ def _rule(entry: Any, where: str) -> Rule:
         raise RulesError(
             f"{where}: class {entry.get('class')!r} is not one of {', '.join(BounceClass)}"
         ) from None
-    if not {"code", "status", "text"} & set(entry):
-        raise RulesError(f"{where}: a rule needs code, status or text")
-    return Rule(
-        bounce_class,
-        code=_digits(entry.get("code"), r"[2-5x][0-9x]{2}", where, "code"),
-        status=_digits(
-            entry.get("status"), r"[245x]\.(?:\d{1,3}|x)\.(?:\d{1,3}|x)", where, "status"
-        ),
-        text=_regex(entry.get("text"), where),
-    )
-
-
-_CODE_SHAPE = r"[2-5x][0-9x]{2}"
-_STATUS_SHAPE = r"[245x]\.(?:\d{1,3}|x)\.(?:\d{1,3}|x)"
-
-
-def _digits(value: Any, shape: str, where: str, key: str) -> re.Pattern[str] | None:
-    if value is None:
-        return None
-    value = str(value).lower()
-    if not re.fullmatch(shape, value):
-        raise RulesError(f"{where}: {key} {value!r} is not like {shape}")
-    pattern = r"\.".join(
-        r"\d+" if part == "x" else re.escape(part).replace("x", r"\d") for part in value.split(".")
-    )
-    return re.compile(pattern)
-
-
-def _regex(value: Any, where: str) -> re.Pattern[str] | None:
-    if value is None:
-        return None
-    try:
-        return re.compile(str(value), re.IGNORECASE)
-    except re.error as exc:
-        raise RulesError(f"{where}: text is not a regular expression: {exc}") from exc
+    return Rule(bounce_class, *reply_conditions(entry, where, RulesError))

@@ -422,6 +422,99 @@ class TlsRptConfig(Section):
         return self
 
 
+MOVED_DELIVERY_KEYS = {
+    "max_connections_per_destination": "shaping.default.max_connections",
+    "max_messages_per_connection": "shaping.default.max_messages_per_connection",
+}
+
+_SITE_PATTERN = re.compile(r"[a-z0-9*-]+(\.[a-z0-9*-]+)*")
+
+
+def _shaping_key(value: Any) -> str:
+    """A recipient domain, or a site: a pattern with ``*`` on MX host names."""
+    text = str(value).strip().lower().removesuffix(".")
+    if "*" in text:
+        if not _SITE_PATTERN.fullmatch(text) or text.strip("*.") == "":
+            raise ValueError(
+                f"{value!r} is not a site pattern: MX host name labels with * "
+                "for any characters, e.g. *.google.com"
+            )
+        return text
+    return normalize_domain(text)
+
+
+ShapingKey = Annotated[str, BeforeValidator(_shaping_key)]
+
+
+class ShapingLimits(Section):
+    """One destination's limits, held by the whole cluster together.
+
+    A key left out comes from the destination's shipped entry
+    (``mailyard/rules/shaping.yaml``), then from ``shaping.default``; null
+    means no limit.
+    """
+
+    max_connections: int | None = Field(None, ge=1)
+    max_messages_per_second: float | None = Field(None, gt=0)
+    max_messages_per_connection: int | None = Field(None, ge=1)
+
+
+class ShapingDefaults(Section):
+    # Sessions open to one destination by all delivery replicas together,
+    # idle ones kept for reuse included (Postfix: default_destination_concurrency_limit).
+    max_connections: int | None = Field(20, ge=1)
+    # Messages (SMTP transactions) per second to one destination, cluster-wide.
+    max_messages_per_second: float | None = Field(None, gt=0)
+    max_messages_per_connection: int = Field(100, ge=1)
+
+
+class BackoffConfig(Section):
+    """Slowing down when a destination says it is overwhelmed (delivery/backoff.py).
+
+    A reply that a throttling rule matches (``mailyard/rules/throttling.yaml``,
+    then ``rules_files`` before it) halves the destination's connections and
+    rate (replies that arrive together count once: a quarter of
+    ``recovery_interval`` apart at least); every ``recovery_interval`` without
+    one doubles them back, up to the limits. ``pause_after`` of those signals
+    in a row, with no delivery between them, pause the destination for
+    ``pause``: its jobs wait in the retry ladder.
+    """
+
+    rules_files: list[Path] = Field(default_factory=list)
+    recovery_interval: Duration = timedelta(seconds=30)
+    pause_after: int = Field(5, ge=1)
+    pause: Duration = timedelta(minutes=5)
+
+    @field_validator("recovery_interval", "pause")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
+
+
+class ShapingConfig(Section):
+    default: ShapingDefaults = Field(default_factory=ShapingDefaults)
+    # Recipient domain, or site pattern on MX host names ("*.google.com"):
+    # merged over the shipped entries for the large providers.
+    destinations: dict[ShapingKey, ShapingLimits] = Field(default_factory=dict)
+    # How long a job may wait in memory for its destination before it is put
+    # back in the retry ladder (not counted as an attempt). A destination keeps
+    # in memory only what it is expected to take within this time.
+    max_wait: Duration = timedelta(seconds=30)
+    backoff: BackoffConfig = Field(default_factory=BackoffConfig)
+    # How often each delivery process tells the others it is alive; a
+    # process silent for three of these no longer holds a share of the limits.
+    heartbeat_interval: Duration = timedelta(seconds=1)
+
+    @field_validator("max_wait", "heartbeat_interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value < timedelta(milliseconds=100):
+            raise ValueError("must be at least 100ms")
+        return value
+
+
 class DeliveryConfig(Section):
     # "host" or "host:port" ("[v6]:port"); empty means the system resolver.
     # With dane.enabled: a DNSSEC-validating resolver.
@@ -429,7 +522,6 @@ class DeliveryConfig(Section):
     port: Port = 25
     # Jobs worked on at once by one delivery process.
     concurrency: int = Field(100, ge=1)
-    max_connections_per_destination: int = Field(20, ge=1)
     connect_timeout: Duration = timedelta(seconds=30)
     command_timeout: Duration = timedelta(minutes=5)
     # Hard deadline for one job (DNS + every MX tried); well under RabbitMQ's
@@ -456,7 +548,7 @@ class DeliveryConfig(Section):
     ipv6: bool = True
     connection_reuse: bool = True
     idle_connection_timeout: Duration = timedelta(seconds=30)
-    max_messages_per_connection: int = Field(100, ge=1)
+    shaping: ShapingConfig = Field(default_factory=lambda: ShapingConfig())
     smarthost: SmarthostConfig | None = None
     # Never connected to: loopback, unspecified, link-local (cloud metadata),
     # RFC 1918, CGNAT, IPv6 ULA and link-local. Setting it replaces the
@@ -470,6 +562,18 @@ class DeliveryConfig(Section):
             )
         ]
     )  # fmt: skip
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in MOVED_DELIVERY_KEYS.items():
+                if old in data:
+                    raise ValueError(
+                        f"delivery.{old} has moved to delivery.{new} (it is now the "
+                        "default of the per-destination shaping limits); set it there"
+                    )
+        return data
 
     @field_validator("nameservers")
     @classmethod

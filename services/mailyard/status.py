@@ -20,6 +20,7 @@ from typing import Any
 
 from mailyard.broker import QueueState, broker_factory, is_embedded
 from mailyard.config import Settings
+from mailyard.v1 import members_pb2 as mpb
 
 COMPONENTS = ("ingress", "queue", "delivery", "bounce")
 # The queues each service consumes (ingress consumes none: it only publishes).
@@ -138,12 +139,65 @@ def render_embedded(depths: Mapping[str, int], *, running: bool, spool: str) -> 
 
 async def read_queues(settings: Settings) -> dict[str, QueueState]:
     """Depth and consumers of every Mailyard queue, from RabbitMQ."""
+    queues, _ = await read_broker(settings, listen=0.0)
+    return queues
+
+
+async def read_broker(
+    settings: Settings, *, listen: float
+) -> tuple[dict[str, QueueState], list[mpb.Heartbeat]]:
+    """The queues, and the delivery processes' heartbeats heard within ``listen`` s."""
     broker = broker_factory(settings)("status")
     await broker.connect(attempts=1)
     try:
-        return await broker.queue_states()
+        queues = await broker.queue_states()
+        beats = await broker.heartbeats(listen) if listen > 0 else []
+        return queues, beats
     finally:
         await broker.close()
+
+
+def render_shaping(beats: Sequence[mpb.Heartbeat]) -> str:
+    """Each destination's effective limits, as the delivery processes report them.
+
+    The limits are the cluster's after backoff (each process backs off on
+    what it hears, so they can differ: the lowest is shown); sessions and
+    waiting jobs are the sum over the processes.
+    """
+    if not beats:
+        return "delivery: no heartbeats heard (is a delivery process running?)"
+    seen: dict[str, list[mpb.DestinationState]] = {}
+    for beat in beats:
+        for state in beat.destinations:
+            seen.setdefault(state.key, []).append(state)
+    hosts = ", ".join(beat.hostname or beat.member for beat in beats)
+    lines = [f"delivery: {len(beats)} processes share the destinations' limits ({hosts})"]
+    if not seen:
+        return "\n".join(lines)
+    header = ("DESTINATION", "CONNECTIONS", "MSG/S", "BACKOFF", "PAUSED", "SESSIONS", "WAITING")
+    rows: list[tuple[str, ...]] = [header]
+    for key in sorted(seen, key=lambda k: -sum(s.sessions + s.waiting for s in seen[k])):
+        states = seen[key]
+        connections = min(s.max_connections for s in states)
+        rate = min(s.max_messages_per_second for s in states)
+        paused = max(s.paused_for for s in states)
+        rows.append(
+            (
+                key,
+                str(connections) if connections else "-",
+                f"{rate:g}" if rate else "-",
+                f"{min(s.backoff_factor for s in states):g}",
+                f"{paused:.0f}s" if paused else "no",
+                str(sum(s.sessions for s in states)),
+                str(sum(s.waiting for s in states)),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines += [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines)
 
 
 def read_cluster(namespace: str | None, release: str | None) -> tuple[list[Any], list[Any], str]:
@@ -183,20 +237,29 @@ def embedded_status(settings: Settings) -> int:
 def status(settings: Settings, namespace: str | None, release: str | None) -> int:
     if is_embedded(settings.broker):
         return embedded_status(settings)
+    code = 0
+    deployments: list[Any] = []
+    pods: list[Any] = []
     try:
         deployments, pods, namespace = read_cluster(namespace, release)
+        print(f"namespace {namespace}")
     except ImportError:
         print("mailyard status needs the kubernetes client: pip install 'mailyard[k8s]'")
         return 2
-    except Exception as exc:  # no kubeconfig, no access: say which
+    except Exception as exc:  # no kubeconfig, no access: say which, and show the broker's side
         print(f"cannot read the cluster: {type(exc).__name__}: {exc}")
-        return 1
+        code = 1
     queues: dict[str, QueueState] | None
+    beats: list[mpb.Heartbeat] = []
     problem = ""
+    # Three heartbeats' time: every live delivery process is heard at least twice.
+    listen = 3 * settings.delivery.shaping.heartbeat_interval.total_seconds()
     try:
-        queues = asyncio.run(read_queues(settings))
+        queues, beats = asyncio.run(read_broker(settings, listen=listen))
     except Exception as exc:
         queues, problem = None, f"{type(exc).__name__}: {exc}"
-    print(f"namespace {namespace}")
     print(render(summarize(deployments, pods), queues, broker_problem=problem))
-    return 0
+    if queues is not None:
+        print()
+        print(render_shaping(beats))
+    return code

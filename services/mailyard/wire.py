@@ -59,7 +59,10 @@ def job_message_id(job: pb.DeliveryJob) -> str:
     It is also the job's key in the record of finished jobs: the queue
     service splits a message the same way every time, so a job split again
     after a crash has the same id as the copy that may already be delivered.
+    A job put back without an attempt (``held``) is a new copy: ``/<attempts>.<held>``.
     """
+    if job.held:
+        return f"{job.queue_id}/{job.attempts}.{job.held}"
     return f"{job.queue_id}/{job.attempts}"
 
 

@@ -82,7 +82,7 @@ def test_451_on_first_attempt_is_delivered_once_after_a_retry(pipeline: Pipeline
     code, _ = pipeline.send("app@sender.test", ["later@alpha.test"], message("greylisted"))
     assert code == 250
     [received] = pipeline.sink.wait_for(lambda m: len(m) == 1, 30, "the retried delivery")
-    assert received.at - accepted_at >= 1.0  # queue.retry_delays: [1s]
+    assert received.at - accepted_at >= 0.8  # queue.retry_delays: [1s], less its jitter
     assert pipeline.sink.rcpt_attempts["later@alpha.test"] == 2
     time.sleep(1.5)
     assert pipeline.sink.deliveries() == {"later@alpha.test": 1}

@@ -299,11 +299,12 @@ def stop_pipeline(pipeline: Pipeline, retry_delays: list[str]) -> dict[str, int]
     pipeline.sink.stop()
     if pipeline.embedded:
         return codes
-    from mailyard.broker.topology import Topology
+    from mailyard.broker.topology import HOLD_DELAYS, Topology
     from mailyard.durations import parse_duration
 
-    topology = Topology(pipeline.prefix, tuple(parse_duration(d) for d in retry_delays), 2)
-    delete_prefix(pipeline.prefix, list(topology.queues), [topology.events])
+    delays = (*(parse_duration(d) for d in retry_delays), *HOLD_DELAYS)
+    topology = Topology(pipeline.prefix, tuple(dict.fromkeys(delays)), 2)
+    delete_prefix(pipeline.prefix, list(topology.queues), [topology.events, topology.members])
     return codes
 
 

@@ -37,6 +37,8 @@ class Script:
     rcpt_always: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None
     data_delay: float = 0.0
+    # Per loopback address (one destination's MX), on top of data_delay.
+    host_data_delay: dict[str, float] = field(default_factory=dict)
 
 
 class _Handler:
@@ -53,8 +55,9 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):
         script = self.sink.script
-        if script.data_delay:
-            await asyncio.sleep(script.data_delay)
+        delay = script.data_delay + script.host_data_delay.get(self.host, 0.0)
+        if delay:
+            await asyncio.sleep(delay)
         if script.data_reply is not None:
             return script.data_reply
         self.sink._record(
@@ -92,6 +95,9 @@ class Sink:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._servers: list[asyncio.Server] = []
+        self.sessions_open = 0
+        self.sessions_peak = 0
+        self.session_log: list[tuple[float, int]] = []  # (monotonic time, open after it)
 
     def start(self) -> Sink:
         self._thread.start()
@@ -106,8 +112,21 @@ class Sink:
 
     async def _listen(self, host: str) -> asyncio.Server:
         handler = _Handler(self, host)
+        sink = self
+
+        class CountedSMTP(SMTP):
+            """Counts the sessions open at once, as a receiver's connection limit does."""
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sink._session_change(+1)
+                super().connection_made(transport)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                super().connection_lost(exc)
+                sink._session_change(-1)
+
         return await self._loop.create_server(
-            lambda: SMTP(
+            lambda: CountedSMTP(
                 handler,
                 hostname=f"sink-{host}",
                 tls_context=self.tls_context,
@@ -147,6 +166,28 @@ class Sink:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+    def _session_change(self, change: int) -> None:
+        with self._lock:
+            self.sessions_open += change
+            self.sessions_peak = max(self.sessions_peak, self.sessions_open)
+            self.session_log.append((time.monotonic(), self.sessions_open))
+
+    def peak_sessions(self, since: float, until: float | None = None) -> int:
+        """The most sessions that were open at once between two monotonic times."""
+        with self._lock:
+            log = list(self.session_log)
+        level = 0
+        peak = 0
+        for moment, count in log:
+            if until is not None and moment > until:
+                break
+            if moment <= since:
+                level = count
+                peak = count
+            else:
+                peak = max(peak, count)
+        return max(peak, level)
 
     def _rcpt_reply(self, address: str) -> str | None:
         with self._lock:

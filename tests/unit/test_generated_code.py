@@ -15,6 +15,7 @@ COMMITTED = ROOT / "services" / "mailyard" / "v1"
 
 def test_proto_sources_exist():
     assert sorted(p.name for p in (PROTO_DIR / "mailyard" / "v1").glob("*.proto")) == [
+        "members.proto",
         "message.proto",
         "suppression.proto",
     ]
@@ -22,7 +23,11 @@ def test_proto_sources_exist():
 
 @pytest.mark.parametrize(
     "name",
-    ["message_pb2.py", "message_pb2.pyi", "suppression_pb2.py", "suppression_pb2.pyi"],
+    [
+        f"{proto}_pb2.{ext}"
+        for proto in ("members", "message", "suppression")
+        for ext in ("py", "pyi")
+    ],
 )
 def test_generated_code_is_fresh(tmp_path, name):
     protos = sorted(

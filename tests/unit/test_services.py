@@ -118,8 +118,10 @@ async def test_queue_puts_a_deferred_job_on_the_next_rung():
     [publish] = settled.outputs
     assert isinstance(publish, Publish)
     assert (publish.queue, publish.delay) == (QueueName.DELIVERY, timedelta(minutes=10))
+    # With jitter it may come back after 8 minutes: not_before is the earliest.
+    assert publish.spread == 0.2
     not_before = wire.to_datetime(publish.items[0].not_before)
-    assert timedelta(minutes=9) < not_before - datetime.now(UTC) < timedelta(minutes=11)
+    assert timedelta(minutes=7.9) < not_before - datetime.now(UTC) < timedelta(minutes=8.1)
 
 
 async def test_queue_expires_a_deferred_job_past_its_lifetime():
@@ -152,7 +154,10 @@ class FakeDeliverer:
         self.gate: asyncio.Event | None = None
         self.fail: set[str] = set()
 
-    async def attempt(self, job: pb.DeliveryJob) -> list[RecipientOutcome]:
+    async def mx_names(self, job: pb.DeliveryJob) -> list[str]:
+        return ["mx.example.net"]
+
+    async def attempt(self, job: pb.DeliveryJob, permit: object = None) -> list[RecipientOutcome]:
         self.running += 1
         self.most_at_once = max(self.most_at_once, self.running)
         try:
@@ -383,9 +388,9 @@ async def test_a_copy_of_a_job_under_way_here_waits_for_it_and_is_not_sent_again
     attempts: list[str] = []
     real = fake.attempt
 
-    async def counting(job: pb.DeliveryJob) -> list[RecipientOutcome]:
+    async def counting(job: pb.DeliveryJob, permit: object = None) -> list[RecipientOutcome]:
         attempts.append(job.queue_id)
-        return await real(job)
+        return await real(job, permit)
 
     fake.attempt = counting  # type: ignore[method-assign]
     broker = await start(delivery(fake, concurrency=1))

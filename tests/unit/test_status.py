@@ -115,3 +115,41 @@ def test_embedded_table_lists_every_queue_in_flow_order():
         ["parking", "1"],
     ]
     assert "not running" in render_embedded({}, running=False, spool="x")
+
+
+def test_shaping_table_sums_sessions_and_shows_the_lowest_limit_of_the_processes():
+    from mailyard.status import render_shaping
+    from mailyard.v1 import members_pb2 as mpb
+
+    def beat(host: str, *states: mpb.DestinationState) -> mpb.Heartbeat:
+        return mpb.Heartbeat(member=host, hostname=host, destinations=states)
+
+    gmail = dict(key="*.google.com", max_connections=20, connections_share=10, backoff_factor=1)
+    text = render_shaping(
+        [
+            beat("delivery-a", mpb.DestinationState(**gmail, sessions=7, waiting=3)),
+            beat(
+                "delivery-b",
+                mpb.DestinationState(**{**gmail, "max_connections": 10, "backoff_factor": 0.5},
+                                     sessions=4),
+                mpb.DestinationState(key="slow.example", max_connections=2,
+                                     max_messages_per_second=5, backoff_factor=1,
+                                     paused_for=120, sessions=0),
+            ),
+        ]
+    )  # fmt: skip
+    lines = text.splitlines()
+    assert (
+        lines[0] == "delivery: 2 processes share the destinations' limits (delivery-a, delivery-b)"
+    )
+    assert lines[1].split() == [
+        "DESTINATION", "CONNECTIONS", "MSG/S", "BACKOFF", "PAUSED", "SESSIONS", "WAITING"
+    ]  # fmt: skip
+    assert lines[2].split() == ["*.google.com", "10", "-", "0.5", "no", "11", "3"]
+    assert lines[3].split() == ["slow.example", "2", "5", "1", "120s", "0", "0"]
+
+
+def test_shaping_table_says_when_no_delivery_process_was_heard():
+    from mailyard.status import render_shaping
+
+    assert "no heartbeats heard" in render_shaping([])

@@ -19,6 +19,7 @@ from mailyard.broker.port import (
     Handler,
     Log,
     LogEntry,
+    Membership,
     MessageSizeMismatch,
     Output,
     Publish,
@@ -27,7 +28,13 @@ from mailyard.broker.port import (
     Unroutable,
     Work,
 )
-from mailyard.broker.topology import BOUNCE_EVENTS, EventKind, QueueName, Topology
+from mailyard.broker.topology import (
+    BOUNCE_EVENTS,
+    HOLD_DELAYS,
+    EventKind,
+    QueueName,
+    Topology,
+)
 from mailyard.config import BrokerConfig, Settings
 
 EMBEDDED = "embedded"
@@ -38,7 +45,7 @@ BrokerFactory = Callable[[str], Broker]
 def topology_for(settings: Settings) -> Topology:
     return Topology(
         prefix=settings.broker.prefix,
-        retry_delays=tuple(settings.queue.retry_delays),
+        retry_delays=tuple(dict.fromkeys((*settings.queue.retry_delays, *HOLD_DELAYS))),
         delivery_limit=settings.broker.delivery_limit,
     )
 
@@ -89,6 +96,7 @@ async def tool_log(settings: Settings, name: str) -> AsyncIterator[Log]:
 __all__ = [
     "BOUNCE_EVENTS",
     "EMBEDDED",
+    "HOLD_DELAYS",
     "Broker",
     "BrokerFactory",
     "BrokerUnavailable",
@@ -98,6 +106,7 @@ __all__ = [
     "Handler",
     "Log",
     "LogEntry",
+    "Membership",
     "MessageSizeMismatch",
     "Output",
     "Publish",

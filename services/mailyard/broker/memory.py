@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 
 from mailyard import wire
 from mailyard.broker.consuming import ConsumerCore, Incoming, Parked
+from mailyard.broker.members import SoleMember
 from mailyard.broker.port import (
     BrokerUnavailable,
     Consumer,
@@ -29,6 +30,7 @@ from mailyard.broker.port import (
     QueueState,
 )
 from mailyard.broker.topology import QueueName, Topology
+from mailyard.v1 import members_pb2 as mpb
 
 M = TypeVar("M", bound=Message)
 
@@ -131,6 +133,12 @@ class MemoryBroker:
 
     async def check_message_size(self, size: int) -> None:
         """Anything fits in memory."""
+
+    def membership(self, group: str, *, interval: float) -> SoleMember:
+        return SoleMember()
+
+    async def heartbeats(self, seconds: float) -> list[mpb.Heartbeat]:
+        return []
 
     def log(self, name: str) -> MemoryLog:
         log = self.memory_logs.get(name)

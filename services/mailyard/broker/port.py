@@ -29,6 +29,7 @@ from typing import Generic, Protocol, TypeVar
 from google.protobuf.message import Message
 
 from mailyard.broker.topology import EventKind, QueueName, Topology
+from mailyard.v1 import members_pb2 as mpb
 from mailyard.v1 import message_pb2 as pb
 
 M = TypeVar("M", bound=Message)
@@ -51,12 +52,15 @@ class Publish:
     """Store ``items`` on ``queue`` as one message (a batch when there are several).
 
     ``delay``: the items become available only after it (a rung of the retry
-    ladder; on RabbitMQ it must be one of ``queue.retry_delays``).
+    ladder; on RabbitMQ it must be one of the topology's ``retry_delays``).
+    ``spread``: jitter; they may come back up to ``spread * delay`` early, at
+    random, so that what was deferred together does not return in one wave.
     """
 
     queue: QueueName
     items: tuple[Message, ...]
     delay: timedelta | None = None
+    spread: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.items:
@@ -146,6 +150,25 @@ class Log(Protocol):
         ``follow``, then every new one as it comes, until cancelled."""
 
 
+class Membership(Protocol):
+    """The live processes of one group, as this one sees them (broker/members.py)."""
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def rank(self) -> int:
+        """This process's place among them, 0-based, the same in every member's eyes."""
+
+    def on_change(self, callback: Callable[[], None]) -> None: ...
+
+    async def start(self, beat: Callable[[], mpb.Heartbeat]) -> None:
+        """Join, sending ``beat()`` every interval; returns once the others know us."""
+
+    async def stop(self) -> None:
+        """Leave (the others count us out at once)."""
+
+
 class Broker(Protocol):
     """One service's handle on the broker."""
 
@@ -174,6 +197,11 @@ class Broker(Protocol):
         """Raise MessageSizeMismatch when a message of ``size`` bytes cannot be stored."""
 
     def log(self, name: str) -> Log: ...
+
+    def membership(self, group: str, *, interval: float) -> Membership: ...
+
+    async def heartbeats(self, seconds: float) -> list[mpb.Heartbeat]:
+        """Every member's latest beat heard within ``seconds`` (``mailyard status``)."""
 
 
 class MessageSizeMismatch(Exception):

@@ -67,6 +67,12 @@ BOUNCE_EVENTS = (
 )
 
 
+# Short rungs of the ladder for the jobs delivery puts back without an
+# attempt (delivery/gate.py: a destination busy, paused, or not this
+# process's to serve), longer each time the same job is put back.
+HOLD_DELAYS = (timedelta(seconds=5), timedelta(seconds=30), timedelta(minutes=2))
+
+
 @dataclass(frozen=True)
 class Topology:
     prefix: str
@@ -111,6 +117,11 @@ class Topology:
     @property
     def suppression(self) -> str:
         return f"{self.prefix}.suppression"
+
+    @property
+    def members(self) -> str:
+        """The fanout exchange of heartbeats (broker/members.py)."""
+        return f"{self.prefix}.members"
 
     @property
     def done(self) -> str:

@@ -3,8 +3,10 @@
 Job: take a job from ``<prefix>.delivery``, find the destination's mail
 hosts (MX by preference, implicit MX, null MX) with dnspython, and run one
 SMTP transaction for all its recipients with opportunistic STARTTLS, reusing
-sessions across jobs and holding at most
-``delivery.max_connections_per_destination`` per domain. Each recipient's
+sessions across jobs, within each destination's limits
+(``delivery.shaping``: connections and messages per second, held by all the
+delivery processes together, halved when the destination says it is
+overwhelmed; ``gate.py``). Each recipient's
 reply decides its fate: 2xx ``delivered``, 4xx ``deferred`` (the job goes to
 ``<prefix>.deferred`` for the queue service to schedule), 5xx ``failed``
 (an event that becomes a DSN). The input is acked only after all of that is

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 
 from mailyard.delivery import metrics
+from mailyard.delivery.gate import Gate, Permit
 from mailyard.delivery.outcome import RecipientOutcome
 from mailyard.delivery.plan import recipient_options
 from mailyard.delivery.pool import SessionPool
@@ -64,6 +65,8 @@ class Deliverer:
         connect_timeout: float,
         command_timeout: float,
         tlsrpt: TlsReporter | None = None,
+        gate: Gate | None = None,
+        max_transactions: int = 100,
     ) -> None:
         self.router = router
         self.pool = pool
@@ -74,8 +77,22 @@ class Deliverer:
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.tlsrpt = tlsrpt
+        self.gate = gate  # counts the sessions of each destination (delivery/gate.py)
+        self.max_transactions = max_transactions  # without a permit
 
-    async def attempt(self, job: pb.DeliveryJob) -> list[RecipientOutcome]:
+    async def mx_names(self, job: pb.DeliveryJob) -> list[str]:
+        """The names of the hosts the job would go to, for telling its site; [] when
+        they cannot be known now (the attempt then reports why)."""
+        try:
+            route = await self.router.route(job.domain, published=job.origin != pb.ORIGIN_TLSRPT)
+        except RouteError:
+            return []
+        return [host.name for host in route.hosts]
+
+    async def attempt(
+        self, job: pb.DeliveryJob, permit: Permit | None = None
+    ) -> list[RecipientOutcome]:
+        """``permit``: the gate's, whose destination the sessions opened count towards."""
         recipients = list(job.recipients)
         started = time.perf_counter()
 
@@ -114,7 +131,9 @@ class Deliverer:
             for address in host.addresses:
                 try:
                     port = host.port or self.port
-                    session, replies = await self._transact(host.name, address, port, job, reach)
+                    session, replies = await self._transact(
+                        host.name, address, port, job, reach, permit
+                    )
                 except HostUnusable as exc:
                     last_problem = self._unusable(job, host.name, exc)
                     continue
@@ -132,6 +151,17 @@ class Deliverer:
             reply = Reply(451, reply.status.replace("5.", "4.", 1), reply.text)
         return outcomes(reply)
 
+    def _count(self, session: SmtpSession, permit: Permit | None) -> None:
+        """Make the new session count towards its destination's connections."""
+        if permit is None or self.gate is None:
+            session.max_transactions = self.max_transactions
+            return
+        gate, key = self.gate, permit.key
+        session.destination = key
+        session.max_transactions = permit.max_transactions
+        gate.session_opened(key)
+        session.on_close = lambda: gate.session_closed(key)
+
     def _unusable(self, job: pb.DeliveryJob, host: str, exc: HostUnusable) -> Reply:
         metrics.HOST_FAILURES.inc()
         log.info(
@@ -141,15 +171,25 @@ class Deliverer:
         return exc.reply
 
     async def _transact(
-        self, mx: str, address: str, port: int, job: pb.DeliveryJob, route: Route
+        self,
+        mx: str,
+        address: str,
+        port: int,
+        job: pb.DeliveryJob,
+        route: Route,
+        permit: Permit | None,
     ) -> tuple[SmtpSession, dict[str, Reply]]:
-        reused = self.pool.take(address, port, suits=suitable_for(mx, route))
+        destination = permit.key if permit is not None else ""
+        reused = self.pool.take(address, port, suits=suitable_for(mx, route, destination))
         if reused is not None:
             replies = await self._send(reused, job)
             if replies is not None:
                 return reused, replies
             # It died while idle (the server timed it out): open a fresh one.
+        if self.gate is not None and self.gate.must_make_room(destination):
+            self.pool.evict_one(destination)  # an idle one to another of its hosts
         session = await self._open(mx, address, port, route, job)
+        self._count(session, permit)
         replies = await self._send(session, job)
         if replies is None:
             raise HostUnusable(
@@ -248,8 +288,11 @@ class Deliverer:
         )
 
 
-def suitable_for(mx: str, route: Route) -> Callable[[SmtpSession], bool]:
+def suitable_for(mx: str, route: Route, destination: str = "") -> Callable[[SmtpSession], bool]:
     """Which pooled sessions may carry this route's mail.
+
+    Only those counted towards the job's own shaping ``destination``: a
+    session another destination's limit counts must not carry this one's mail.
 
     A session that was not verified for this very host name, and in the way
     the route asks (the Web PKI for ``verify``, its TLSA records for
@@ -263,6 +306,8 @@ def suitable_for(mx: str, route: Route) -> Callable[[SmtpSession], bool]:
         wanted = None
 
     def suits(session: SmtpSession) -> bool:
+        if session.destination != destination:
+            return False
         if route.tls.requires_tls and not session.tls:
             return False
         if wanted is not None and not (session.verification is wanted and session.mx == mx):

@@ -149,3 +149,47 @@ for _result in ("found", "none", "failed"):
 for _method in ("mailto", "https"):
     for _result in ("sent", "failed"):
         TLSRPT_REPORTS.labels(_method, _result)
+
+# Shaping (delivery/gate.py). `destination` is a shaping key (a domain or a
+# site pattern) named in delivery.shaping.destinations, the shipped entries
+# or metrics.destinations; every other destination is "other", which only
+# the counters and the sessions gauge report.
+SHAPING_SESSIONS = Gauge(
+    "mailyard_delivery_shaping_sessions",
+    "SMTP sessions open to a destination by this process, in use or idle",
+    ["destination"],
+)
+SHAPING_LIMIT = Gauge(
+    "mailyard_delivery_shaping_limit",
+    "A destination's cluster-wide limit after backoff",
+    ["destination", "limit"],  # connections | messages_per_second
+)
+SHAPING_SHARE = Gauge(
+    "mailyard_delivery_shaping_share",
+    "This process's share of a destination's limit",
+    ["destination", "limit"],
+)
+SHAPING_MESSAGES = Counter(
+    "mailyard_delivery_shaping_messages_total",
+    "Jobs let through to a destination (one SMTP transaction each)",
+    ["destination"],
+)
+SHAPING_THROTTLED = Counter(
+    "mailyard_delivery_shaping_throttled_total",
+    "Attempts whose replies matched a throttling rule (rules/throttling.yaml)",
+    ["destination"],
+)
+SHAPING_PAUSED = Gauge(
+    "mailyard_delivery_shaping_paused",
+    "1 while a destination is paused by backoff: its jobs wait in the retry ladder",
+    ["destination"],
+)
+SHAPING_HELD = Counter(
+    "mailyard_delivery_shaping_held_total",
+    "Jobs put back in the retry ladder without an attempt",
+    ["destination", "reason"],  # busy | paused | no_share
+)
+SHAPING_MEMBERS = Gauge(
+    "mailyard_delivery_shaping_members",
+    "Delivery processes sharing the destinations' limits, as this one counts them",
+)

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from mailyard.broker import Emit, EventKind, Output, Publish, QueueName
+from mailyard import wire
+from mailyard.broker import HOLD_DELAYS, Emit, EventKind, Output, Publish, QueueName
 from mailyard.classify import Classifier, default_classifier
 from mailyard.delivery.outcome import EVENT_KINDS, Outcome, RecipientOutcome
 from mailyard.events import Quoting, event_for
@@ -105,3 +106,28 @@ def recipient_options(job: pb.DeliveryJob) -> dict[str, pb.RecipientOptions]:
     if len(job.recipient_options) != len(job.recipients):
         return {r: pb.RecipientOptions() for r in job.recipients}
     return dict(zip(job.recipients, job.recipient_options, strict=True))
+
+
+# Put-back jobs: jitter as for retries, and the earliest they can return.
+HOLD_SPREAD = 0.2
+
+
+def plan_hold(job: pb.DeliveryJob, *, reason: str, pause_left: float, now: datetime) -> Publish:
+    """The job again, in the retry ladder, not one attempt further (delivery/gate.py).
+
+    A paused destination's jobs wait about as long as the pause has left. The
+    others (a busy destination) wait the shortest rung the first time, when
+    the waiting room they found full is about half drained, and the next
+    rung after that, so that a large backlog does not circle the broker.
+    """
+    if reason == "paused":
+        fitting = [d for d in HOLD_DELAYS if d.total_seconds() <= pause_left]
+        delay = fitting[-1] if fitting else HOLD_DELAYS[0]
+    else:
+        delay = HOLD_DELAYS[min(job.held, 1)]
+    again = pb.DeliveryJob()
+    again.CopyFrom(job)
+    again.held = job.held + 1
+    again.may_repeat = False
+    again.not_before.CopyFrom(wire.timestamp(now + delay * (1 - HOLD_SPREAD)))
+    return Publish(QueueName.DELIVERY, (again,), delay=delay, spread=HOLD_SPREAD)

@@ -3,7 +3,11 @@
 A session that finished a transaction cleanly waits here, keyed by the
 address and port it is connected to, for the next job to the same host:
 no TCP, greeting, EHLO or TLS handshake the second time. Sessions are
-dropped after ``max_idle`` seconds unused or ``max_transactions`` messages.
+dropped after ``max_idle`` seconds unused or after the transactions its
+destination allows a connection (``max_messages_per_connection``). Idle
+sessions count towards their destination's connections: the pool keeps one
+only while ``keep_idle`` (the gate, delivery/gate.py) allows it, and closes
+some when asked to (:meth:`trim`, :meth:`evict_one`).
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from mailyard.delivery.smtp import SmtpSession, close_session
 
 class SessionPool:
     def __init__(
-        self, *, enabled: bool, max_idle: float, max_transactions: int, max_idle_per_host: int
+        self,
+        *,
+        enabled: bool,
+        max_idle: float,
+        keep_idle: Callable[[str], bool] = lambda destination: True,
     ) -> None:
         self.enabled = enabled
         self.max_idle = max_idle
-        self.max_transactions = max_transactions
-        self.max_idle_per_host = max_idle_per_host
+        self.keep_idle = keep_idle
         self._idle: defaultdict[tuple[str, int], list[SmtpSession]] = defaultdict(list)
         self._reaper: asyncio.Task[None] | None = None
 
@@ -59,14 +66,35 @@ class SessionPool:
         if (
             self.enabled
             and session.alive
-            and session.transactions < self.max_transactions
-            and len(idle) < self.max_idle_per_host
+            and session.transactions < session.max_transactions
+            and self.keep_idle(session.destination)
         ):
             session.last_used = time.monotonic()
             idle.append(session)
         else:
             await close_session(session)
         metrics.IDLE_SESSIONS.set(self.idle_count)
+
+    def evict_one(self, destination: str) -> bool:
+        """Close the least recently used idle session of ``destination``, if any."""
+        oldest: SmtpSession | None = None
+        for sessions in self._idle.values():
+            for session in sessions:
+                if session.destination == destination and (
+                    oldest is None or session.last_used < oldest.last_used
+                ):
+                    oldest = session
+        if oldest is None:
+            return False
+        self._idle[(oldest.address, oldest.port)].remove(oldest)
+        oldest.close()  # no QUIT: the slot is wanted now
+        metrics.IDLE_SESSIONS.set(self.idle_count)
+        return True
+
+    def trim(self, destination: str, keep: int, open_now: Callable[[], int]) -> None:
+        """Close idle sessions of ``destination`` while more than ``keep`` are open."""
+        while open_now() > keep and self.evict_one(destination):
+            pass
 
     @property
     def idle_count(self) -> int:

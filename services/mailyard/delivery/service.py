@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -32,15 +33,17 @@ from mailyard.classify import Classifier
 from mailyard.config import Settings
 from mailyard.delivery import metrics
 from mailyard.delivery.attempt import Deliverer
+from mailyard.delivery.backoff import BackoffPolicy, ThrottlingRules
 from mailyard.delivery.dane_lookup import DaneLookup
-from mailyard.delivery.limits import DestinationLimiter
+from mailyard.delivery.gate import Gate, Held, HeldReason, Permit
 from mailyard.delivery.mtasts_fetch import MtaSts
 from mailyard.delivery.outcome import Outcome, RecipientOutcome
-from mailyard.delivery.plan import by_outcome, plan_report
+from mailyard.delivery.plan import by_outcome, plan_hold, plan_report
 from mailyard.delivery.pool import SessionPool
 from mailyard.delivery.resolver import MxResolver
 from mailyard.delivery.routes import Router, smarthost_from
 from mailyard.delivery.safety import Safety
+from mailyard.delivery.shaping import Destination, ShapingTable
 from mailyard.delivery.smtp import opportunistic_tls_context, verifying_tls_context
 from mailyard.delivery.tlspolicy import TlsMode, TlsPolicies
 from mailyard.delivery.tlsresult import PolicyType, ReportedPolicy, ResultType
@@ -48,6 +51,7 @@ from mailyard.delivery.tlsrpt_send import TlsReporter
 from mailyard.events import Quoting
 from mailyard.filewatch import Watched
 from mailyard.reply import Reply
+from mailyard.v1 import members_pb2 as mpb
 from mailyard.v1 import message_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -68,12 +72,32 @@ class DeliveryService(ConsumingService):
             settings.bounce.classification.rules_files,
             key="bounce.classification.rules_files",
         )
+        shaping = config.shaping
+        backoff = shaping.backoff
+        self.membership = broker.membership(
+            "delivery", interval=shaping.heartbeat_interval.total_seconds()
+        )
+        self.gate = Gate(
+            ShapingTable(shaping),
+            ThrottlingRules(backoff.rules_files, key="delivery.shaping.backoff.rules_files"),
+            BackoffPolicy(
+                recovery_interval=backoff.recovery_interval.total_seconds(),
+                pause_after=backoff.pause_after,
+                pause=backoff.pause.total_seconds(),
+            ),
+            self.membership,
+            max_wait=shaping.max_wait.total_seconds(),
+            named=frozenset(settings.metrics.destinations),
+        )
         self.pool = SessionPool(
             enabled=config.connection_reuse,
             max_idle=config.idle_connection_timeout.total_seconds(),
-            max_transactions=config.max_messages_per_connection,
-            max_idle_per_host=config.max_connections_per_destination,
+            keep_idle=self.gate.may_keep_idle,
         )
+        self.gate.trim = lambda key, keep: self.pool.trim(
+            key, keep, lambda: self.gate.sessions_of(key)
+        )
+        self.membership.on_change(self._members_changed)
         smarthost = config.smarthost
         resolver = MxResolver(
             config.nameservers,
@@ -139,8 +163,9 @@ class DeliveryService(ConsumingService):
             connect_timeout=config.connect_timeout.total_seconds(),
             command_timeout=config.command_timeout.total_seconds(),
             tlsrpt=self.tlsrpt,
+            gate=self.gate,
+            max_transactions=shaping.default.max_messages_per_connection,
         )
-        self.limiter = DestinationLimiter(config.max_connections_per_destination)
         self.slots = asyncio.Semaphore(config.concurrency)
         # Jobs being attempted here, and those finished here lately (by key):
         # a copy of a job (split again after a crash of the queue service) that
@@ -159,6 +184,10 @@ class DeliveryService(ConsumingService):
         ]
 
     async def started(self) -> None:
+        # Before the first job: the others must count us in, we them, so that
+        # nobody takes more than its share of a destination's limits.
+        await self.membership.start(self._heartbeat)
+        self._members_changed()
         self.pool.start()
         if self.tlsrpt is not None:
             self.tlsrpt.start()
@@ -167,6 +196,13 @@ class DeliveryService(ConsumingService):
         await self.pool.close()
         if self.tlsrpt is not None:
             await self.tlsrpt.stop()  # the broker is still there for report mail
+        await self.membership.stop()
+
+    def _heartbeat(self) -> mpb.Heartbeat:
+        return mpb.Heartbeat(hostname=socket.gethostname(), destinations=self.gate.report())
+
+    def _members_changed(self) -> None:
+        metrics.SHAPING_MEMBERS.set(self.membership.count)
 
     def _policy_fetch_failed(self, domain: str, result: ResultType, reason: str) -> None:
         if self.tlsrpt is not None:
@@ -185,7 +221,10 @@ class DeliveryService(ConsumingService):
             # in flight when an earlier process died.
             metrics.POSSIBLE_DUPLICATES.inc(len(jobs))
         loop = asyncio.get_running_loop()
-        deadline = Deadline(loop, loop.time() + self.config.attempt_timeout.total_seconds())
+        # A job may wait max_wait for its destination, then has attempt_timeout
+        # for its attempt: the wait never eats into the attempt.
+        limit = self.config.attempt_timeout + self.config.shaping.max_wait
+        deadline = Deadline(loop, loop.time() + limit.total_seconds())
         metrics.IN_FLIGHT.inc(len(jobs))
         runs: list[asyncio.Task[Output | None]] = []
         try:
@@ -207,29 +246,51 @@ class DeliveryService(ConsumingService):
     async def _run(
         self, work: Work[pb.DeliveryJob], job: pb.DeliveryJob, deadline: Deadline
     ) -> Output | None:
-        """One job: wait for a slot, attempt, store the outcome. Returns the job
-        itself when the deadline came before a slot did."""
+        """One job: through its destination's gate, attempt, store the outcome.
+        Returns the job itself when the deadline came before its attempt did."""
         key = wire.job_message_id(job)
         try:
             with deadline.guard():
-                while True:
-                    while (first := self._attempting.get(key)) is not None:
-                        await asyncio.shield(first)  # the same job, already under way here
-                    if key in self._finished:
-                        metrics.SKIPPED_HERE.inc()
-                        return None
-                    await self.slots.acquire()
-                    if key not in self._attempting and key not in self._finished:
-                        break
-                    self.slots.release()  # its twin got a slot first: look again
+                while (first := self._attempting.get(key)) is not None:
+                    await asyncio.shield(first)  # the same job, already under way here
         except asyncio.CancelledError:
             if not deadline.cut_off():
                 raise
             metrics.DEADLINE_EXCEEDED.inc()
             return Publish(QueueName.DELIVERY, (job,))
+        if key in self._finished:
+            metrics.SKIPPED_HERE.inc()
+            return None
         under_way = self._attempting[key] = asyncio.get_running_loop().create_future()
         try:
-            outcomes = await self._attempt(job, deadline)
+            return await self._admitted(work, job, key, deadline)
+        finally:
+            del self._attempting[key]
+            under_way.set_result(None)
+
+    async def _admitted(
+        self, work: Work[pb.DeliveryJob], job: pb.DeliveryJob, key: str, deadline: Deadline
+    ) -> Output | None:
+        permit: Permit | None = None
+        try:
+            with deadline.guard():
+                destination = await self._destination(job)
+                ticket = await self.gate.enter(destination, priority=priority_of(job))
+                if isinstance(ticket, Held):
+                    await self._hold(work, job, destination.key, ticket)
+                    return None
+                permit = ticket
+                await self.slots.acquire()
+        except asyncio.CancelledError:
+            if permit is not None:
+                self.gate.leave(permit, ())
+            if not deadline.cut_off():
+                raise
+            metrics.DEADLINE_EXCEEDED.inc()
+            return Publish(QueueName.DELIVERY, (job,))
+        outcomes: list[RecipientOutcome] = []
+        try:
+            outcomes = await self._attempt(job, deadline, permit)
             now = datetime.now(UTC)
             outputs = plan_report(
                 job,
@@ -243,22 +304,59 @@ class DeliveryService(ConsumingService):
             self._remember_finished(key)
         finally:
             self.slots.release()
-            del self._attempting[key]
-            under_way.set_result(None)
+            self.gate.leave(
+                permit,
+                [o.reply for o in outcomes],
+                sent=any(o.remote_mta for o in outcomes),
+            )
         account()
         return None
+
+    async def _destination(self, job: pb.DeliveryJob) -> Destination:
+        if not self.gate.table.needs_mx(job.domain):
+            return self.gate.destination(job.domain)
+        return self.gate.destination(job.domain, await self.deliverer.mx_names(job))
+
+    async def _hold(
+        self, work: Work[pb.DeliveryJob], job: pb.DeliveryJob, destination: str, held: Held
+    ) -> None:
+        """Back to the retry ladder without an attempt; past its lifetime, a deferral
+        that the queue expires (with why it was held in the failure notice)."""
+        now = datetime.now(UTC)
+        label = destination if destination in self.gate.named else "other"
+        metrics.SHAPING_HELD.labels(label, held.reason.value).inc()
+        if now < wire.to_datetime(job.expires_at) or not job.HasField("expires_at"):
+            await work.complete(
+                job, [plan_hold(job, reason=held.reason, pause_left=held.pause_left, now=now)]
+            )
+            return
+        why = {
+            HeldReason.PAUSED: f"{destination} is paused after replies that asked us to slow down",
+            HeldReason.BUSY: f"{destination} took no more mail from us in time",
+            HeldReason.NO_SHARE: f"{destination}'s connection limit left this process no share",
+        }[held.reason]
+        reply = Reply(451, "4.4.5", f"not tried: {why}")
+        outputs = plan_report(
+            job,
+            [RecipientOutcome(r, reply) for r in job.recipients],
+            now=now,
+            quoting=self.quoting,
+            classifier=self.classifier,
+        )
+        await work.complete(job, outputs)
 
     def _remember_finished(self, key: str) -> None:
         self._finished[key] = None
         while len(self._finished) > 100_000:
             self._finished.popitem(last=False)
 
-    async def _attempt(self, job: pb.DeliveryJob, deadline: Deadline) -> list[RecipientOutcome]:
+    async def _attempt(
+        self, job: pb.DeliveryJob, deadline: Deadline, permit: Permit
+    ) -> list[RecipientOutcome]:
         started = asyncio.get_running_loop().time()
         try:
             with deadline.guard():
-                async with self.limiter.slot(job.domain):
-                    outcomes = await self.deliverer.attempt(job)
+                outcomes = await self.deliverer.attempt(job, permit)
         except asyncio.CancelledError:
             if not deadline.cut_off():
                 raise
@@ -305,6 +403,11 @@ class DeliveryService(ConsumingService):
                     log.info(outcome.value, extra=extra)
 
         return account
+
+
+def priority_of(job: pb.DeliveryJob) -> int:
+    """Transactional mail first at a destination's gate; every other class after it."""
+    return 0 if job.mail_class in ("", "transactional") else 1
 
 
 def verifying_tls(ca_file: Path | None) -> Callable[[], ssl.SSLContext]:

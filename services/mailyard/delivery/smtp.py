@@ -20,6 +20,7 @@ import asyncio
 import base64
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -103,6 +104,11 @@ class SmtpSession:
     extensions: dict[str, str] = field(default_factory=dict)
     transactions: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    # The shaping destination whose connections it counts towards (delivery/gate.py),
+    # the transactions it may carry, and who to tell once it is closed.
+    destination: str = ""
+    max_transactions: int = 0
+    on_close: Callable[[], None] | None = None
     _replies: ReplyReader = field(default_factory=ReplyReader)
 
     @property
@@ -143,6 +149,9 @@ class SmtpSession:
 
     def close(self) -> None:
         self.writer.close()
+        if self.on_close is not None:
+            on_close, self.on_close = self.on_close, None
+            on_close()
 
 
 async def open_session(

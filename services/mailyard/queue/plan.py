@@ -21,7 +21,13 @@ from mailyard.broker import Emit, EventKind, Output, Publish, QueueName
 from mailyard.classify import BounceClass
 from mailyard.events import Quoting, event_for
 from mailyard.notify import Condition, wants
-from mailyard.queue.schedule import Expire, Retry, after_deferral, delay_warning_due
+from mailyard.queue.schedule import (
+    RETRY_SPREAD,
+    Expire,
+    Retry,
+    after_deferral,
+    delay_warning_due,
+)
 from mailyard.queue.split import EPOCH, ReturnPath, Split, delivery_batches, split_message
 from mailyard.queue.suppress import Suppressed, suppressed_events
 from mailyard.suppression.state import SuppressionState
@@ -126,8 +132,11 @@ def plan_deferral(
         return DeferralPlan([Emit(EventKind.EXPIRED, event)], step)
     retry = pb.DeliveryJob()
     retry.CopyFrom(job)
-    retry.not_before.CopyFrom(wire.timestamp(now + step.delay))
-    outputs: list[Output] = [Publish(QueueName.DELIVERY, (retry,), delay=step.delay)]
+    # The earliest it can come back: jitter only shortens the wait.
+    retry.not_before.CopyFrom(wire.timestamp(now + step.delay * (1 - RETRY_SPREAD)))
+    outputs: list[Output] = [
+        Publish(QueueName.DELIVERY, (retry,), delay=step.delay, spread=RETRY_SPREAD)
+    ]
     due = delay_warning_due(
         received_at=wire.to_datetime(job.received_at),
         now=now,

@@ -20,6 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+# Jitter: a retry comes back after 80 to 100 % of its delay, at random, so
+# that the thousands of jobs a destination deferred at once (an outage, a
+# throttle) do not all come back in the same second.
+RETRY_SPREAD = 0.2
+
 
 @dataclass(frozen=True)
 class Retry:

@@ -107,7 +107,7 @@ class AcceptedBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[AcceptedMessage, _Mapping]]] = ...) -> None: ...
 
 class DeliveryJob(_message.Message):
-    __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin", "may_repeat", "not_before", "options", "recipient_options", "return_path", "delay_warned", "mail_class")
+    __slots__ = ("message_id", "queue_id", "domain", "mail_from", "recipients", "content", "received_at", "expires_at", "attempts", "last_results", "origin", "may_repeat", "not_before", "options", "recipient_options", "return_path", "delay_warned", "mail_class", "held")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,7 @@ class DeliveryJob(_message.Message):
     RETURN_PATH_FIELD_NUMBER: _ClassVar[int]
     DELAY_WARNED_FIELD_NUMBER: _ClassVar[int]
     MAIL_CLASS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     queue_id: str
     domain: str
@@ -144,7 +145,8 @@ class DeliveryJob(_message.Message):
     return_path: str
     delay_warned: bool
     mail_class: str
-    def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ..., may_repeat: _Optional[bool] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ..., return_path: _Optional[str] = ..., delay_warned: _Optional[bool] = ..., mail_class: _Optional[str] = ...) -> None: ...
+    held: int
+    def __init__(self, message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., content: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., last_results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., origin: _Optional[_Union[Origin, str]] = ..., may_repeat: _Optional[bool] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ..., return_path: _Optional[str] = ..., delay_warned: _Optional[bool] = ..., mail_class: _Optional[str] = ..., held: _Optional[int] = ...) -> None: ...
 
 class DeliveryBatch(_message.Message):
     __slots__ = ("domain", "jobs")

@@ -34,6 +34,8 @@ from mailyard.broker.embedded.spool import (
     append_log_outside,
     read_log_outside,
 )
+from mailyard.broker.jitter import jittered
+from mailyard.broker.members import SoleMember
 from mailyard.broker.port import (
     BrokerUnavailable,
     Consumer,
@@ -48,6 +50,7 @@ from mailyard.broker.port import (
 )
 from mailyard.broker.topology import BOUNCE_EVENTS, QueueName, Topology
 from mailyard.durations import format_duration
+from mailyard.v1 import members_pb2 as mpb
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,12 @@ class EmbeddedBroker:
     def log(self, name: str) -> Log:
         return SpoolLog(self.spool, name)
 
+    def membership(self, group: str, *, interval: float) -> SoleMember:
+        return SoleMember()  # one process owns the spool
+
+    async def heartbeats(self, seconds: float) -> list[mpb.Heartbeat]:
+        return []
+
     async def _forget_old_records(self) -> None:
         while True:
             await asyncio.sleep(600)
@@ -153,7 +162,7 @@ def _publish_row(publish: Publish, now: float) -> NewItem:
     return _row(
         publish.queue.value,
         encoded,
-        available_at=now + publish.delay.total_seconds(),
+        available_at=now + jittered(publish.delay.total_seconds(), publish.spread),
         rung=format_duration(publish.delay),
     )
 

@@ -15,23 +15,27 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from mailyard import wire
+from mailyard.broker.jitter import jittered
 from mailyard.broker.port import (
     Consumer,
     Emit,
     Handler,
     Log,
+    Membership,
     Output,
     Publish,
     QueueState,
 )
-from mailyard.broker.rabbitmq import sizecheck
+from mailyard.broker.rabbitmq import members, sizecheck
 from mailyard.broker.rabbitmq.amqp import amqp_message
 from mailyard.broker.rabbitmq.client import BrokerClient
 from mailyard.broker.rabbitmq.consumer import RabbitConsumer
 from mailyard.broker.rabbitmq.events import EventPublisher
+from mailyard.broker.rabbitmq.members import RabbitMembership
 from mailyard.broker.rabbitmq.streams import FinishedJobs, StreamLog
 from mailyard.broker.topology import QueueName, Topology
 from mailyard.config import BrokerConfig
+from mailyard.v1 import members_pb2 as mpb
 
 M = TypeVar("M", bound=Message)
 
@@ -68,7 +72,12 @@ class RabbitBroker:
         if isinstance(output, Emit):
             await self.events.publish(output.kind, output.event)
             return
-        await self.client.publish(self._routing_key(output), amqp_message(_encode(output)))
+        expiration = None
+        if output.delay is not None and output.spread > 0:
+            expiration = jittered(output.delay.total_seconds(), output.spread)
+        await self.client.publish(
+            self._routing_key(output), amqp_message(_encode(output), expiration=expiration)
+        )
 
     def _routing_key(self, publish: Publish) -> str:
         if publish.delay is None:
@@ -111,6 +120,12 @@ class RabbitBroker:
 
     def log(self, name: str) -> Log:
         return StreamLog(self.client, f"{self.topology.prefix}.{name}")
+
+    def membership(self, group: str, *, interval: float) -> Membership:
+        return RabbitMembership(self.client, self.topology, group, interval=interval)
+
+    async def heartbeats(self, seconds: float) -> list[mpb.Heartbeat]:
+        return await members.listen(self.client, self.topology, seconds)
 
 
 def _encode(publish: Publish) -> wire.Encoded:

@@ -17,8 +17,13 @@ from mailyard import wire
 CONTENT_TYPE = "application/x-protobuf"
 
 
-def amqp_message(encoded: wire.Encoded) -> aio_pika.Message:
-    return message(encoded.body, encoded.type, encoded.message_id, dict(encoded.headers))
+def amqp_message(encoded: wire.Encoded, *, expiration: float | None = None) -> aio_pika.Message:
+    """``expiration``: a per-message TTL in seconds (on a retry rung, shorter than
+    the rung's own TTL, which it then overrides: the jitter of ``Publish.spread``)."""
+    built = message(encoded.body, encoded.type, encoded.message_id, dict(encoded.headers))
+    if expiration is not None:
+        built.expiration = expiration
+    return built
 
 
 def message(

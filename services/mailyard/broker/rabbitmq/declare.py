@@ -102,6 +102,8 @@ async def declare(topology: Topology, channel: AbstractChannel) -> None:
     events = await channel.declare_exchange(
         topology.events, aio_pika.ExchangeType.TOPIC, durable=True
     )
+    # Heartbeats live for seconds: nothing about them is durable.
+    await channel.declare_exchange(topology.members, aio_pika.ExchangeType.FANOUT, durable=False)
     bounce = await channel.get_queue(topology.bounce, ensure=False)
     for kind in BOUNCE_EVENTS:
         await bounce.bind(events, routing_key=kind.value)
