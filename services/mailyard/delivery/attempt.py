@@ -16,6 +16,11 @@ reports of their own. Under a policy that only tests (MTA-STS ``testing``)
 the certificate is checked as if it enforced, and the mail delivered as if
 it did not: a failed check is counted, then the host tried again
 opportunistically.
+
+With ``delivery.source_addresses``, a new session binds to the address
+``egress.py`` picks for the job and the MX address's family, and says its
+EHLO name; a reused one is taken only if its address may carry the job.
+An MX address none of the job's addresses can reach is skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 from collections.abc import Callable
 
 from mailyard.delivery import metrics
+from mailyard.delivery.egress import Egress, Mail, NoSource, Source
 from mailyard.delivery.outcome import RecipientOutcome
 from mailyard.delivery.plan import recipient_options
 from mailyard.delivery.pool import SessionPool
@@ -35,6 +41,7 @@ from mailyard.delivery.smtp import (
     HostUnusable,
     SessionLost,
     SmtpSession,
+    SourceUnusable,
     open_session,
     send_transaction,
 )
@@ -64,6 +71,7 @@ class Deliverer:
         connect_timeout: float,
         command_timeout: float,
         tlsrpt: TlsReporter | None = None,
+        egress: Egress | None = None,
     ) -> None:
         self.router = router
         self.pool = pool
@@ -74,6 +82,7 @@ class Deliverer:
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.tlsrpt = tlsrpt
+        self.egress = egress or Egress()
 
     async def attempt(self, job: pb.DeliveryJob) -> list[RecipientOutcome]:
         recipients = list(job.recipients)
@@ -115,6 +124,10 @@ class Deliverer:
                 try:
                     port = host.port or self.port
                     session, replies = await self._transact(host.name, address, port, job, reach)
+                except NoSource as exc:  # not the host's fault: no failure counted
+                    if last_problem is NO_HOST_ANSWERED:
+                        last_problem = exc.reply
+                    continue
                 except HostUnusable as exc:
                     last_problem = self._unusable(job, host.name, exc)
                     continue
@@ -133,6 +146,9 @@ class Deliverer:
         return outcomes(reply)
 
     def _unusable(self, job: pb.DeliveryJob, host: str, exc: HostUnusable) -> Reply:
+        if isinstance(exc, SourceUnusable):  # ours to fix, not the host's
+            log.warning("source address unusable", extra={"host": host, "reason": str(exc)})
+            return exc.reply
         metrics.HOST_FAILURES.inc()
         log.info(
             "host unusable, trying the next",
@@ -143,13 +159,16 @@ class Deliverer:
     async def _transact(
         self, mx: str, address: str, port: int, job: pb.DeliveryJob, route: Route
     ) -> tuple[SmtpSession, dict[str, Reply]]:
-        reused = self.pool.take(address, port, suits=suitable_for(mx, route))
+        mail = Mail.of(job)
+        suits, carries = suitable_for(mx, route), self.egress.may_carry(mail)
+        reused = self.pool.take(address, port, suits=lambda s: suits(s) and carries(s.source))
         if reused is not None:
             replies = await self._send(reused, job)
             if replies is not None:
                 return reused, replies
             # It died while idle (the server timed it out): open a fresh one.
-        session = await self._open(mx, address, port, route, job)
+        source = self.egress.pick(mail, address)  # raises NoSource
+        session = await self._open(mx, address, port, route, job, source)
         replies = await self._send(session, job)
         if replies is None:
             raise HostUnusable(
@@ -173,7 +192,13 @@ class Deliverer:
         return replies
 
     async def _open(
-        self, mx: str, address: str, port: int, route: Route, job: pb.DeliveryJob
+        self,
+        mx: str,
+        address: str,
+        port: int,
+        route: Route,
+        job: pb.DeliveryJob,
+        source: Source | None = None,
     ) -> SmtpSession:
         mode = route.tls
         reported = self._reported(route, job)
@@ -186,7 +211,7 @@ class Deliverer:
                 tries.insert(0, TlsMode.VERIFY)
         for n, tried in enumerate(tries):
             try:
-                session = await self._connect(mx, address, port, route, tried)
+                session = await self._connect(mx, address, port, route, tried, source)
                 break
             except HostUnusable as exc:
                 if exc.tls_failure is not None and reported is not None and n == 0:
@@ -207,7 +232,7 @@ class Deliverer:
                 self._report_failure(
                     reported, ResultType.STARTTLS_NOT_SUPPORTED, mx, address, reason
                 )
-        metrics.SESSIONS_OPENED.labels(_yes(session.tls)).inc()
+        metrics.SESSIONS_OPENED.labels(_yes(session.tls), session.source or "default").inc()
         policy = route.policy_name
         metrics.TLS_SESSIONS.labels(policy, summary(session, policy).result).inc()
         return session
@@ -230,7 +255,13 @@ class Deliverer:
             self.tlsrpt.failure(policy, result, mx=mx, address=address, reason=reason)
 
     async def _connect(
-        self, mx: str, address: str, port: int, route: Route, mode: TlsMode
+        self,
+        mx: str,
+        address: str,
+        port: int,
+        route: Route,
+        mode: TlsMode,
+        source: Source | None = None,
     ) -> SmtpSession:
         # DANE too handshakes without checking: the TLSA records do, afterwards.
         context = self.verifying_tls() if mode is TlsMode.VERIFY else self.opportunistic_tls
@@ -238,13 +269,14 @@ class Deliverer:
             mx=mx,
             address=address,
             port=port,
-            helo_name=self.helo_name,
+            helo_name=source.ehlo if source is not None else self.helo_name,
             tls_mode=mode,
             tls_context=context,
             connect_timeout=self.connect_timeout,
             command_timeout=self.command_timeout,
             login=route.smarthost.login() if route.smarthost is not None else None,
             tlsa=route.tlsa,
+            source=source.address if source is not None else "",
         )
 
 

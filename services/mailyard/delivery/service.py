@@ -29,10 +29,11 @@ from mailyard import wire
 from mailyard.broker import Broker, Consumer, Output, Publish, QueueName, Work
 from mailyard.broker.service import ConsumingService
 from mailyard.classify import Classifier
-from mailyard.config import Settings
+from mailyard.config import ConfigError, Settings, SourceAddressConfig
 from mailyard.delivery import metrics
 from mailyard.delivery.attempt import Deliverer
 from mailyard.delivery.dane_lookup import DaneLookup
+from mailyard.delivery.egress import KEY, Egress, sources_from
 from mailyard.delivery.limits import DestinationLimiter
 from mailyard.delivery.mtasts_fetch import MtaSts
 from mailyard.delivery.outcome import Outcome, RecipientOutcome
@@ -41,7 +42,7 @@ from mailyard.delivery.pool import SessionPool
 from mailyard.delivery.resolver import MxResolver
 from mailyard.delivery.routes import Router, smarthost_from
 from mailyard.delivery.safety import Safety
-from mailyard.delivery.smtp import opportunistic_tls_context, verifying_tls_context
+from mailyard.delivery.smtp import bound_socket, opportunistic_tls_context, verifying_tls_context
 from mailyard.delivery.tlspolicy import TlsMode, TlsPolicies
 from mailyard.delivery.tlsresult import PolicyType, ReportedPolicy, ResultType
 from mailyard.delivery.tlsrpt_send import TlsReporter
@@ -139,6 +140,7 @@ class DeliveryService(ConsumingService):
             connect_timeout=config.connect_timeout.total_seconds(),
             command_timeout=config.command_timeout.total_seconds(),
             tlsrpt=self.tlsrpt,
+            egress=egress_from(config.source_addresses),
         )
         self.limiter = DestinationLimiter(config.max_connections_per_destination)
         self.slots = asyncio.Semaphore(config.concurrency)
@@ -305,6 +307,22 @@ class DeliveryService(ConsumingService):
                     log.info(outcome.value, extra=extra)
 
         return account
+
+
+def egress_from(entries: Sequence[SourceAddressConfig]) -> Egress:
+    """The egress addresses, each bound once now: one that is not this host's stops
+    start-up (ConfigError naming it) rather than deferring the mail it serves."""
+    sources = sources_from(entries)
+    for index, source in enumerate(sources):
+        try:
+            bound_socket(source.address).close()
+        except OSError as exc:
+            raise ConfigError(
+                f"{KEY}.{index}.address: cannot bind {source.address} on this host "
+                f"({exc.strerror or exc}): delivery connects from it, so it must be one of "
+                "this host's (or pod's) own addresses (docs/scaling.md, egress addresses)"
+            ) from exc
+    return Egress(sources)
 
 
 def verifying_tls(ca_file: Path | None) -> Callable[[], ssl.SSLContext]:
