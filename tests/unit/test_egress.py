@@ -215,38 +215,46 @@ def test_an_entry_naming_both_takes_only_mail_matching_both():
 def test_without_sources_the_system_chooses():
     egress = Egress()
     assert not egress.configured
-    assert egress.pick(Mail("bulk", "shop.example"), "2001:db8::25") is None
+    assert egress.order(Mail("bulk", "shop.example"), "2001:db8::25") == (None,)
     assert egress.may_carry(Mail("bulk", "shop.example"))("")
 
 
 def test_a_pool_is_used_in_turn_per_new_connection():
     egress = Egress(SOURCES)
     mail = Mail("transactional", "shop.example")
-    picked = [egress.pick(mail, "198.51.100.25") for _ in range(6)]
+    picked = [egress.order(mail, "198.51.100.25")[0] for _ in range(6)]
     assert picked == [OUT1, OUT2] * 3
+
+
+def test_the_rest_of_the_pool_follows_in_case_the_first_cannot_be_bound():
+    a, b, c = (Source(f"192.0.2.{n}", f"out{n}.example") for n in (1, 2, 3))
+    egress = Egress((a, b, c, BULK))
+    mail = Mail("transactional", "shop.example")
+    orders = [egress.order(mail, "198.51.100.25") for _ in range(4)]
+    assert orders == [(a, b, c), (b, c, a), (c, a, b), (a, b, c)]
 
 
 def test_the_turn_is_the_pools_not_the_mails():
     """Two mails with the same pool share its turn: the addresses stay evenly used."""
     egress = Egress(SOURCES)
-    first = egress.pick(Mail("transactional", "shop.example"), "198.51.100.25")
-    second = egress.pick(Mail("marketing", "other.example"), "198.51.100.26")
-    assert (first, second) == (OUT1, OUT2)
-    assert egress.pick(Mail("bulk", "shop.example"), "198.51.100.25") == BULK
+    first = egress.order(Mail("transactional", "shop.example"), "198.51.100.25")
+    second = egress.order(Mail("marketing", "other.example"), "198.51.100.26")
+    assert (first, second) == ((OUT1, OUT2), (OUT2, OUT1))
+    assert egress.order(Mail("bulk", "shop.example"), "198.51.100.25") == (BULK,)
 
 
 def test_the_destinations_family_picks_from_the_pool():
     egress = Egress(SOURCES)
     mail = Mail("transactional", "shop.example")
-    assert [egress.pick(mail, "2001:db8:25::1") for _ in range(2)] == [OUT6, OUT6]
-    counts = Counter(egress.pick(mail, "198.51.100.25") for _ in range(4))
+    assert [egress.order(mail, "2001:db8:25::1") for _ in range(2)] == [(OUT6,), (OUT6,)]
+    counts = Counter(egress.order(mail, "198.51.100.25")[0] for _ in range(4))
     assert counts == {OUT1: 2, OUT2: 2}
 
 
 def test_an_address_no_source_of_the_pool_can_reach_is_refused_with_the_reason():
     egress = Egress(SOURCES)
     with pytest.raises(NoSource) as info:
-        egress.pick(Mail("bulk", "shop.example"), "2001:db8:25::1")
+        egress.order(Mail("bulk", "shop.example"), "2001:db8:25::1")
     reply = info.value.reply
     assert (reply.code, reply.status) == (451, "4.4.4")
     assert reply.text == (
@@ -259,7 +267,7 @@ def test_mail_dedicated_to_an_address_never_falls_back_to_another_pool():
     """The catch-all has IPv6; bulk's pool does not: an IPv6-only MX gets no bulk mail."""
     egress = Egress((OUT6, BULK))
     with pytest.raises(NoSource, match="from the null sender"):
-        egress.pick(Mail("bulk", ""), "2001:db8:25::1")
+        egress.order(Mail("bulk", ""), "2001:db8:25::1")
 
 
 # --- which pooled sessions may carry which mail ----------------------------------

@@ -167,14 +167,26 @@ class Deliverer:
             if replies is not None:
                 return reused, replies
             # It died while idle (the server timed it out): open a fresh one.
-        source = self.egress.pick(mail, address)  # raises NoSource
-        session = await self._open(mx, address, port, route, job, source)
+        session = await self._open_from(mx, address, port, route, job, mail)
         replies = await self._send(session, job)
         if replies is None:
             raise HostUnusable(
                 Reply(451, "4.4.2", f"{mx}[{address}] hung up before answering MAIL FROM")
             )
         return session, replies
+
+    async def _open_from(
+        self, mx: str, address: str, port: int, route: Route, job: pb.DeliveryJob, mail: Mail
+    ) -> SmtpSession:
+        """A new session from the egress address whose turn it is; the next of its
+        pool if that one cannot be bound. Raises NoSource when none can reach ``address``."""
+        *others, last = self.egress.order(mail, address)
+        for source in others:
+            try:
+                return await self._open(mx, address, port, route, job, source)
+            except SourceUnusable as exc:
+                self._unusable(job, mx, exc)
+        return await self._open(mx, address, port, route, job, last)
 
     async def _send(self, session: SmtpSession, job: pb.DeliveryJob) -> dict[str, Reply] | None:
         """Replies per recipient; None if the session was dead before MAIL FROM."""

@@ -17,7 +17,8 @@ The rule, for one job:
    is no falling back to another pool: mail dedicated to an address stays
    on it, and a pool that should reach IPv6 hosts needs an IPv6 address.
 3. New connections take the pool's addresses in turn (round robin per pool
-   and family). A pooled session keeps the address it was opened from and
+   and family); one that cannot be bound (gone from the host since start-up)
+   hands the connection to the next. A pooled session keeps the address it was opened from and
    carries only mail whose pool holds that address (:meth:`Egress.may_carry`).
 
 The class is ``DeliveryJob.mail_class`` (empty: ``transactional``); the
@@ -119,15 +120,17 @@ class Egress:
             self._pools[mail] = pool
         return pool
 
-    def pick(self, mail: Mail, destination: str) -> Source | None:
-        """The source for a new connection to ``destination`` (an IP address), in turn.
+    def order(self, mail: Mail, destination: str) -> tuple[Source | None, ...]:
+        """The sources for a new connection to ``destination`` (an IP address): the
+        one whose turn it is, then the rest of its pool, to try only when it cannot
+        be bound. Each call moves the pool's turn on by one.
 
-        None when no sources are configured (the system picks, ``hostname`` is
-        the EHLO name). Raises :class:`NoSource` when none of the pool's
+        ``(None,)`` when no sources are configured (the system picks, ``hostname``
+        is the EHLO name). Raises :class:`NoSource` when none of the pool's
         addresses is of the destination's family.
         """
         if not self.sources:
-            return None
+            return (None,)
         version = ipaddress.ip_address(destination).version
         usable = tuple(s for s in self.pool(mail) if self._versions[s.address] == version)
         if not usable:
@@ -139,9 +142,9 @@ class Egress:
                     f"which {destination} needs",
                 )
             )
-        turn = self._turns.get(usable, 0)
+        turn = self._turns.get(usable, 0) % len(usable)
         self._turns[usable] = turn + 1
-        return usable[turn % len(usable)]
+        return usable[turn:] + usable[:turn]
 
     def may_carry(self, mail: Mail) -> Callable[[str], bool]:
         """Whether a session bound to an address ("" for none) may carry ``mail``."""
