@@ -349,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = SERVICE_NAMES if args.command == "all" else (args.command,)
     try:
         services = build_services(names, settings)
-    except FileProblem as exc:  # a key or certificate file named in the configuration
+    except (FileProblem, ConfigError) as exc:  # a file, or an address, the configuration names
         print(f"mailyard: {exc}", file=sys.stderr)
         return 2
     return run_loop(serve(services, settings), settings.event_loop)

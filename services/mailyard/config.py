@@ -13,15 +13,18 @@ import os
 import re
 import socket
 from datetime import timedelta
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    IPvAnyAddress,
     IPvAnyNetwork,
     ValidationError,
     field_validator,
@@ -515,6 +518,67 @@ class ShapingConfig(Section):
         return value
 
 
+_CLASS_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # as the users file's ``class``
+
+
+def _ehlo_name(value: object) -> str:
+    """A fully-qualified host name, as RFC 5321 §4.1.1.1 wants in EHLO: the source's PTR."""
+    name = normalize_domain(str(value).strip().removesuffix("."))
+    if "." not in name or name.rsplit(".", 1)[1].isdigit():
+        raise ValueError(
+            f"{value!r} is not a fully-qualified host name (the name the address's PTR "
+            "record gives, e.g. out1.example.com)"
+        )
+    return name
+
+
+class SourceAddressConfig(Section):
+    """One egress address: connections bind to ``address`` and say ``EHLO <ehlo>``.
+
+    ``ehlo`` should be the name the address's PTR record gives, with an A or
+    AAAA record back to the address (receivers check both). With neither
+    ``classes`` nor ``sender_domains`` the entry serves all mail; otherwise
+    the mail it names (both given: mail matching both).
+    """
+
+    address: IPvAnyAddress
+    ehlo: Annotated[str, BeforeValidator(_ehlo_name)]
+    # Message classes (DeliveryJob.mail_class; empty is transactional).
+    classes: list[Annotated[str, Field(pattern=_CLASS_NAME)]] = Field(default_factory=list)
+    # Envelope-sender (MAIL FROM) domains, matched exactly; the null sender has none.
+    sender_domains: list[DomainName] = Field(default_factory=list)
+
+    @field_validator("address")
+    @classmethod
+    def _bindable_kind(cls, address: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
+        if address.is_unspecified or address.is_multicast or address.is_link_local:
+            raise ValueError(
+                f"{address} cannot be a source address: give a unicast address of this host "
+                "(not unspecified, multicast or link-local)"
+            )
+        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+            raise ValueError(
+                f"{address} is an IPv4-mapped address: write {address.ipv4_mapped} itself"
+            )
+        return address
+
+
+def _source_addresses(entries: list[SourceAddressConfig]) -> list[SourceAddressConfig]:
+    seen: dict[IPv4Address | IPv6Address, int] = {}
+    for index, entry in enumerate(entries):
+        if entry.address in seen:
+            raise ValueError(
+                f"{entry.address} is listed twice (entries {seen[entry.address]} and {index})"
+            )
+        seen[entry.address] = index
+    if entries and all(entry.classes or entry.sender_domains for entry in entries):
+        raise ValueError(
+            "needs at least one entry without classes and sender_domains, for the mail "
+            "no other entry names (add {address: ..., ehlo: ...} on its own)"
+        )
+    return entries
+
+
 class DeliveryConfig(Section):
     # "host" or "host:port" ("[v6]:port"); empty means the system resolver.
     # With dane.enabled: a DNSSEC-validating resolver.
@@ -550,6 +614,11 @@ class DeliveryConfig(Section):
     idle_connection_timeout: Duration = timedelta(seconds=30)
     shaping: ShapingConfig = Field(default_factory=lambda: ShapingConfig())
     smarthost: SmarthostConfig | None = None
+    # Egress addresses to bind outbound SMTP to, each with its EHLO name; empty:
+    # the system's choice of address, and ``hostname`` as the EHLO name.
+    source_addresses: Annotated[list[SourceAddressConfig], AfterValidator(_source_addresses)] = (
+        Field(default_factory=list)
+    )
     # Never connected to: loopback, unspecified, link-local (cloud metadata),
     # RFC 1918, CGNAT, IPv6 ULA and link-local. Setting it replaces the
     # list: add the cluster's pod and service ranges to it.

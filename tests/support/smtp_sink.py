@@ -27,6 +27,8 @@ class Received:
     tls: bool
     at: float
     login: str = ""  # the AUTH user, when the sink asks for AUTH
+    peer: str = ""  # the address the client connected from
+    ehlo: str = ""  # the name it gave in EHLO (or HELO)
 
 
 @dataclass
@@ -69,6 +71,8 @@ class _Handler:
                 tls=session.ssl is not None,
                 at=time.monotonic(),
                 login=(session.auth_data or b"").decode(),
+                peer=session.peer[0] if session.peer else "",
+                ehlo=session.host_name or "",
             )
         )
         return "250 2.0.0 OK queued"

@@ -32,9 +32,11 @@ hop that offers DSN; a NOTIFY=SUCCESS to one that does not becomes a
 
 Metrics: ``mailyard_delivery_*`` — jobs, recipients by outcome and reply
 class, attempt duration, accept-to-delivery latency, DNS and host failures,
-sessions opened/reused by TLS, possible duplicates, TLS sessions by policy
+sessions opened (by TLS and egress address) and reused, possible duplicates, TLS sessions by policy
 and result, MTA-STS fetches and routes, DANE's TLSA lookups, TLS reports
 (``tlsrpt_*``), recipients by bounce class.
 
-Configuration: ``delivery.*``, ``hostname`` (our EHLO name), ``broker.*``.
+Configuration: ``delivery.*``, ``hostname`` (our EHLO name, unless
+``delivery.source_addresses`` binds connections to egress addresses with
+names of their own: ``egress.py``), ``broker.*``.
 """

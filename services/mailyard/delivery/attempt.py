@@ -16,6 +16,11 @@ reports of their own. Under a policy that only tests (MTA-STS ``testing``)
 the certificate is checked as if it enforced, and the mail delivered as if
 it did not: a failed check is counted, then the host tried again
 opportunistically.
+
+With ``delivery.source_addresses``, a new session binds to the address
+``egress.py`` picks for the job and the MX address's family, and says its
+EHLO name; a reused one is taken only if its address may carry the job.
+An MX address none of the job's addresses can reach is skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 from collections.abc import Callable
 
 from mailyard.delivery import metrics
+from mailyard.delivery.egress import Egress, Mail, NoSource, Source
 from mailyard.delivery.gate import Gate, Permit
 from mailyard.delivery.outcome import RecipientOutcome
 from mailyard.delivery.plan import recipient_options
@@ -36,6 +42,7 @@ from mailyard.delivery.smtp import (
     HostUnusable,
     SessionLost,
     SmtpSession,
+    SourceUnusable,
     open_session,
     send_transaction,
 )
@@ -67,6 +74,7 @@ class Deliverer:
         tlsrpt: TlsReporter | None = None,
         gate: Gate | None = None,
         max_transactions: int = 100,
+        egress: Egress | None = None,
     ) -> None:
         self.router = router
         self.pool = pool
@@ -79,6 +87,7 @@ class Deliverer:
         self.tlsrpt = tlsrpt
         self.gate = gate  # counts the sessions of each destination (delivery/gate.py)
         self.max_transactions = max_transactions  # without a permit
+        self.egress = egress or Egress()
 
     async def mx_names(self, job: pb.DeliveryJob) -> list[str]:
         """The names of the hosts the job would go to, for telling its site; [] when
@@ -134,6 +143,10 @@ class Deliverer:
                     session, replies = await self._transact(
                         host.name, address, port, job, reach, permit
                     )
+                except NoSource as exc:  # not the host's fault: no failure counted
+                    if last_problem is NO_HOST_ANSWERED:
+                        last_problem = exc.reply
+                    continue
                 except HostUnusable as exc:
                     last_problem = self._unusable(job, host.name, exc)
                     continue
@@ -163,6 +176,9 @@ class Deliverer:
         session.on_close = lambda: gate.session_closed(key)
 
     def _unusable(self, job: pb.DeliveryJob, host: str, exc: HostUnusable) -> Reply:
+        if isinstance(exc, SourceUnusable):  # ours to fix, not the host's
+            log.warning("source address unusable", extra={"host": host, "reason": str(exc)})
+            return exc.reply
         metrics.HOST_FAILURES.inc()
         log.info(
             "host unusable, trying the next",
@@ -180,7 +196,9 @@ class Deliverer:
         permit: Permit | None,
     ) -> tuple[SmtpSession, dict[str, Reply]]:
         destination = permit.key if permit is not None else ""
-        reused = self.pool.take(address, port, suits=suitable_for(mx, route, destination))
+        mail = Mail.of(job)
+        suits, carries = suitable_for(mx, route, destination), self.egress.may_carry(mail)
+        reused = self.pool.take(address, port, suits=lambda s: suits(s) and carries(s.source))
         if reused is not None:
             replies = await self._send(reused, job)
             if replies is not None:
@@ -188,7 +206,7 @@ class Deliverer:
             # It died while idle (the server timed it out): open a fresh one.
         if self.gate is not None and self.gate.must_make_room(destination):
             self.pool.evict_one(destination)  # an idle one to another of its hosts
-        session = await self._open(mx, address, port, route, job)
+        session = await self._open_from(mx, address, port, route, job, mail)
         self._count(session, permit)
         replies = await self._send(session, job)
         if replies is None:
@@ -196,6 +214,19 @@ class Deliverer:
                 Reply(451, "4.4.2", f"{mx}[{address}] hung up before answering MAIL FROM")
             )
         return session, replies
+
+    async def _open_from(
+        self, mx: str, address: str, port: int, route: Route, job: pb.DeliveryJob, mail: Mail
+    ) -> SmtpSession:
+        """A new session from the egress address whose turn it is; the next of its
+        pool if that one cannot be bound. Raises NoSource when none can reach ``address``."""
+        *others, last = self.egress.order(mail, address)
+        for source in others:
+            try:
+                return await self._open(mx, address, port, route, job, source)
+            except SourceUnusable as exc:
+                self._unusable(job, mx, exc)
+        return await self._open(mx, address, port, route, job, last)
 
     async def _send(self, session: SmtpSession, job: pb.DeliveryJob) -> dict[str, Reply] | None:
         """Replies per recipient; None if the session was dead before MAIL FROM."""
@@ -213,7 +244,13 @@ class Deliverer:
         return replies
 
     async def _open(
-        self, mx: str, address: str, port: int, route: Route, job: pb.DeliveryJob
+        self,
+        mx: str,
+        address: str,
+        port: int,
+        route: Route,
+        job: pb.DeliveryJob,
+        source: Source | None = None,
     ) -> SmtpSession:
         mode = route.tls
         reported = self._reported(route, job)
@@ -226,7 +263,7 @@ class Deliverer:
                 tries.insert(0, TlsMode.VERIFY)
         for n, tried in enumerate(tries):
             try:
-                session = await self._connect(mx, address, port, route, tried)
+                session = await self._connect(mx, address, port, route, tried, source)
                 break
             except HostUnusable as exc:
                 if exc.tls_failure is not None and reported is not None and n == 0:
@@ -247,7 +284,7 @@ class Deliverer:
                 self._report_failure(
                     reported, ResultType.STARTTLS_NOT_SUPPORTED, mx, address, reason
                 )
-        metrics.SESSIONS_OPENED.labels(_yes(session.tls)).inc()
+        metrics.SESSIONS_OPENED.labels(_yes(session.tls), session.source or "default").inc()
         policy = route.policy_name
         metrics.TLS_SESSIONS.labels(policy, summary(session, policy).result).inc()
         return session
@@ -270,7 +307,13 @@ class Deliverer:
             self.tlsrpt.failure(policy, result, mx=mx, address=address, reason=reason)
 
     async def _connect(
-        self, mx: str, address: str, port: int, route: Route, mode: TlsMode
+        self,
+        mx: str,
+        address: str,
+        port: int,
+        route: Route,
+        mode: TlsMode,
+        source: Source | None = None,
     ) -> SmtpSession:
         # DANE too handshakes without checking: the TLSA records do, afterwards.
         context = self.verifying_tls() if mode is TlsMode.VERIFY else self.opportunistic_tls
@@ -278,13 +321,14 @@ class Deliverer:
             mx=mx,
             address=address,
             port=port,
-            helo_name=self.helo_name,
+            helo_name=source.ehlo if source is not None else self.helo_name,
             tls_mode=mode,
             tls_context=context,
             connect_timeout=self.connect_timeout,
             command_timeout=self.command_timeout,
             login=route.smarthost.login() if route.smarthost is not None else None,
             tlsa=route.tlsa,
+            source=source.address if source is not None else "",
         )
 
 

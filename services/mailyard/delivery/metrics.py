@@ -52,7 +52,10 @@ HOST_FAILURES = Counter(
     "Hosts skipped before MAIL FROM (refused, timeout, bad greeting, TLS)",
 )
 SESSIONS_OPENED = Counter(
-    "mailyard_delivery_sessions_opened_total", "SMTP sessions opened", ["tls"]
+    "mailyard_delivery_sessions_opened_total",
+    "SMTP sessions opened, by TLS and by the egress address they were bound to "
+    "(one of delivery.source_addresses, or default when none is configured)",
+    ["tls", "source"],
 )
 SESSIONS_REUSED = Counter(
     "mailyard_delivery_sessions_reused_total", "Transactions on a reused SMTP session"

@@ -30,11 +30,12 @@ from mailyard import wire
 from mailyard.broker import Broker, Consumer, Output, Publish, QueueName, Work
 from mailyard.broker.service import ConsumingService
 from mailyard.classify import Classifier
-from mailyard.config import Settings
+from mailyard.config import ConfigError, Settings, SourceAddressConfig
 from mailyard.delivery import metrics
 from mailyard.delivery.attempt import Deliverer
 from mailyard.delivery.backoff import BackoffPolicy, ThrottlingRules
 from mailyard.delivery.dane_lookup import DaneLookup
+from mailyard.delivery.egress import KEY, Egress, sources_from
 from mailyard.delivery.gate import Gate, Held, HeldReason, Permit
 from mailyard.delivery.mtasts_fetch import MtaSts
 from mailyard.delivery.outcome import Outcome, RecipientOutcome
@@ -44,7 +45,7 @@ from mailyard.delivery.resolver import MxResolver
 from mailyard.delivery.routes import Router, smarthost_from
 from mailyard.delivery.safety import Safety
 from mailyard.delivery.shaping import Destination, ShapingTable
-from mailyard.delivery.smtp import opportunistic_tls_context, verifying_tls_context
+from mailyard.delivery.smtp import bound_socket, opportunistic_tls_context, verifying_tls_context
 from mailyard.delivery.tlspolicy import TlsMode, TlsPolicies
 from mailyard.delivery.tlsresult import PolicyType, ReportedPolicy, ResultType
 from mailyard.delivery.tlsrpt_send import TlsReporter
@@ -165,6 +166,7 @@ class DeliveryService(ConsumingService):
             tlsrpt=self.tlsrpt,
             gate=self.gate,
             max_transactions=shaping.default.max_messages_per_connection,
+            egress=egress_from(config.source_addresses),
         )
         self.slots = asyncio.Semaphore(config.concurrency)
         # Jobs being attempted here, and those finished here lately (by key):
@@ -408,6 +410,22 @@ class DeliveryService(ConsumingService):
 def priority_of(job: pb.DeliveryJob) -> int:
     """Transactional mail first at a destination's gate; every other class after it."""
     return 0 if job.mail_class in ("", "transactional") else 1
+
+
+def egress_from(entries: Sequence[SourceAddressConfig]) -> Egress:
+    """The egress addresses, each bound once now: one that is not this host's stops
+    start-up (ConfigError naming it) rather than deferring the mail it serves."""
+    sources = sources_from(entries)
+    for index, source in enumerate(sources):
+        try:
+            bound_socket(source.address).close()
+        except OSError as exc:
+            raise ConfigError(
+                f"{KEY}.{index}.address: cannot bind {source.address} on this host "
+                f"({exc.strerror or exc}): delivery connects from it, so it must be one of "
+                "this host's (or pod's) own addresses (docs/scaling.md, egress addresses)"
+            ) from exc
+    return Egress(sources)
 
 
 def verifying_tls(ca_file: Path | None) -> Callable[[], ssl.SSLContext]:

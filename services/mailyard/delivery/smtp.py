@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -52,6 +54,10 @@ class HostUnusable(Exception):
     @property
     def tls_failed(self) -> bool:
         return self.tls_failure is not None
+
+
+class SourceUnusable(HostUnusable):
+    """The egress address could not be bound (not on this host any more): not the host's fault."""
 
 
 class SessionLost(Exception):
@@ -94,6 +100,7 @@ class SmtpSession:
     address: str
     port: int
     command_timeout: float
+    source: str = ""  # the egress address bound to (delivery.source_addresses); "": none
     tls: bool = False
     tls_version: str = ""
     cipher: str = ""
@@ -166,22 +173,31 @@ async def open_session(
     command_timeout: float,
     login: Login | None = None,
     tlsa: dane.Tlsa | None = None,
+    source: str = "",
 ) -> SmtpSession:
-    """Connect, EHLO, STARTTLS as ``tls_mode`` asks, AUTH when ``login`` is given.
+    """Connect (from ``source`` when given), EHLO, STARTTLS as ``tls_mode`` asks,
+    AUTH when ``login`` is given.
 
     ``tls_context`` must verify when the mode is ``verify``; it is ignored
     for ``none``. For ``dane`` it must not verify (DANE authenticates, not
     the Web PKI) and ``tlsa`` holds the host's records. SNI names the MX
-    host whatever the mode (RFC 7672 §8.1).
+    host whatever the mode (RFC 7672 §8.1). ``source`` must be of the
+    family of ``address``; a source that cannot be bound raises
+    :class:`SourceUnusable`.
     """
     try:
         async with asyncio.timeout(connect_timeout):
-            reader, writer = await asyncio.open_connection(address, port, limit=READ_LIMIT)
+            if source:
+                sock = await _connect_from(source, address, port)
+                reader, writer = await asyncio.open_connection(sock=sock, limit=READ_LIMIT)
+            else:
+                reader, writer = await asyncio.open_connection(address, port, limit=READ_LIMIT)
+    except SourceUnusable:
+        raise
     except (OSError, TimeoutError) as exc:
-        raise HostUnusable(
-            Reply(451, "4.4.1", f"connect to {mx}[{address}]:{port}: {_describe(exc)}")
-        ) from exc
-    session = SmtpSession(reader, writer, mx, address, port, command_timeout)
+        where = f"{mx}[{address}]:{port}" + (f" from {source}" if source else "")
+        raise HostUnusable(Reply(451, "4.4.1", f"connect to {where}: {_describe(exc)}")) from exc
+    session = SmtpSession(reader, writer, mx, address, port, command_timeout, source)
     try:
         greeting = await session.read_reply()
         if greeting.code != 220:
@@ -209,6 +225,50 @@ async def open_session(
             Reply(451, "4.4.2", f"{session.where} dropped the session: {_describe(exc)}")
         ) from exc
     return session
+
+
+def bound_socket(source: str) -> socket.socket:
+    """A non-blocking TCP socket bound to ``source`` (port chosen at connect).
+
+    Raises OSError when the address is not this host's. Linux's
+    IP_BIND_ADDRESS_NO_PORT leaves the port to ``connect``, which can then
+    reuse one local port towards different destinations: without it every
+    bound connection holds a port of its own, and a busy source address
+    runs out of them (some 28,000) long before the 4-tuples would.
+    """
+    family = socket.AF_INET6 if ":" in source else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        no_port = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", None)
+        if no_port is not None:
+            with contextlib.suppress(OSError):  # an optimisation only
+                sock.setsockopt(socket.IPPROTO_IP, no_port, 1)
+        sock.bind((source, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _connect_from(source: str, address: str, port: int) -> socket.socket:
+    try:
+        sock = bound_socket(source)
+    except OSError as exc:
+        raise SourceUnusable(
+            Reply(
+                451,
+                "4.3.5",
+                f"cannot bind delivery.source_addresses' {source}: {_describe(exc)} "
+                "(is the address still on this host?)",
+            )
+        ) from exc
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def _start_tls(
