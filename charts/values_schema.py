@@ -246,6 +246,7 @@ def chart_values() -> Schema:
                     "automountServiceAccountToken": BOOLEAN,
                 }
             ),
+            "rbac": obj({"create": BOOLEAN}),
             "rabbitmq": obj(
                 {
                     "external": obj(
@@ -291,6 +292,12 @@ def chart_values() -> Schema:
                     ),
                     "dns": obj({"to": ANY_LIST}),
                     "delivery": obj({"to": ANY_LIST}),
+                    "kubernetesApi": obj(
+                        {
+                            "ports": {"type": "array", "items": integer(1, 65535), "minItems": 1},
+                            "to": ANY_LIST,
+                        }
+                    ),
                     "extraIngress": ANY_LIST,
                     "extraEgress": ANY_LIST,
                 }

@@ -813,8 +813,11 @@ def test_delivery_egress_opens_https_for_mta_sts_while_it_is_on() -> None:
     assert ("TCP", 443) not in egress_ports(moved)["delivery"]
     off = render("default-values.yaml", settings=("config.delivery.mta_sts.enabled=false",))
     assert ("TCP", 443) not in egress_ports(off)["delivery"]
-    for name in ("ingress", "queue", "bounce"):
+    for name in ("ingress", "queue"):
         assert ("TCP", 443) not in egress_ports(render("default-values.yaml"))[name], name
+    # bounce reaches the API server on 443 (mailyard status), unless rbac is off.
+    without_rbac = render("default-values.yaml", settings=("rbac.create=false",))
+    assert ("TCP", 443) not in egress_ports(without_rbac)["bounce"]
 
 
 def test_delivery_egress_opens_https_for_tls_reports_while_they_are_on() -> None:
@@ -830,7 +833,7 @@ def test_delivery_egress_opens_https_for_tls_reports_while_they_are_on() -> None
     ]
     allowed = egress_ports(render("default-values.yaml", settings=reporting))
     assert ("TCP", 443) in allowed["delivery"]
-    for name in ("ingress", "queue", "bounce"):
+    for name in ("ingress", "queue"):  # bounce: the API server's 443, see below
         assert ("TCP", 443) not in allowed[name], name
     # Both on: one port, once.
     [rule] = one(render("outbound-values.yaml"), "NetworkPolicy", "mx-mailyard-delivery-smtp")[
@@ -862,6 +865,144 @@ def test_broker_egress_goes_to_the_chart_created_cluster() -> None:
 def test_network_policies_can_be_turned_off() -> None:
     assert not find(
         render("default-values.yaml", settings=("networkPolicy.enabled=false",)), "NetworkPolicy"
+    )
+
+
+# --- RBAC for mailyard status -------------------------------------------------
+
+TOKEN_VOLUME = "serviceaccount-token"
+
+
+def token_mounts(docs: list[Document]) -> dict[str, list[str]]:
+    """Where each pod of the release mounts a projected ServiceAccount token."""
+    found: dict[str, list[str]] = {}
+    for where, spec in pod_specs(docs):
+        projected = {
+            v["name"]
+            for v in spec.get("volumes", [])
+            if any("serviceAccountToken" in s for s in v.get("projected", {}).get("sources", []))
+        }
+        found[where] = [
+            m["mountPath"]
+            for box in spec["containers"] + spec.get("initContainers", [])
+            for m in box.get("volumeMounts", [])
+            if m["name"] in projected
+        ]
+    return found
+
+
+@scenarios
+def test_the_status_role_reads_deployments_and_pods_and_nothing_else(values: Path) -> None:
+    docs = render(values)
+    role = one(docs, "Role", "mx-mailyard-status")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    rules = {
+        (group, resource, tuple(sorted(rule["verbs"])))
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert rules == {
+        ("apps", "deployments", ("get", "list", "watch")),
+        ("", "pods", ("get", "list", "watch")),
+    }
+    assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in role["rules"]), (
+        "no resourceNames, no nonResourceURLs"
+    )
+    assert not find(docs, "ClusterRole")
+    assert not find(docs, "ClusterRoleBinding")
+    binding = one(docs, "RoleBinding", "mx-mailyard-status")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "mx-mailyard-status",
+    }
+    accounts = {spec["serviceAccountName"] for _, spec in pod_specs(docs)}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE} for name in accounts
+    ]
+
+
+@scenarios
+def test_only_bounce_carries_the_token_where_the_kubernetes_client_looks(values: Path) -> None:
+    """status.read_cluster's load_incluster_config reads token and ca.crt from one
+    directory, and status.py the namespace beside them: all three are in the volume."""
+    from kubernetes.config import incluster_config
+
+    from mailyard.status import IN_CLUSTER_NAMESPACE
+
+    docs = render(values)
+    directory = str(IN_CLUSTER_NAMESPACE.parent)
+    assert os.path.dirname(incluster_config.SERVICE_TOKEN_FILENAME) == directory
+    assert os.path.dirname(incluster_config.SERVICE_CERT_FILENAME) == directory
+    mounts = token_mounts(docs)
+    assert {where: paths for where, paths in mounts.items() if paths} == {
+        "Deployment/mx-mailyard-bounce": [directory]
+    }
+    spec = deployments(docs)["bounce"]["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False, "the explicit volume, nothing more"
+    [volume] = [v for v in spec["volumes"] if v["name"] == TOKEN_VOLUME]
+    files = {}
+    for source in volume["projected"]["sources"]:
+        if "serviceAccountToken" in source:
+            files[source["serviceAccountToken"]["path"]] = "token"
+            assert "audience" not in source["serviceAccountToken"], "the API server's audience"
+        for item in source.get("configMap", {}).get("items", []):
+            files[item["path"]] = f"configMap {source['configMap']['name']} {item['key']}"
+        for item in source.get("downwardAPI", {}).get("items", []):
+            files[item["path"]] = item["fieldRef"]["fieldPath"]
+    assert files == {
+        os.path.basename(incluster_config.SERVICE_TOKEN_FILENAME): "token",
+        os.path.basename(incluster_config.SERVICE_CERT_FILENAME): "configMap kube-root-ca.crt ca.crt",
+        IN_CLUSTER_NAMESPACE.name: "metadata.namespace",
+    }
+    for name, deployment in deployments(docs).items():
+        assert env(deployment)["MAILYARD_CONFIG"]["value"] == "/etc/mailyard/mailyard.yaml", name
+
+
+def test_bounce_may_reach_the_api_server_and_no_one_else_may() -> None:
+    docs = render("default-values.yaml")
+    policy = one(docs, "NetworkPolicy", "mx-mailyard-bounce-kube-api")
+    assert selected_components(policy) == {"bounce"}
+    [rule] = policy["spec"]["egress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]
+    assert "to" not in rule
+    narrowed = render("networkpolicy-values.yaml")
+    [rule] = one(narrowed, "NetworkPolicy", "mx-mailyard-bounce-kube-api")["spec"]["egress"]
+    assert rule == {
+        "ports": [{"protocol": "TCP", "port": 6443}],
+        "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+    }
+    for name in ("ingress", "queue", "delivery", "test"):
+        assert ("TCP", 6443) not in egress_ports(docs)[name], name
+
+
+def test_without_rbac_there_is_no_role_no_token_and_no_api_egress() -> None:
+    docs = render("default-values.yaml", settings=("rbac.create=false",))
+    for kind in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"):
+        assert not find(docs, kind), kind
+    assert not any(token_mounts(docs).values())
+    for _, spec in pod_specs(docs):
+        assert TOKEN_VOLUME not in {v["name"] for v in spec["volumes"]}
+    assert not find(docs, "NetworkPolicy", "mx-mailyard-bounce-kube-api")
+    assert ("TCP", 6443) not in egress_ports(docs)["bounce"]
+
+
+def test_rbac_binds_an_existing_service_account_but_never_default() -> None:
+    docs = render(
+        "default-values.yaml",
+        settings=("serviceAccount.create=false", "serviceAccount.name=mail-apps"),
+    )
+    assert not find(docs, "ServiceAccount")
+    binding = one(docs, "RoleBinding", "mx-mailyard-status")
+    assert binding["subjects"][0]["name"] == "mail-apps"
+    message = render_error("default-values.yaml", settings=("serviceAccount.create=false",))
+    assert "rbac.create: the Role would be bound to the ServiceAccount `default`" in message
+    assert not find(
+        render(
+            "default-values.yaml", settings=("serviceAccount.create=false", "rbac.create=false")
+        ),
+        "RoleBinding",
     )
 
 

@@ -100,6 +100,22 @@ annotations:
 {{- end -}}
 {{- end -}}
 
+{{/*
+`mailyard status` in a pod (rbac.create): the component whose pods carry the
+ServiceAccount token, and the Role it is bound to. bounce: it never faces the
+internet (ingress does), never connects out (delivery does, and may run on the
+host network for its egress addresses), KEDA never scales it to zero (queue and
+delivery it may), and it holds no DKIM key (queue does).
+*/}}
+{{- define "mailyard.statusComponent" -}}bounce{{- end -}}
+
+{{- define "mailyard.statusRoleName" -}}
+{{- printf "%s-status" (include "mailyard.fullname" . | trunc 56 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* Where a pod's ServiceAccount token is found: the Kubernetes clients' in-cluster path. */}}
+{{- define "mailyard.serviceAccountDir" -}}/var/run/secrets/kubernetes.io/serviceaccount{{- end -}}
+
 {{/* The RabbitmqCluster's name, when the chart creates one. */}}
 {{- define "mailyard.rabbitmqClusterName" -}}
 {{- default (printf "%s-rabbitmq" (include "mailyard.fullname" . | trunc 50 | trimSuffix "-")) .Values.rabbitmq.cluster.name -}}

@@ -38,6 +38,7 @@ podAntiAffinity:
 {{- $mountVERP := and (has $component (list "queue" "bounce")) $root.Values.verp.enabled -}}
 {{- $mountSmarthost := and (eq $component "delivery") (include "mailyard.smarthostSecretName" $root) -}}
 {{- $mountCA := and (eq $component "delivery") (include "mailyard.deliveryCA" $root) -}}
+{{- $mountToken := and (eq $component (include "mailyard.statusComponent" $root)) $root.Values.rbac.create -}}
 {{- $ca := $root.Values.delivery.tlsCA -}}
 apiVersion: apps/v1
 kind: Deployment
@@ -119,6 +120,9 @@ spec:
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           args: [{{ $component | quote }}, "--config", "/etc/mailyard/mailyard.yaml"]
           env:
+            {{- /* So that `kubectl exec ... -- mailyard status|suppression` reads the same file. */}}
+            - name: MAILYARD_CONFIG
+              value: /etc/mailyard/mailyard.yaml
             - name: MAILYARD_BROKER__URL
               valueFrom:
                 secretKeyRef:
@@ -207,6 +211,11 @@ spec:
               mountPath: {{ include "mailyard.deliveryCADir" $root }}
               readOnly: true
             {{- end }}
+            {{- if $mountToken }}
+            - name: serviceaccount-token
+              mountPath: {{ include "mailyard.serviceAccountDir" $root }}
+              readOnly: true
+            {{- end }}
             {{- with $values.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -263,6 +272,31 @@ spec:
             secretName: {{ $ca.secret }}
             defaultMode: 0444
           {{- end }}
+        {{- end }}
+        {{- if $mountToken }}
+        {{- /*
+        What the kubelet would mount with automountServiceAccountToken, on this
+        component only: a short-lived, rotated token for the API server, the
+        cluster's CA and the namespace, where the Kubernetes client looks.
+        */}}
+        - name: serviceaccount-token
+          projected:
+            defaultMode: 0440
+            sources:
+              - serviceAccountToken:
+                  path: token
+                  expirationSeconds: 3600
+              - configMap:
+                  name: kube-root-ca.crt
+                  items:
+                    - key: ca.crt
+                      path: ca.crt
+              - downwardAPI:
+                  items:
+                    - path: namespace
+                      fieldRef:
+                        apiVersion: v1
+                        fieldPath: metadata.namespace
         {{- end }}
         {{- with $values.extraVolumes }}
         {{- toYaml . | nindent 8 }}
