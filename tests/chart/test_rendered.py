@@ -20,6 +20,7 @@ from tests.chart.helm import (
     NAMESPACE,
     Document,
     component,
+    config_schema_has,
     find,
     one,
     pod_specs,
@@ -656,7 +657,11 @@ def test_keda_scales_queue_and_delivery_on_their_queues() -> None:
         name: [t["metadata"]["queueName"] for t in doc["spec"]["triggers"]]
         for name, doc in scaled.items()
     }
-    assert queues == {"queue": ["mail.inbound", "mail.deferred"], "delivery": ["mail.delivery"]}
+    assert queues == {
+        "queue": ["mail.inbound", "mail.deferred"],
+        # A lane per message class: config.queue.classes is unset, so the app's two.
+        "delivery": ["mail.delivery", "mail.delivery.bulk"],
+    }
     auths = {doc["metadata"]["name"]: doc for doc in find(docs, "TriggerAuthentication")}
     for name, doc in scaled.items():
         assert doc["spec"]["scaleTargetRef"]["name"] == f"mx-mailyard-{name}"
@@ -675,6 +680,100 @@ def test_keda_scales_queue_and_delivery_on_their_queues() -> None:
     for name in ("queue", "delivery", "ingress"):
         assert "replicas" not in found[name]["spec"], f"{name}: the autoscaler owns replicas"
     assert found["bounce"]["spec"]["replicas"] == 1
+
+
+def test_keda_scales_delivery_on_every_lane_of_the_configured_classes(tmp_path: Path) -> None:
+    values = tmp_path / "classes.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {"config": {"queue": {"classes": {"bulk": 1, "transactional": 20, "alerts": 5}}}}
+        )
+    )
+    docs = render("keda-values.yaml", values, schema=config_schema_has("queue.classes"))
+    scaled = {component(doc): doc for doc in find(docs, "ScaledObject")}
+    triggers = scaled["delivery"]["spec"]["triggers"]
+    assert [(t["name"], t["metadata"]["queueName"]) for t in triggers] == [
+        ("delivery", "mail.delivery"),  # transactional first
+        ("delivery-alerts", "mail.delivery.alerts"),
+        ("delivery-bulk", "mail.delivery.bulk"),
+    ]
+    assert {t["metadata"]["value"] for t in triggers} == {"50"}, "one target for every lane"
+    assert {t["authenticationRef"]["name"] for t in triggers} == {"mx-mailyard-delivery"}
+    queue = [t["metadata"]["queueName"] for t in scaled["queue"]["spec"]["triggers"]]
+    assert queue == ["mail.inbound", "mail.deferred"], "lanes are delivery's alone"
+
+
+def test_shaping_classes_and_egress_keys_reach_the_app_as_written(tmp_path: Path) -> None:
+    """The chart passes config through: the keys of traffic shaping, classes and egress
+    addresses arrive in the file unchanged (and, once the app's model has them, load)."""
+    written = {
+        "delivery": {
+            "shaping": {
+                "default": {
+                    "max_connections": 20,
+                    "max_messages_per_second": None,
+                    "max_messages_per_connection": 100,
+                },
+                "destinations": {
+                    "gmail.com": {"max_connections": 10, "max_messages_per_second": 50},
+                    "*.protection.outlook.com": {"max_connections": 8},
+                },
+            },
+            "source_addresses": [
+                {"address": "203.0.113.10", "ehlo": "mta1.example.com", "classes": ["bulk"]},
+                {
+                    "address": "203.0.113.20",
+                    "ehlo": "mta2.example.com",
+                    "sender_domains": ["example.com"],
+                },
+            ],
+        },
+        "queue": {
+            "classes": {"transactional": 10, "bulk": 1},
+            "sender_classes": {"news.example.com": "bulk"},
+        },
+    }
+    keys = (
+        "delivery.shaping",
+        "delivery.source_addresses",
+        "queue.classes",
+        "queue.sender_classes",
+    )
+    known = all(config_schema_has(key) for key in keys)
+    values = tmp_path / "shaping.yaml"
+    values.write_text(yaml.safe_dump({"config": written}))
+    docs = render("default-values.yaml", values, schema=known)
+    config = config_file(docs)
+    assert config["delivery"] == written["delivery"]
+    assert config["queue"] == written["queue"]
+    if known:
+        path = tmp_path / "mailyard.yaml"
+        path.write_text(one(docs, "ConfigMap", "mx-mailyard-config")["data"]["mailyard.yaml"])
+        load_settings(path)
+
+
+def test_delivery_runs_on_the_node_network_only_when_asked() -> None:
+    for _, spec in pod_specs(render("default-values.yaml")):
+        assert "hostNetwork" not in spec
+    docs = render(
+        "default-values.yaml",
+        settings=("delivery.hostNetwork=true", "delivery.podAntiAffinityPreset=hard"),
+    )
+    for name, deployment in deployments(docs).items():
+        spec = deployment["spec"]["template"]["spec"]
+        if name == "delivery":
+            assert spec["hostNetwork"] is True
+            assert spec["dnsPolicy"] == "ClusterFirstWithHostNet", "cluster DNS all the same"
+            terms = spec["affinity"]["podAntiAffinity"][
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            ]
+            assert terms[0]["topologyKey"] == "kubernetes.io/hostname"
+        else:
+            assert "hostNetwork" not in spec, name
+    message = render_error("default-values.yaml", settings=("delivery.hostNetwork=true",))
+    assert "delivery.hostNetwork: two delivery pods on one node would both bind its port 9102" in (
+        message
+    )
 
 
 def test_without_keda_autoscaling_is_a_cpu_hpa() -> None:
@@ -953,7 +1052,9 @@ def test_only_bounce_carries_the_token_where_the_kubernetes_client_looks(values:
             files[item["path"]] = item["fieldRef"]["fieldPath"]
     assert files == {
         os.path.basename(incluster_config.SERVICE_TOKEN_FILENAME): "token",
-        os.path.basename(incluster_config.SERVICE_CERT_FILENAME): "configMap kube-root-ca.crt ca.crt",
+        os.path.basename(
+            incluster_config.SERVICE_CERT_FILENAME
+        ): "configMap kube-root-ca.crt ca.crt",
         IN_CLUSTER_NAMESPACE.name: "metadata.namespace",
     }
     for name, deployment in deployments(docs).items():

@@ -399,6 +399,37 @@ invalid
 {{- end -}}
 {{- end -}}
 
+{{/*
+The message classes of config.queue.classes (class → weight), as a JSON list:
+transactional first (it always exists: mail without a class is transactional),
+then the others in name order; transactional and bulk when the key is not set,
+as the app's default.
+*/}}
+{{- define "mailyard.mailClasses" -}}
+{{- $config := include "mailyard.config" . | fromYaml -}}
+{{- $configured := dig "queue" "classes" dict $config | default (dict "transactional" 1 "bulk" 1) -}}
+{{- $classes := list "transactional" -}}
+{{- range $name, $_ := $configured -}}
+{{- if ne (toString $name) "transactional" -}}
+{{- $classes = append $classes (toString $name) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $classes -}}
+{{- end -}}
+
+{{/*
+The delivery lanes, as a JSON list of {class, queue} (queue without the prefix):
+transactional mail on `delivery`, every other class on `delivery.<class>`.
+*/}}
+{{- define "mailyard.deliveryLanes" -}}
+{{- $lanes := list -}}
+{{- range include "mailyard.mailClasses" . | fromJsonArray -}}
+{{- $queue := ternary "delivery" (printf "delivery.%s" .) (eq . "transactional") -}}
+{{- $lanes = append $lanes (dict "class" . "queue" $queue) -}}
+{{- end -}}
+{{- toJson $lanes -}}
+{{- end -}}
+
 {{/* Whether KEDA scales this component. */}}
 {{- define "mailyard.kedaScales" -}}
 {{- if and .root.Values.keda.enabled (has .component (include "mailyard.kedaComponents" . | fromJsonArray)) -}}

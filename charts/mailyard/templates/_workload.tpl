@@ -86,6 +86,11 @@ spec:
       automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
       {{- /* Service links would put MAILYARD_INGRESS_PORT & co. into the app's environment namespace. */}}
       enableServiceLinks: false
+      {{- if and (eq $component "delivery") $values.hostNetwork }}
+      {{- /* The nodes' addresses for config.delivery.source_addresses; cluster DNS all the same. */}}
+      hostNetwork: true
+      dnsPolicy: ClusterFirstWithHostNet
+      {{- end }}
       terminationGracePeriodSeconds: {{ include "mailyard.terminationGracePeriodSeconds" . }}
       securityContext:
         {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
@@ -366,13 +371,22 @@ spec:
 {{/*
 KEDA: one rabbitmq trigger per work queue the component consumes, on the
 number of ready messages, reading the broker URL from the Secret through the
-component's TriggerAuthentication.
+component's TriggerAuthentication. Delivery consumes one lane per message
+class (`delivery`, `delivery.<class>`); KEDA's HPA follows the trigger that
+asks for the most pods, so a bulk backlog scales delivery as much as a
+transactional one.
 */}}
 {{- define "mailyard.scaledObject" -}}
 {{- if include "mailyard.kedaScales" . }}
 {{- $values := index .root.Values .component -}}
 {{- $config := include "mailyard.config" .root | fromYaml -}}
-{{- $queues := ternary (list "inbound" "deferred") (list "delivery") (eq .component "queue") -}}
+{{- $queues := list "inbound" "deferred" -}}
+{{- if eq .component "delivery" -}}
+{{- $queues = list -}}
+{{- range include "mailyard.deliveryLanes" .root | fromJsonArray -}}
+{{- $queues = append $queues .queue -}}
+{{- end -}}
+{{- end -}}
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata:
@@ -399,7 +413,7 @@ spec:
   triggers:
     {{- range $queues }}
     - type: rabbitmq
-      name: {{ . }}
+      name: {{ . | replace "." "-" }}
       metadata:
         protocol: amqp
         mode: QueueLength
