@@ -13,7 +13,17 @@ from functools import partial
 
 from observability import grafana
 from observability.grafana import BAD, GOOD, JSON, WARN, Panel, Row, Target, dashboard, row
-from observability.promql import WINDOW, consumers, depth, increase, quantiles, rate, ratio, sel
+from observability.promql import (
+    DELIVERY_QUEUES,
+    WINDOW,
+    consumers,
+    depth,
+    increase,
+    quantiles,
+    rate,
+    ratio,
+    sel,
+)
 
 PER_SECOND = "suffix:/s"
 OUTCOME_COLORS = {"delivered": GOOD, "deferred": WARN, "failed": BAD}
@@ -500,8 +510,12 @@ def delivery() -> list[Row]:
         ),
     )
     work = row(
-        "The delivery queue",
-        *queue_panels("delivery", "the delivery queue", width=6),
+        "The delivery lanes",
+        *queue_panels(
+            DELIVERY_QUEUES,
+            "the delivery lanes (delivery: transactional, delivery.<class>: the other classes)",
+            width=6,
+        ),
         consumer_errors(
             "delivery",
             "Jobs handed back to the broker, parked, or whose events and retries RabbitMQ did "
