@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -17,6 +18,7 @@ from mailyard.durations import parse_duration
 from tests.chart.helm import (
     CHART,
     CI_VALUES,
+    KUBE_VERSION,
     NAMESPACE,
     Document,
     component,
@@ -762,6 +764,7 @@ def test_delivery_runs_on_the_node_network_only_when_asked() -> None:
     for name, deployment in deployments(docs).items():
         spec = deployment["spec"]["template"]["spec"]
         if name == "delivery":
+            kubernetes_validate.validate(deployment, KUBE_VERSION.rsplit(".", 1)[0], strict=True)
             assert spec["hostNetwork"] is True
             assert spec["dnsPolicy"] == "ClusterFirstWithHostNet", "cluster DNS all the same"
             terms = spec["affinity"]["podAntiAffinity"][
