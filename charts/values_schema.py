@@ -161,6 +161,7 @@ def component(name: str) -> Schema:
         )
         properties["tlsCA"] = obj({"configMap": STRING, "secret": STRING, "key": SECRET_KEY})
         properties["dane"] = obj({"enabled": BOOLEAN})
+        properties["hostNetwork"] = BOOLEAN
         # Written into config delivery.tlsrpt, which the app validates once more.
         properties["tlsrpt"] = obj(
             {"enabled": BOOLEAN, "interval": duration(), "organization": STRING, "contact": STRING}
@@ -246,6 +247,7 @@ def chart_values() -> Schema:
                     "automountServiceAccountToken": BOOLEAN,
                 }
             ),
+            "rbac": obj({"create": BOOLEAN}),
             "rabbitmq": obj(
                 {
                     "external": obj(
@@ -291,6 +293,12 @@ def chart_values() -> Schema:
                     ),
                     "dns": obj({"to": ANY_LIST}),
                     "delivery": obj({"to": ANY_LIST}),
+                    "kubernetesApi": obj(
+                        {
+                            "ports": {"type": "array", "items": integer(1, 65535), "minItems": 1},
+                            "to": ANY_LIST,
+                        }
+                    ),
                     "extraIngress": ANY_LIST,
                     "extraEgress": ANY_LIST,
                 }
@@ -338,6 +346,17 @@ def chart_values() -> Schema:
     )
 
 
+# Keys the app no longer has (definition → key → where it went). The schema still
+# lets them through, so that templates/validation.yaml, rather than a bare
+# "additional property" error, tells the user where each one went.
+MOVED_CONFIG_KEYS: dict[str, dict[str, str]] = {
+    "DeliveryConfig": {
+        "max_connections_per_destination": "delivery.shaping.default.max_connections",
+        "max_messages_per_connection": "delivery.shaping.default.max_messages_per_connection",
+    },
+}
+
+
 def config_definitions() -> dict[str, Schema]:
     """The app's Settings model as JSON schema definitions, in the forms people write."""
     sys.path.insert(0, str(CHART.parents[1] / "services"))
@@ -368,6 +387,20 @@ def config_definitions() -> dict[str, Schema]:
         return node
 
     definitions = {name: rewrite(schema) for name, schema in definitions.items()}
+    for name, moved in MOVED_CONFIG_KEYS.items():
+        properties = definitions[name]["properties"]
+        defaults = definitions["Settings"]["properties"]
+        for key, target in moved.items():
+            properties[key] = {
+                "description": f"Removed: set {target} (the chart refuses this key and says so)"
+            }
+        # The defaults shown for the section must not advertise the removed keys.
+        for section in defaults.values():
+            if section.get("$ref") == f"#/$defs/{name}" and isinstance(
+                section.get("default"), dict
+            ):
+                for key in moved:
+                    section["default"].pop(key, None)
     # Required by the app, but reported (with advice) by the chart's validation.yaml.
     definitions["Settings"]["properties"]["hostname"].pop("minLength", None)
     definitions["Settings"]["description"] = (

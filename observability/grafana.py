@@ -58,6 +58,8 @@ class Panel:
 class Row:
     title: str
     panels: Sequence[Panel] = field(default_factory=tuple)
+    # A variable's name: Grafana draws the row once per value of it.
+    repeat: str = ""
 
 
 def _targets(targets: Iterable[Target]) -> list[JSON]:
@@ -222,8 +224,9 @@ def bargauge(
     )
 
 
-def row(title: str, *panels: Panel) -> Row:
-    return Row(title, panels)
+def row(title: str, *panels: Panel, repeat: str = "") -> Row:
+    """A row of panels; with ``repeat``, one row per value of that (multi-value) variable."""
+    return Row(title, panels, repeat)
 
 
 def datasource_variable() -> JSON:
@@ -242,8 +245,11 @@ def datasource_variable() -> JSON:
     }
 
 
-def query_variable(name: str, label: str, query: str) -> JSON:
-    """A variable filled from ``label_values(...)``; empty when the label does not exist."""
+def query_variable(name: str, label: str, query: str, *, multi: bool = False) -> JSON:
+    """A variable filled from ``label_values(...)``; empty when the label does not exist.
+
+    ``multi``: several values may be picked, and All (what a repeated row needs).
+    """
     return {
         "name": name,
         "label": label,
@@ -253,8 +259,8 @@ def query_variable(name: str, label: str, query: str) -> JSON:
         "definition": query,
         "current": {},
         "hide": 0,
-        "includeAll": False,
-        "multi": False,
+        "includeAll": multi,
+        "multi": multi,
         "options": [],
         "refresh": 2,
         "regex": "",
@@ -268,16 +274,17 @@ def _layout(rows: Sequence[Row]) -> list[JSON]:
     y = 0
     next_id = 1
     for r in rows:
-        laid.append(
-            {
-                "id": next_id,
-                "gridPos": {"h": 1, "w": GRID_WIDTH, "x": 0, "y": y},
-                "type": "row",
-                "title": r.title,
-                "collapsed": False,
-                "panels": [],
-            }
-        )
+        heading: JSON = {
+            "id": next_id,
+            "gridPos": {"h": 1, "w": GRID_WIDTH, "x": 0, "y": y},
+            "type": "row",
+            "title": r.title,
+            "collapsed": False,
+            "panels": [],
+        }
+        if r.repeat:
+            heading["repeat"] = r.repeat
+        laid.append(heading)
         next_id += 1
         y += 1
         x = 0

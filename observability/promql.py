@@ -13,8 +13,10 @@ NAMESPACE = 'namespace=~"$namespace"'
 WINDOW = "$__rate_interval"
 
 COMPONENTS = ("ingress", "queue", "delivery", "bounce")
+# The delivery lanes: `delivery` for transactional mail, `delivery.<class>` for the others.
+DELIVERY_QUEUES = "delivery|delivery[.].+"
 # Queues a Mailyard service consumes; retry queues only wait, parking waits for a human.
-WORK_QUEUES = "inbound|delivery|deferred|bounce|local"
+WORK_QUEUES = f"inbound|{DELIVERY_QUEUES}|deferred|bounce|local"
 
 
 def sel(metric: str, *matchers: str) -> str:

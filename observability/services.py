@@ -13,7 +13,17 @@ from functools import partial
 
 from observability import grafana
 from observability.grafana import BAD, GOOD, JSON, WARN, Panel, Row, Target, dashboard, row
-from observability.promql import WINDOW, consumers, depth, increase, quantiles, rate, ratio, sel
+from observability.promql import (
+    DELIVERY_QUEUES,
+    WINDOW,
+    consumers,
+    depth,
+    increase,
+    quantiles,
+    rate,
+    ratio,
+    sel,
+)
 
 PER_SECOND = "suffix:/s"
 OUTCOME_COLORS = {"delivered": GOOD, "deferred": WARN, "failed": BAD}
@@ -500,8 +510,12 @@ def delivery() -> list[Row]:
         ),
     )
     work = row(
-        "The delivery queue",
-        *queue_panels("delivery", "the delivery queue", width=6),
+        "The delivery lanes",
+        *queue_panels(
+            DELIVERY_QUEUES,
+            "the delivery lanes (delivery: transactional, delivery.<class>: the other classes)",
+            width=6,
+        ),
         consumer_errors(
             "delivery",
             "Jobs handed back to the broker, parked, or whose events and retries RabbitMQ did "
@@ -515,7 +529,170 @@ def delivery() -> list[Row]:
             width=6,
         ),
     )
-    return [red, smtp, outbound_tls_and_dkim(), work]
+    return [red, smtp, *shaping(), outbound_tls_and_dkim(), work]
+
+
+# delivery/limits.py and delivery/metrics.py: the shaping gauges and counters carry a
+# bounded `destination` label (a key of delivery.shaping.destinations or
+# metrics.destinations: a domain or a site pattern such as *.google.com; else other).
+SHAPING = "mailyard_delivery_shaping"
+ONE_DESTINATION = 'destination=~"$destination"'
+
+
+def destination_variable() -> JSON:
+    """The shaping destinations, for the row repeated per destination."""
+    return grafana.query_variable(
+        "destination",
+        "Destination",
+        f"label_values({sel(SHAPING + '_limit')}, destination)",
+        multi=True,
+    )
+
+
+def throttled_share(*matchers: str) -> str:
+    """Throttling replies per SMTP transaction, by destination (at most 1: a destination
+    that refuses at the greeting throttles without a transaction)."""
+    throttled = rate(f"{SHAPING}_throttled_total", *matchers, by="destination")
+    sent = rate(f"{SHAPING}_messages_total", *matchers, by="destination")
+    return f"clamp_max(\n{throttled}\n/\n{sent},\n1)"
+
+
+def effective_limit(limit: str, *matchers: str) -> str:
+    """The cluster-wide limit after backoff: every replica exports the same, hence max."""
+    selector = sel(SHAPING + "_limit", *matchers, 'limit="' + limit + '"')
+    return f"max by (destination, limit) ({selector})"
+
+
+def shaping() -> list[Row]:
+    """Traffic shaping: the limits all delivery replicas share, then a row per destination."""
+    cluster = row(
+        "Traffic shaping",
+        timeseries(
+            "Replicas sharing the limits",
+            "Delivery replicas each process counts in the membership that shares the "
+            "destinations' limits (each takes its part of every limit), against the delivery "
+            "pods Prometheus sees up. Bad: members below the pods up for more than a minute "
+            "(a replica that does not see the others takes too big a part: together they "
+            "exceed the limits), above them (a replica that died is still counted until its "
+            "heartbeat expires: the others take less than they may), or max and min apart "
+            "for long (the replicas disagree).",
+            Target(f"max({sel(SHAPING + '_members')})", "members (max)"),
+            Target(f"min({sel(SHAPING + '_members')})", "members (min)"),
+            Target(f"sum({sel('up', _component('delivery'))})", "delivery pods up"),
+            colors={"delivery pods up": GOOD},
+            width=6,
+        ),
+        timeseries(
+            "Paused destinations",
+            "1 while a destination is paused after a run of throttling replies: its jobs wait "
+            "in the retry ladder, none is tried, until the pause ends and a few are tried "
+            "again. Bad: a destination at 1 for more than a few minutes, or pausing again "
+            "and again (MailyardDeliveryDestinationPaused): it refuses our rate or our "
+            "reputation.",
+            Target(f"max by (destination) ({sel(SHAPING + '_paused')})", "{{destination}}"),
+            width=6,
+        ),
+        timeseries(
+            "Jobs held back, by reason",
+            "Jobs put back on the retry ladder without an attempt: busy (the destination's "
+            "sessions or rate are all in use: the job waits its turn, which is no failed "
+            "attempt), paused (the destination is paused), no_share (this replica has no "
+            "part of the limit: more replicas than the limit allows). Bad: paused steadily, "
+            "no_share steadily (fewer delivery replicas would do), or busy growing for a "
+            "destination whose limits you could raise.",
+            Target(rate(f"{SHAPING}_held_total", by="reason"), "{{reason}}"),
+            unit=PER_SECOND,
+            colors={"paused": BAD, "no_share": WARN},
+            width=6,
+        ),
+        timeseries(
+            "Throttling replies per transaction",
+            "Replies that matched a throttling rule (421, 4.7.x, 'rate limited', 'too many "
+            "connections') per SMTP transaction sent, by destination. Each one lowers that "
+            "destination's limits for a while. Bad: above 10% for 15 minutes "
+            "(MailyardDeliveryDestinationThrottled): its limits are too high for it, or our "
+            "reputation there is poor.",
+            Target(throttled_share(), "{{destination}}"),
+            unit="percentunit",
+            max_value=1,
+            width=6,
+        ),
+    )
+    per_destination = row(
+        "Destination: $destination",
+        timeseries(
+            "Sessions and connection limit",
+            "SMTP sessions open to this destination from all delivery replicas (in use and "
+            "idle for reuse: the receiver counts both), next to the effective max_connections "
+            "of all replicas together (delivery.shaping, lowered after throttling replies). "
+            "Bad: sessions above the limit for more than a moment (the replicas do not share "
+            "it: see Replicas sharing the limits), or the limit held far below the configured "
+            "one (the destination keeps throttling us).",
+            Target(
+                f"sum by (destination) ({sel(SHAPING + '_sessions', ONE_DESTINATION)})",
+                "sessions",
+            ),
+            Target(effective_limit("connections", ONE_DESTINATION), "limit"),
+            colors={"limit": BAD},
+        ),
+        timeseries(
+            "Messages per second and rate limit",
+            "SMTP transactions sent to this destination per second by all replicas, next to "
+            "the effective max_messages_per_second (none: no rate limit). Bad: the rate "
+            "above the limit (replicas not sharing it), or pinned at it while the delivery "
+            "lanes grow (the limit, not the pods, sets the pace: raise it only if the "
+            "destination accepts more).",
+            Target(rate(f"{SHAPING}_messages_total", ONE_DESTINATION, by="destination"), "sent"),
+            Target(effective_limit("messages_per_second", ONE_DESTINATION), "limit"),
+            unit=PER_SECOND,
+            colors={"limit": BAD},
+        ),
+        timeseries(
+            "Throttling replies",
+            "Replies from this destination that matched a throttling rule (421, 4.7.x, 'rate "
+            "limited', 'too many connections'), per second; each lowers its limits for a "
+            "while. Bad: a steady stream (the limits keep halving: they are too high for it, "
+            "or our reputation there is poor).",
+            Target(
+                rate(f"{SHAPING}_throttled_total", ONE_DESTINATION, by="destination"),
+                "throttling replies",
+            ),
+            unit=PER_SECOND,
+            colors={"throttling replies": WARN},
+        ),
+        timeseries(
+            "Share of transactions throttled",
+            "Throttling replies per transaction sent to this destination. Bad: above 10% for "
+            "15 minutes (MailyardDeliveryDestinationThrottled); check its postmaster tools "
+            "before raising any limit.",
+            Target(throttled_share(ONE_DESTINATION), "throttled"),
+            unit="percentunit",
+            max_value=1,
+        ),
+        timeseries(
+            "Paused",
+            "1 while this destination is paused after a run of throttling replies: its jobs "
+            "wait in the retry ladder. Bad: 1 for more than a few minutes, or again and again "
+            "(MailyardDeliveryDestinationPaused).",
+            Target(f"max by (destination) ({sel(SHAPING + '_paused', ONE_DESTINATION)})", "paused"),
+            colors={"paused": BAD},
+        ),
+        timeseries(
+            "Jobs held back",
+            "Jobs for this destination put back on the retry ladder without an attempt, by "
+            "reason: busy (its limits are in use), paused, no_share (this replica has no part "
+            "of the limit). Bad: paused or no_share steadily, or busy rising while its "
+            "sessions stay below the limit.",
+            Target(
+                rate(f"{SHAPING}_held_total", ONE_DESTINATION, by="destination, reason"),
+                "{{reason}}",
+            ),
+            unit=PER_SECOND,
+            colors={"paused": BAD, "no_share": WARN},
+        ),
+        repeat="destination",
+    )
+    return [cluster, per_destination]
 
 
 def outbound_tls_and_dkim() -> Row:
@@ -847,8 +1024,13 @@ SERVICES: dict[str, tuple[str, Callable[[], list[Row]]]] = {
 }
 
 
+# Variables of one service's board, after the namespace.
+VARIABLES: dict[str, Callable[[], list[JSON]]] = {"delivery": lambda: [destination_variable()]}
+
+
 def board(name: str, *variables: JSON) -> JSON:
     what, rows = SERVICES[name]
+    variables = (*variables, *VARIABLES.get(name, list)())
     return dashboard(
         uid=f"mailyard-{name}",
         title=f"Mailyard / {name.capitalize()}",

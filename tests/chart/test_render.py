@@ -81,6 +81,8 @@ def test_the_scenarios_cover_every_kind_the_chart_can_render() -> None:
         ("v1", "ConfigMap"),
         ("v1", "Secret"),
         ("v1", "ServiceAccount"),
+        ("rbac.authorization.k8s.io/v1", "Role"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"),
         ("v1", "Pod"),
         ("policy/v1", "PodDisruptionBudget"),
         ("autoscaling/v2", "HorizontalPodAutoscaler"),

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -17,9 +18,11 @@ from mailyard.durations import parse_duration
 from tests.chart.helm import (
     CHART,
     CI_VALUES,
+    KUBE_VERSION,
     NAMESPACE,
     Document,
     component,
+    config_schema_has,
     find,
     one,
     pod_specs,
@@ -656,7 +659,11 @@ def test_keda_scales_queue_and_delivery_on_their_queues() -> None:
         name: [t["metadata"]["queueName"] for t in doc["spec"]["triggers"]]
         for name, doc in scaled.items()
     }
-    assert queues == {"queue": ["mail.inbound", "mail.deferred"], "delivery": ["mail.delivery"]}
+    assert queues == {
+        "queue": ["mail.inbound", "mail.deferred"],
+        # A lane per message class: config.queue.classes is unset, so the app's two.
+        "delivery": ["mail.delivery", "mail.delivery.bulk"],
+    }
     auths = {doc["metadata"]["name"]: doc for doc in find(docs, "TriggerAuthentication")}
     for name, doc in scaled.items():
         assert doc["spec"]["scaleTargetRef"]["name"] == f"mx-mailyard-{name}"
@@ -675,6 +682,101 @@ def test_keda_scales_queue_and_delivery_on_their_queues() -> None:
     for name in ("queue", "delivery", "ingress"):
         assert "replicas" not in found[name]["spec"], f"{name}: the autoscaler owns replicas"
     assert found["bounce"]["spec"]["replicas"] == 1
+
+
+def test_keda_scales_delivery_on_every_lane_of_the_configured_classes(tmp_path: Path) -> None:
+    values = tmp_path / "classes.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {"config": {"queue": {"classes": {"bulk": 1, "transactional": 20, "alerts": 5}}}}
+        )
+    )
+    docs = render("keda-values.yaml", values, schema=config_schema_has("queue.classes"))
+    scaled = {component(doc): doc for doc in find(docs, "ScaledObject")}
+    triggers = scaled["delivery"]["spec"]["triggers"]
+    assert [(t["name"], t["metadata"]["queueName"]) for t in triggers] == [
+        ("delivery", "mail.delivery"),  # transactional first
+        ("delivery-alerts", "mail.delivery.alerts"),
+        ("delivery-bulk", "mail.delivery.bulk"),
+    ]
+    assert {t["metadata"]["value"] for t in triggers} == {"50"}, "one target for every lane"
+    assert {t["authenticationRef"]["name"] for t in triggers} == {"mx-mailyard-delivery"}
+    queue = [t["metadata"]["queueName"] for t in scaled["queue"]["spec"]["triggers"]]
+    assert queue == ["mail.inbound", "mail.deferred"], "lanes are delivery's alone"
+
+
+def test_shaping_classes_and_egress_keys_reach_the_app_as_written(tmp_path: Path) -> None:
+    """The chart passes config through: the keys of traffic shaping, classes and egress
+    addresses arrive in the file unchanged (and, once the app's model has them, load)."""
+    written = {
+        "delivery": {
+            "shaping": {
+                "default": {
+                    "max_connections": 20,
+                    "max_messages_per_second": None,
+                    "max_messages_per_connection": 100,
+                },
+                "destinations": {
+                    "gmail.com": {"max_connections": 10, "max_messages_per_second": 50},
+                    "*.protection.outlook.com": {"max_connections": 8},
+                },
+            },
+            "source_addresses": [
+                {"address": "203.0.113.10", "ehlo": "mta1.example.com", "classes": ["bulk"]},
+                {
+                    "address": "203.0.113.20",
+                    "ehlo": "mta2.example.com",
+                    "sender_domains": ["example.com"],
+                },
+            ],
+        },
+        "queue": {
+            "classes": {"transactional": 10, "bulk": 1},
+            "sender_classes": {"news.example.com": "bulk"},
+        },
+    }
+    keys = (
+        "delivery.shaping",
+        "delivery.source_addresses",
+        "queue.classes",
+        "queue.sender_classes",
+    )
+    known = all(config_schema_has(key) for key in keys)
+    values = tmp_path / "shaping.yaml"
+    values.write_text(yaml.safe_dump({"config": written}))
+    docs = render("default-values.yaml", values, schema=known)
+    config = config_file(docs)
+    assert config["delivery"] == written["delivery"]
+    assert config["queue"] == written["queue"]
+    if known:
+        path = tmp_path / "mailyard.yaml"
+        path.write_text(one(docs, "ConfigMap", "mx-mailyard-config")["data"]["mailyard.yaml"])
+        load_settings(path)
+
+
+def test_delivery_runs_on_the_node_network_only_when_asked() -> None:
+    for _, spec in pod_specs(render("default-values.yaml")):
+        assert "hostNetwork" not in spec
+    docs = render(
+        "default-values.yaml",
+        settings=("delivery.hostNetwork=true", "delivery.podAntiAffinityPreset=hard"),
+    )
+    for name, deployment in deployments(docs).items():
+        spec = deployment["spec"]["template"]["spec"]
+        if name == "delivery":
+            kubernetes_validate.validate(deployment, KUBE_VERSION.rsplit(".", 1)[0], strict=True)
+            assert spec["hostNetwork"] is True
+            assert spec["dnsPolicy"] == "ClusterFirstWithHostNet", "cluster DNS all the same"
+            terms = spec["affinity"]["podAntiAffinity"][
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            ]
+            assert terms[0]["topologyKey"] == "kubernetes.io/hostname"
+        else:
+            assert "hostNetwork" not in spec, name
+    message = render_error("default-values.yaml", settings=("delivery.hostNetwork=true",))
+    assert "delivery.hostNetwork: two delivery pods on one node would both bind its port 9102" in (
+        message
+    )
 
 
 def test_without_keda_autoscaling_is_a_cpu_hpa() -> None:
@@ -813,8 +915,11 @@ def test_delivery_egress_opens_https_for_mta_sts_while_it_is_on() -> None:
     assert ("TCP", 443) not in egress_ports(moved)["delivery"]
     off = render("default-values.yaml", settings=("config.delivery.mta_sts.enabled=false",))
     assert ("TCP", 443) not in egress_ports(off)["delivery"]
-    for name in ("ingress", "queue", "bounce"):
+    for name in ("ingress", "queue"):
         assert ("TCP", 443) not in egress_ports(render("default-values.yaml"))[name], name
+    # bounce reaches the API server on 443 (mailyard status), unless rbac is off.
+    without_rbac = render("default-values.yaml", settings=("rbac.create=false",))
+    assert ("TCP", 443) not in egress_ports(without_rbac)["bounce"]
 
 
 def test_delivery_egress_opens_https_for_tls_reports_while_they_are_on() -> None:
@@ -830,7 +935,7 @@ def test_delivery_egress_opens_https_for_tls_reports_while_they_are_on() -> None
     ]
     allowed = egress_ports(render("default-values.yaml", settings=reporting))
     assert ("TCP", 443) in allowed["delivery"]
-    for name in ("ingress", "queue", "bounce"):
+    for name in ("ingress", "queue"):  # bounce: the API server's 443, see below
         assert ("TCP", 443) not in allowed[name], name
     # Both on: one port, once.
     [rule] = one(render("outbound-values.yaml"), "NetworkPolicy", "mx-mailyard-delivery-smtp")[
@@ -862,6 +967,146 @@ def test_broker_egress_goes_to_the_chart_created_cluster() -> None:
 def test_network_policies_can_be_turned_off() -> None:
     assert not find(
         render("default-values.yaml", settings=("networkPolicy.enabled=false",)), "NetworkPolicy"
+    )
+
+
+# --- RBAC for mailyard status -------------------------------------------------
+
+TOKEN_VOLUME = "serviceaccount-token"
+
+
+def token_mounts(docs: list[Document]) -> dict[str, list[str]]:
+    """Where each pod of the release mounts a projected ServiceAccount token."""
+    found: dict[str, list[str]] = {}
+    for where, spec in pod_specs(docs):
+        projected = {
+            v["name"]
+            for v in spec.get("volumes", [])
+            if any("serviceAccountToken" in s for s in v.get("projected", {}).get("sources", []))
+        }
+        found[where] = [
+            m["mountPath"]
+            for box in spec["containers"] + spec.get("initContainers", [])
+            for m in box.get("volumeMounts", [])
+            if m["name"] in projected
+        ]
+    return found
+
+
+@scenarios
+def test_the_status_role_reads_deployments_and_pods_and_nothing_else(values: Path) -> None:
+    docs = render(values)
+    role = one(docs, "Role", "mx-mailyard-status")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    rules = {
+        (group, resource, tuple(sorted(rule["verbs"])))
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert rules == {
+        ("apps", "deployments", ("get", "list", "watch")),
+        ("", "pods", ("get", "list", "watch")),
+    }
+    assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in role["rules"]), (
+        "no resourceNames, no nonResourceURLs"
+    )
+    assert not find(docs, "ClusterRole")
+    assert not find(docs, "ClusterRoleBinding")
+    binding = one(docs, "RoleBinding", "mx-mailyard-status")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "mx-mailyard-status",
+    }
+    accounts = {spec["serviceAccountName"] for _, spec in pod_specs(docs)}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE} for name in accounts
+    ]
+
+
+@scenarios
+def test_only_bounce_carries_the_token_where_the_kubernetes_client_looks(values: Path) -> None:
+    """status.read_cluster's load_incluster_config reads token and ca.crt from one
+    directory, and status.py the namespace beside them: all three are in the volume."""
+    from kubernetes.config import incluster_config
+
+    from mailyard.status import IN_CLUSTER_NAMESPACE
+
+    docs = render(values)
+    directory = str(IN_CLUSTER_NAMESPACE.parent)
+    assert os.path.dirname(incluster_config.SERVICE_TOKEN_FILENAME) == directory
+    assert os.path.dirname(incluster_config.SERVICE_CERT_FILENAME) == directory
+    mounts = token_mounts(docs)
+    assert {where: paths for where, paths in mounts.items() if paths} == {
+        "Deployment/mx-mailyard-bounce": [directory]
+    }
+    spec = deployments(docs)["bounce"]["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False, "the explicit volume, nothing more"
+    [volume] = [v for v in spec["volumes"] if v["name"] == TOKEN_VOLUME]
+    files = {}
+    for source in volume["projected"]["sources"]:
+        if "serviceAccountToken" in source:
+            files[source["serviceAccountToken"]["path"]] = "token"
+            assert "audience" not in source["serviceAccountToken"], "the API server's audience"
+        for item in source.get("configMap", {}).get("items", []):
+            files[item["path"]] = f"configMap {source['configMap']['name']} {item['key']}"
+        for item in source.get("downwardAPI", {}).get("items", []):
+            files[item["path"]] = item["fieldRef"]["fieldPath"]
+    assert files == {
+        os.path.basename(incluster_config.SERVICE_TOKEN_FILENAME): "token",
+        os.path.basename(
+            incluster_config.SERVICE_CERT_FILENAME
+        ): "configMap kube-root-ca.crt ca.crt",
+        IN_CLUSTER_NAMESPACE.name: "metadata.namespace",
+    }
+    for name, deployment in deployments(docs).items():
+        assert env(deployment)["MAILYARD_CONFIG"]["value"] == "/etc/mailyard/mailyard.yaml", name
+
+
+def test_bounce_may_reach_the_api_server_and_no_one_else_may() -> None:
+    docs = render("default-values.yaml")
+    policy = one(docs, "NetworkPolicy", "mx-mailyard-bounce-kube-api")
+    assert selected_components(policy) == {"bounce"}
+    [rule] = policy["spec"]["egress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]
+    assert "to" not in rule
+    narrowed = render("networkpolicy-values.yaml")
+    [rule] = one(narrowed, "NetworkPolicy", "mx-mailyard-bounce-kube-api")["spec"]["egress"]
+    assert rule == {
+        "ports": [{"protocol": "TCP", "port": 6443}],
+        "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+    }
+    for name in ("ingress", "queue", "delivery", "test"):
+        assert ("TCP", 6443) not in egress_ports(docs)[name], name
+
+
+def test_without_rbac_there_is_no_role_no_token_and_no_api_egress() -> None:
+    docs = render("default-values.yaml", settings=("rbac.create=false",))
+    for kind in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"):
+        assert not find(docs, kind), kind
+    assert not any(token_mounts(docs).values())
+    for _, spec in pod_specs(docs):
+        assert TOKEN_VOLUME not in {v["name"] for v in spec["volumes"]}
+    assert not find(docs, "NetworkPolicy", "mx-mailyard-bounce-kube-api")
+    assert ("TCP", 6443) not in egress_ports(docs)["bounce"]
+
+
+def test_rbac_binds_an_existing_service_account_but_never_default() -> None:
+    docs = render(
+        "default-values.yaml",
+        settings=("serviceAccount.create=false", "serviceAccount.name=mail-apps"),
+    )
+    assert not find(docs, "ServiceAccount")
+    binding = one(docs, "RoleBinding", "mx-mailyard-status")
+    assert binding["subjects"][0]["name"] == "mail-apps"
+    message = render_error("default-values.yaml", settings=("serviceAccount.create=false",))
+    assert "rbac.create: the Role would be bound to the ServiceAccount `default`" in message
+    assert not find(
+        render(
+            "default-values.yaml", settings=("serviceAccount.create=false", "rbac.create=false")
+        ),
+        "RoleBinding",
     )
 
 

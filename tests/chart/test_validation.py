@@ -22,6 +22,7 @@ BROKEN = {
             "nameservers": ["10.96.0.10:5353"],
             "smarthost": {"host": "relay.example.net", "username": "mailyard"},
             "dane": {"enabled": True},
+            "max_connections_per_destination": 10,
         },
     },
     "rabbitmq": {"external": {"enabled": True, "url": "", "existingSecret": ""}},
@@ -49,6 +50,8 @@ EXPECTED = [
     "config.hostname: required",
     "config.metrics.host: must be 0.0.0.0 or ::",
     "config.ingress.listen: port 25 needs root",
+    "config.delivery.max_connections_per_destination: removed; set "
+    "config.delivery.shaping.default.max_connections",
     "config.ingress.proxy_protocol.enabled: set ingress.proxyProtocol.enabled instead",
     "ingress.service.ports: smtp targets port 2600, where ingress does not listen",
     "ingress.autoscaling: minReplicas (5) is greater than maxReplicas (2)",
@@ -607,3 +610,42 @@ def test_verp_needs_a_domain_and_one_long_enough_secret_never_repeated() -> None
         "verp",
         "config.bounce.verp_secret_file",
     ]
+
+
+def test_the_limits_of_earlier_versions_say_where_they_went(tmp_path: Path) -> None:
+    """delivery.max_connections_per_destination and max_messages_per_connection are
+    delivery.shaping.default's now: the schema lets them through so that validation,
+    not a bare "additional property" error, names the new place."""
+    values = {
+        "config": {
+            "hostname": "mx.example.com",
+            "delivery": {"max_connections_per_destination": 5, "max_messages_per_connection": 50},
+        },
+        "rabbitmq": {"external": {"url": "amqp://h/"}},
+        "tests": {"enabled": False},
+        "delivery": {
+            "extraEnv": [
+                {"name": "MAILYARD_DELIVERY__MAX_CONNECTIONS_PER_DESTINATION", "value": "5"}
+            ]
+        },
+    }
+    found = problems(render_error(write(tmp_path, values)))
+    assert found == [
+        "config.delivery.max_connections_per_destination: removed; set "
+        "config.delivery.shaping.default.max_connections (the limit now holds for all delivery "
+        "pods together; one destination's own: "
+        "config.delivery.shaping.destinations.<domain>.max_connections)",
+        "delivery.extraEnv: MAILYARD_DELIVERY__MAX_CONNECTIONS_PER_DESTINATION was "
+        "config.delivery.max_connections_per_destination, which is removed; set "
+        "config.delivery.shaping.default.max_connections (the limit now holds for all delivery "
+        "pods together; one destination's own: "
+        "config.delivery.shaping.destinations.<domain>.max_connections)",
+        "config.delivery.max_messages_per_connection: removed; set "
+        "config.delivery.shaping.default.max_messages_per_connection (one destination's own: "
+        "config.delivery.shaping.destinations.<domain>.max_messages_per_connection)",
+    ]
+    # The chart itself sets neither, in any scenario.
+    for scenario in (Path(__file__).parents[2] / "charts" / "mailyard" / "ci").glob("*.yaml"):
+        text = scenario.read_text()
+        assert "max_connections_per_destination" not in text, scenario.name
+        assert "max_messages_per_connection" not in text, scenario.name

@@ -58,6 +58,19 @@ def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for p in board["panels"] if p["type"] != "row"]
 
 
+def rows(board: dict[str, Any]) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Row title → (the row's heading, the panels under it, up to the next row)."""
+    found: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    current: list[dict[str, Any]] = []
+    for panel in board["panels"]:
+        if panel["type"] == "row":
+            current = []
+            found[panel["title"]] = (panel, current)
+        else:
+            current.append(panel)
+    return found
+
+
 def dashboard_expressions() -> list[tuple[str, str, str]]:
     """(dashboard file, panel title, PromQL) for every target of every dashboard."""
     return [

@@ -100,6 +100,22 @@ annotations:
 {{- end -}}
 {{- end -}}
 
+{{/*
+`mailyard status` in a pod (rbac.create): the component whose pods carry the
+ServiceAccount token, and the Role it is bound to. bounce: it never faces the
+internet (ingress does), never connects out (delivery does, and may run on the
+host network for its egress addresses), KEDA never scales it to zero (queue and
+delivery it may), and it holds no DKIM key (queue does).
+*/}}
+{{- define "mailyard.statusComponent" -}}bounce{{- end -}}
+
+{{- define "mailyard.statusRoleName" -}}
+{{- printf "%s-status" (include "mailyard.fullname" . | trunc 56 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* Where a pod's ServiceAccount token is found: the Kubernetes clients' in-cluster path. */}}
+{{- define "mailyard.serviceAccountDir" -}}/var/run/secrets/kubernetes.io/serviceaccount{{- end -}}
+
 {{/* The RabbitmqCluster's name, when the chart creates one. */}}
 {{- define "mailyard.rabbitmqClusterName" -}}
 {{- default (printf "%s-rabbitmq" (include "mailyard.fullname" . | trunc 50 | trimSuffix "-")) .Values.rabbitmq.cluster.name -}}
@@ -381,6 +397,37 @@ invalid
 {{- if eq $grace "invalid" -}}{{- $grace = "25" -}}{{- end -}}
 {{- add ($values.preStopSleepSeconds | int) ($grace | int) 10 -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+The message classes of config.queue.classes (class → weight), as a JSON list:
+transactional first (it always exists: mail without a class is transactional),
+then the others in name order; transactional and bulk when the key is not set,
+as the app's default.
+*/}}
+{{- define "mailyard.mailClasses" -}}
+{{- $config := include "mailyard.config" . | fromYaml -}}
+{{- $configured := dig "queue" "classes" dict $config | default (dict "transactional" 1 "bulk" 1) -}}
+{{- $classes := list "transactional" -}}
+{{- range $name, $_ := $configured -}}
+{{- if ne (toString $name) "transactional" -}}
+{{- $classes = append $classes (toString $name) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $classes -}}
+{{- end -}}
+
+{{/*
+The delivery lanes, as a JSON list of {class, queue} (queue without the prefix):
+transactional mail on `delivery`, every other class on `delivery.<class>`.
+*/}}
+{{- define "mailyard.deliveryLanes" -}}
+{{- $lanes := list -}}
+{{- range include "mailyard.mailClasses" . | fromJsonArray -}}
+{{- $queue := ternary "delivery" (printf "delivery.%s" .) (eq . "transactional") -}}
+{{- $lanes = append $lanes (dict "class" . "queue" $queue) -}}
+{{- end -}}
+{{- toJson $lanes -}}
 {{- end -}}
 
 {{/* Whether KEDA scales this component. */}}

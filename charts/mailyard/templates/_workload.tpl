@@ -38,6 +38,7 @@ podAntiAffinity:
 {{- $mountVERP := and (has $component (list "queue" "bounce")) $root.Values.verp.enabled -}}
 {{- $mountSmarthost := and (eq $component "delivery") (include "mailyard.smarthostSecretName" $root) -}}
 {{- $mountCA := and (eq $component "delivery") (include "mailyard.deliveryCA" $root) -}}
+{{- $mountToken := and (eq $component (include "mailyard.statusComponent" $root)) $root.Values.rbac.create -}}
 {{- $ca := $root.Values.delivery.tlsCA -}}
 apiVersion: apps/v1
 kind: Deployment
@@ -85,6 +86,11 @@ spec:
       automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
       {{- /* Service links would put MAILYARD_INGRESS_PORT & co. into the app's environment namespace. */}}
       enableServiceLinks: false
+      {{- if and (eq $component "delivery") $values.hostNetwork }}
+      {{- /* The nodes' addresses for config.delivery.source_addresses; cluster DNS all the same. */}}
+      hostNetwork: true
+      dnsPolicy: ClusterFirstWithHostNet
+      {{- end }}
       terminationGracePeriodSeconds: {{ include "mailyard.terminationGracePeriodSeconds" . }}
       securityContext:
         {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
@@ -119,6 +125,9 @@ spec:
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           args: [{{ $component | quote }}, "--config", "/etc/mailyard/mailyard.yaml"]
           env:
+            {{- /* So that `kubectl exec ... -- mailyard status|suppression` reads the same file. */}}
+            - name: MAILYARD_CONFIG
+              value: /etc/mailyard/mailyard.yaml
             - name: MAILYARD_BROKER__URL
               valueFrom:
                 secretKeyRef:
@@ -207,6 +216,11 @@ spec:
               mountPath: {{ include "mailyard.deliveryCADir" $root }}
               readOnly: true
             {{- end }}
+            {{- if $mountToken }}
+            - name: serviceaccount-token
+              mountPath: {{ include "mailyard.serviceAccountDir" $root }}
+              readOnly: true
+            {{- end }}
             {{- with $values.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -263,6 +277,31 @@ spec:
             secretName: {{ $ca.secret }}
             defaultMode: 0444
           {{- end }}
+        {{- end }}
+        {{- if $mountToken }}
+        {{- /*
+        What the kubelet would mount with automountServiceAccountToken, on this
+        component only: a short-lived, rotated token for the API server, the
+        cluster's CA and the namespace, where the Kubernetes client looks.
+        */}}
+        - name: serviceaccount-token
+          projected:
+            defaultMode: 0440
+            sources:
+              - serviceAccountToken:
+                  path: token
+                  expirationSeconds: 3600
+              - configMap:
+                  name: kube-root-ca.crt
+                  items:
+                    - key: ca.crt
+                      path: ca.crt
+              - downwardAPI:
+                  items:
+                    - path: namespace
+                      fieldRef:
+                        apiVersion: v1
+                        fieldPath: metadata.namespace
         {{- end }}
         {{- with $values.extraVolumes }}
         {{- toYaml . | nindent 8 }}
@@ -332,13 +371,22 @@ spec:
 {{/*
 KEDA: one rabbitmq trigger per work queue the component consumes, on the
 number of ready messages, reading the broker URL from the Secret through the
-component's TriggerAuthentication.
+component's TriggerAuthentication. Delivery consumes one lane per message
+class (`delivery`, `delivery.<class>`); KEDA's HPA follows the trigger that
+asks for the most pods, so a bulk backlog scales delivery as much as a
+transactional one.
 */}}
 {{- define "mailyard.scaledObject" -}}
 {{- if include "mailyard.kedaScales" . }}
 {{- $values := index .root.Values .component -}}
 {{- $config := include "mailyard.config" .root | fromYaml -}}
-{{- $queues := ternary (list "inbound" "deferred") (list "delivery") (eq .component "queue") -}}
+{{- $queues := list "inbound" "deferred" -}}
+{{- if eq .component "delivery" -}}
+{{- $queues = list -}}
+{{- range include "mailyard.deliveryLanes" .root | fromJsonArray -}}
+{{- $queues = append $queues .queue -}}
+{{- end -}}
+{{- end -}}
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata:
@@ -365,7 +413,7 @@ spec:
   triggers:
     {{- range $queues }}
     - type: rabbitmq
-      name: {{ . }}
+      name: {{ . | replace "." "-" }}
       metadata:
         protocol: amqp
         mode: QueueLength
