@@ -121,6 +121,24 @@ class Gate:
         # Set by the service: close idle sessions of a destination down to a number.
         self.trim: Callable[[str, int], None] = lambda key, keep: None
         membership.on_change(self._members_changed)
+        self._export_configured()
+
+    def _export_configured(self) -> None:
+        """Every named destination's series from the start, at their resting values,
+        so that dashboards and alerts see them before the first job."""
+        for key in self.named:
+            metrics.SHAPING_PAUSED.labels(key).set(0)
+            metrics.SHAPING_THROTTLED.labels(key)
+            metrics.SHAPING_MESSAGES.labels(key)
+            for reason in HeldReason:
+                metrics.SHAPING_HELD.labels(key, reason.value)
+        for key, limits in self.table.destinations.items():
+            if limits.max_connections is not None:
+                metrics.SHAPING_LIMIT.labels(key, "connections").set(limits.max_connections)
+            if limits.max_messages_per_second is not None:
+                metrics.SHAPING_LIMIT.labels(key, "messages_per_second").set(
+                    limits.max_messages_per_second
+                )
 
     # --- entering and leaving ------------------------------------------------
 
