@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import socket
+from collections.abc import Collection, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -252,6 +253,33 @@ class FeedbackIdConfig(Section):
     mail_type_header: str = ""
 
 
+# A message class (``queue.classes``): also a queue name's last part
+# (``<prefix>.delivery.<class>``), so no dots.
+CLASS_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+TRANSACTIONAL = "transactional"
+ClassName = Annotated[str, Field(pattern=CLASS_NAME_PATTERN)]
+DEFAULT_CLASSES = {TRANSACTIONAL: 10, "bulk": 1}
+
+
+def _sender_domain_key(value: str) -> str:
+    """A sender_classes key: a domain, or ``.domain`` for every subdomain below it."""
+    return _policy_domain(value)
+
+
+def unknown_classes(key: str, named: Iterable[str], classes: Collection[str]) -> list[str]:
+    """A problem per class in ``named`` that ``queue.classes`` does not have, naming ``key``.
+
+    For every key that names classes (``queue.sender_classes``, the users
+    file's ``class``, egress addresses' ``classes``): one message each.
+    """
+    known = ", ".join(sorted(classes))
+    return [
+        f"{key}: unknown class {name!r} (queue.classes has {known})"
+        for name in dict.fromkeys(named)
+        if name not in classes
+    ]
+
+
 class QueueConfig(Section):
     retry_delays: list[Duration] = Field(
         default_factory=lambda: [
@@ -273,6 +301,21 @@ class QueueConfig(Section):
     delivery_batch: DeliveryBatchConfig = DeliveryBatchConfig()
     # Off (null) by default; see FeedbackIdConfig.
     feedback_id: FeedbackIdConfig | None = None
+    # Message classes and their weights: each class has a delivery lane of
+    # its own (<prefix>.delivery for transactional, <prefix>.delivery.<class>
+    # for the others), and when jobs of several classes wait for a delivery
+    # slot, slots go by weight (10:1 is about ten transactional jobs for one
+    # bulk job; a class with nothing waiting leaves its share to the others).
+    classes: dict[ClassName, Annotated[int, Field(ge=1, le=1000)]] = Field(
+        default_factory=lambda: dict(DEFAULT_CLASSES)
+    )
+    # Envelope sender domain -> class, for mail whose AUTH user names none.
+    # A key is that domain only; ".example.com" is every subdomain below
+    # example.com (Postfix's habit, as in delivery.tls_policies). The longest
+    # match wins.
+    sender_classes: dict[Annotated[str, BeforeValidator(_sender_domain_key)], ClassName] = Field(
+        default_factory=dict
+    )
 
     @field_validator("retry_delays")
     @classmethod
@@ -288,6 +331,27 @@ class QueueConfig(Section):
         if delay is not None and delay.total_seconds() <= 0:
             raise ValueError("must be a positive duration (leave it out to send no warnings)")
         return delay
+
+    @field_validator("classes")
+    @classmethod
+    def _has_transactional(cls, classes: dict[str, int]) -> dict[str, int]:
+        if TRANSACTIONAL not in classes:
+            raise ValueError(
+                f"must have {TRANSACTIONAL!r} (the default class, and the class of "
+                "Mailyard's own DSNs and reports), e.g. {transactional: 10, bulk: 1}"
+            )
+        return classes
+
+    @model_validator(mode="after")
+    def _sender_classes_exist(self) -> QueueConfig:
+        problems = [
+            problem
+            for domain, name in self.sender_classes.items()
+            for problem in unknown_classes(f"sender_classes[{domain!r}]", [name], self.classes)
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class SmarthostConfig(Section):

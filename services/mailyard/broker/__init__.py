@@ -40,6 +40,7 @@ def topology_for(settings: Settings) -> Topology:
         prefix=settings.broker.prefix,
         retry_delays=tuple(settings.queue.retry_delays),
         delivery_limit=settings.broker.delivery_limit,
+        lanes=tuple(settings.queue.classes),
     )
 
 

@@ -1,9 +1,10 @@
 """The broker port on RabbitMQ, the deployed default.
 
 Every publish is persistent, ``mandatory`` and waits for the broker's
-confirm; items go to quorum queues, the retry ladder is one TTL queue per
-delay that dead-letters back to ``<prefix>.delivery``, events go to a topic
-exchange, logs are streams. aio-pika and AMQP stop at this package.
+confirm; items go to quorum queues (a delivery job to its class's lane), the
+retry ladder is one TTL queue per delay and lane that dead-letters back to
+that lane, events go to a topic exchange, logs are streams. aio-pika and
+AMQP stop at this package.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from mailyard.broker.rabbitmq.consumer import RabbitConsumer
 from mailyard.broker.rabbitmq.events import EventPublisher
 from mailyard.broker.rabbitmq.streams import FinishedJobs, StreamLog
 from mailyard.broker.topology import QueueName, Topology
-from mailyard.config import BrokerConfig
+from mailyard.config import TRANSACTIONAL, BrokerConfig
 
 M = TypeVar("M", bound=Message)
 
@@ -45,7 +46,11 @@ class RabbitBroker:
             self.client, recheck=config.unrouted_event_recheck.total_seconds()
         )
         self.finished_jobs = FinishedJobs(StreamLog(self.client, topology.done))
-        self._retry_queues = {delay: topology.retry_queue(delay) for delay in topology.retry_delays}
+        self._retry_queues = {
+            (delay, lane): topology.retry_queue(delay, lane)
+            for lane in topology.lanes
+            for delay in topology.retry_delays
+        }
 
     @property
     def connected(self) -> bool:
@@ -71,11 +76,12 @@ class RabbitBroker:
         await self.client.publish(self._routing_key(output), amqp_message(_encode(output)))
 
     def _routing_key(self, publish: Publish) -> str:
+        lane = self.topology.lane(publish.lane)
         if publish.delay is None:
-            return self.topology.queue(publish.queue)
+            return self.topology.queue(publish.queue, lane)
         if publish.queue is not QueueName.DELIVERY:
             raise ValueError("only delivery jobs wait on the retry ladder")
-        queue = self._retry_queues.get(publish.delay)
+        queue = self._retry_queues.get((publish.delay, lane))
         if queue is None:
             raise ValueError(
                 f"no retry queue waits {publish.delay}; the ladder is queue.retry_delays"
@@ -83,9 +89,15 @@ class RabbitBroker:
         return queue
 
     def consumer(
-        self, queue: QueueName, schema: type[M], handler: Handler[M], *, prefetch: int
+        self,
+        queue: QueueName,
+        schema: type[M],
+        handler: Handler[M],
+        *,
+        prefetch: int,
+        lane: str = TRANSACTIONAL,
     ) -> Consumer:
-        return RabbitConsumer(self, queue, schema, handler, prefetch=prefetch)
+        return RabbitConsumer(self, queue, schema, handler, prefetch=prefetch, lane=lane)
 
     async def queue_states(self) -> dict[str, QueueState]:
         """Ready messages and consumers of every queue, from passive declares
