@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     IPvAnyNetwork,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -342,16 +343,22 @@ class QueueConfig(Section):
             )
         return classes
 
-    @model_validator(mode="after")
-    def _sender_classes_exist(self) -> QueueConfig:
+    @field_validator("sender_classes")
+    @classmethod
+    def _sender_classes_exist(
+        cls, sender_classes: dict[str, str], info: ValidationInfo
+    ) -> dict[str, str]:
+        classes = info.data.get("classes")
+        if classes is None:
+            return sender_classes  # classes is wrong itself, and reported
         problems = [
             problem
-            for domain, name in self.sender_classes.items()
-            for problem in unknown_classes(f"sender_classes[{domain!r}]", [name], self.classes)
+            for domain, name in sender_classes.items()
+            for problem in unknown_classes(repr(domain), [name], classes)
         ]
         if problems:
             raise ValueError("; ".join(problems))
-        return self
+        return sender_classes
 
 
 class SmarthostConfig(Section):

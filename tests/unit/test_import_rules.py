@@ -35,6 +35,7 @@ PURE = (
     "delivery/tlsrpt.py",
     "delivery/tlsrpt_mail.py",
     "queue/split.py",
+    "queue/classes.py",
     "queue/schedule.py",
     "queue/plan.py",
     "delivery/plan.py",
