@@ -32,6 +32,7 @@ PURE = (
     "delivery/mtasts.py",
     "delivery/dane.py",
     "delivery/expiring.py",
+    "delivery/fairshare.py",
     "delivery/tlsrpt.py",
     "delivery/tlsrpt_mail.py",
     "queue/split.py",

@@ -149,3 +149,14 @@ for _result in ("found", "none", "failed"):
 for _method in ("mailto", "https"):
     for _result in ("sent", "failed"):
         TLSRPT_REPORTS.labels(_method, _result)
+SLOT_WAITING = Gauge(
+    "mailyard_delivery_slot_waiting_jobs",
+    "Jobs waiting for one of the delivery.concurrency job slots, by class (queue.classes)",
+    ["class"],
+)
+SLOT_WAIT_SECONDS = Histogram(
+    "mailyard_delivery_slot_wait_seconds",
+    "Time a job waited for a job slot, by class: transactional stays low during a bulk flood",
+    ["class"],
+    buckets=(0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)

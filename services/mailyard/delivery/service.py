@@ -7,6 +7,15 @@ records it as finished: if the process dies, its batch comes back without
 the jobs that were done, and only the transactions in flight at that moment
 can be sent twice (Postfix's window).
 
+Every delivery lane (a class of ``queue.classes``) is consumed, each with a
+prefetch of its own, so a bulk flood fills its lane's window and never the
+transactional lane's. Slots go by the classes' weights while jobs of several
+wait (``slots.py``): transactional mail is not held back by bulk, and bulk is
+never starved. The transactional lane prefetches ``delivery.concurrency``
+batches (a quiet system's one-job batches can fill every slot); another lane
+its weighted share of that, at least one: what a flood of it holds in memory
+is bounded by that many batches (of up to ``queue.delivery_batch.max_jobs``).
+
 One deadline (``delivery.attempt_timeout``) covers a batch, so it is never
 held near the broker's consumer_timeout: a job cut off mid-attempt is
 deferred (``451 4.4.1``); a job that never got a slot goes back in line
@@ -18,9 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import ssl
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +39,7 @@ from mailyard import wire
 from mailyard.broker import Broker, Consumer, Output, Publish, QueueName, Work
 from mailyard.broker.service import ConsumingService
 from mailyard.classify import Classifier
-from mailyard.config import Settings
+from mailyard.config import TRANSACTIONAL, Settings
 from mailyard.delivery import metrics
 from mailyard.delivery.attempt import Deliverer
 from mailyard.delivery.dane_lookup import DaneLookup
@@ -41,6 +51,7 @@ from mailyard.delivery.pool import SessionPool
 from mailyard.delivery.resolver import MxResolver
 from mailyard.delivery.routes import Router, smarthost_from
 from mailyard.delivery.safety import Safety
+from mailyard.delivery.slots import JobSlots
 from mailyard.delivery.smtp import opportunistic_tls_context, verifying_tls_context
 from mailyard.delivery.tlspolicy import TlsMode, TlsPolicies
 from mailyard.delivery.tlsresult import PolicyType, ReportedPolicy, ResultType
@@ -141,7 +152,8 @@ class DeliveryService(ConsumingService):
             tlsrpt=self.tlsrpt,
         )
         self.limiter = DestinationLimiter(config.max_connections_per_destination)
-        self.slots = asyncio.Semaphore(config.concurrency)
+        self.classes = dict(settings.queue.classes)
+        self.slots = JobSlots(config.concurrency, self.classes)
         # Jobs being attempted here, and those finished here lately (by key):
         # a copy of a job (split again after a crash of the queue service) that
         # arrives while the first is under way waits for it instead of racing it.
@@ -150,12 +162,15 @@ class DeliveryService(ConsumingService):
         self.named_destinations = frozenset(settings.metrics.destinations)
 
     def consumers(self) -> list[Consumer]:
-        # Batches held at once: as many as there are job slots, so that
-        # single-job messages (a quiet system) can fill every slot.
         return [
             self.broker.consumer(
-                QueueName.DELIVERY, pb.DeliveryJob, self.on_jobs, prefetch=self.config.concurrency
+                QueueName.DELIVERY,
+                pb.DeliveryJob,
+                self.on_jobs,
+                prefetch=lane_prefetch(self.config.concurrency, self.classes, lane),
+                lane=lane,
             )
+            for lane in self.classes
         ]
 
     async def started(self) -> None:
@@ -218,7 +233,7 @@ class DeliveryService(ConsumingService):
                     if key in self._finished:
                         metrics.SKIPPED_HERE.inc()
                         return None
-                    await self.slots.acquire()
+                    await self.slots.acquire(job.mail_class)
                     if key not in self._attempting and key not in self._finished:
                         break
                     self.slots.release()  # its twin got a slot first: look again
@@ -255,9 +270,11 @@ class DeliveryService(ConsumingService):
 
     async def _attempt(self, job: pb.DeliveryJob, deadline: Deadline) -> list[RecipientOutcome]:
         started = asyncio.get_running_loop().time()
+        # Transactional first among the jobs waiting for the destination.
+        priority = 0 if self.slots.class_of(job.mail_class) == TRANSACTIONAL else 1
         try:
             with deadline.guard():
-                async with self.limiter.slot(job.domain):
+                async with self.limiter.slot(job.domain, priority=priority):
                     outcomes = await self.deliverer.attempt(job)
         except asyncio.CancelledError:
             if not deadline.cut_off():
@@ -305,6 +322,15 @@ class DeliveryService(ConsumingService):
                     log.info(outcome.value, extra=extra)
 
         return account
+
+
+def lane_prefetch(concurrency: int, weights: Mapping[str, int], lane: str) -> int:
+    """Batches a lane's consumer holds at once: all of ``concurrency`` for the
+    transactional lane (single-job batches, a quiet system, fill every slot),
+    a weighted share of it for another (what a flood of it can hold)."""
+    if lane == TRANSACTIONAL:
+        return concurrency
+    return max(1, math.ceil(concurrency * weights[lane] / sum(weights.values())))
 
 
 def verifying_tls(ca_file: Path | None) -> Callable[[], ssl.SSLContext]:
