@@ -302,7 +302,14 @@ def stop_pipeline(pipeline: Pipeline, retry_delays: list[str]) -> dict[str, int]
     from mailyard.broker.topology import Topology
     from mailyard.durations import parse_duration
 
-    topology = Topology(pipeline.prefix, tuple(parse_duration(d) for d in retry_delays), 2)
+    # Every lane the pipeline declared, and its rungs.
+    classes = yaml.safe_load(pipeline.config_path.read_text()).get("queue", {}).get("classes")
+    topology = Topology(
+        pipeline.prefix,
+        tuple(parse_duration(d) for d in retry_delays),
+        2,
+        lanes=tuple(classes or ("transactional", "bulk")),
+    )
     delete_prefix(pipeline.prefix, list(topology.queues), [topology.events])
     return codes
 

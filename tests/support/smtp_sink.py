@@ -37,6 +37,8 @@ class Script:
     rcpt_always: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None
     data_delay: float = 0.0
+    # Per listening address (a destination of its own): overrides data_delay there.
+    data_delay_by_host: dict[str, float] = field(default_factory=dict)
 
 
 class _Handler:
@@ -53,8 +55,9 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):
         script = self.sink.script
-        if script.data_delay:
-            await asyncio.sleep(script.data_delay)
+        delay = script.data_delay_by_host.get(self.host, script.data_delay)
+        if delay:
+            await asyncio.sleep(delay)
         if script.data_reply is not None:
             return script.data_reply
         self.sink._record(

@@ -210,6 +210,7 @@ class QueueService(ConsumingService):
         extra = {
             "message_id": message.message_id,
             "class": decision.mail_class,
+            "class_by": decision.source.value,
             "jobs": len(split.remote) + len(split.local),
             "domains": sorted({job.domain for job in split.remote + split.local})[:20],
         }
