@@ -167,7 +167,9 @@ class MailyardSystem:
         from mailyard.config import load_settings
 
         settings = load_settings(self.config)
-        topology = Topology(self.prefix, tuple(settings.queue.retry_delays), 2)
+        topology = Topology(
+            self.prefix, tuple(settings.queue.retry_delays), 2, lanes=tuple(settings.queue.classes)
+        )
         connection = await aio_pika.connect(settings.broker.url)
         async with connection:
             channel = await connection.channel()

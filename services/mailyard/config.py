@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import socket
+from collections.abc import Collection, Iterable
 from datetime import timedelta
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -27,6 +28,7 @@ from pydantic import (
     IPvAnyAddress,
     IPvAnyNetwork,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -255,6 +257,33 @@ class FeedbackIdConfig(Section):
     mail_type_header: str = ""
 
 
+# A message class (``queue.classes``): also a queue name's last part
+# (``<prefix>.delivery.<class>``), so no dots.
+CLASS_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+TRANSACTIONAL = "transactional"
+ClassName = Annotated[str, Field(pattern=CLASS_NAME_PATTERN)]
+DEFAULT_CLASSES = {TRANSACTIONAL: 10, "bulk": 1}
+
+
+def _sender_domain_key(value: str) -> str:
+    """A sender_classes key: a domain, or ``.domain`` for every subdomain below it."""
+    return _policy_domain(value)
+
+
+def unknown_classes(key: str, named: Iterable[str], classes: Collection[str]) -> list[str]:
+    """A problem per class in ``named`` that ``queue.classes`` does not have, naming ``key``.
+
+    For every key that names classes (``queue.sender_classes``, the users
+    file's ``class``, egress addresses' ``classes``): one message each.
+    """
+    known = ", ".join(sorted(classes))
+    return [
+        f"{key}: unknown class {name!r} (queue.classes has {known})"
+        for name in dict.fromkeys(named)
+        if name not in classes
+    ]
+
+
 class QueueConfig(Section):
     retry_delays: list[Duration] = Field(
         default_factory=lambda: [
@@ -276,6 +305,21 @@ class QueueConfig(Section):
     delivery_batch: DeliveryBatchConfig = DeliveryBatchConfig()
     # Off (null) by default; see FeedbackIdConfig.
     feedback_id: FeedbackIdConfig | None = None
+    # Message classes and their weights: each class has a delivery lane of
+    # its own (<prefix>.delivery for transactional, <prefix>.delivery.<class>
+    # for the others), and when jobs of several classes wait for a delivery
+    # slot, slots go by weight (10:1 is about ten transactional jobs for one
+    # bulk job; a class with nothing waiting leaves its share to the others).
+    classes: dict[ClassName, Annotated[int, Field(ge=1, le=1000)]] = Field(
+        default_factory=lambda: dict(DEFAULT_CLASSES)
+    )
+    # Envelope sender domain -> class, for mail whose AUTH user names none.
+    # A key is that domain only; ".example.com" is every subdomain below
+    # example.com (Postfix's habit, as in delivery.tls_policies). The longest
+    # match wins.
+    sender_classes: dict[Annotated[str, BeforeValidator(_sender_domain_key)], ClassName] = Field(
+        default_factory=dict
+    )
 
     @field_validator("retry_delays")
     @classmethod
@@ -291,6 +335,33 @@ class QueueConfig(Section):
         if delay is not None and delay.total_seconds() <= 0:
             raise ValueError("must be a positive duration (leave it out to send no warnings)")
         return delay
+
+    @field_validator("classes")
+    @classmethod
+    def _has_transactional(cls, classes: dict[str, int]) -> dict[str, int]:
+        if TRANSACTIONAL not in classes:
+            raise ValueError(
+                f"must have {TRANSACTIONAL!r} (the default class, and the class of "
+                "Mailyard's own DSNs and reports), e.g. {transactional: 10, bulk: 1}"
+            )
+        return classes
+
+    @field_validator("sender_classes")
+    @classmethod
+    def _sender_classes_exist(
+        cls, sender_classes: dict[str, str], info: ValidationInfo
+    ) -> dict[str, str]:
+        classes = info.data.get("classes")
+        if classes is None:
+            return sender_classes  # classes is wrong itself, and reported
+        problems = [
+            problem
+            for domain, name in sender_classes.items()
+            for problem in unknown_classes(repr(domain), [name], classes)
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return sender_classes
 
 
 class SmarthostConfig(Section):
@@ -653,10 +724,11 @@ class DeliveryConfig(Section):
 
     @model_validator(mode="after")
     def _deadline_fits(self) -> DeliveryConfig:
-        if self.attempt_timeout >= timedelta(minutes=25):
+        if self.attempt_timeout + self.shaping.max_wait >= timedelta(minutes=25):
             raise ValueError(
-                "attempt_timeout must stay under 25m: RabbitMQ's consumer_timeout "
-                "(30m by default) would otherwise close the channel mid-attempt"
+                "attempt_timeout (with shaping.max_wait, which a job may wait before it) "
+                "must stay under 25m: RabbitMQ's consumer_timeout (30m by default) would "
+                "otherwise close the channel mid-attempt"
             )
         return self
 
@@ -850,6 +922,19 @@ class Settings(BaseSettings):
     suppression: SuppressionConfig = SuppressionConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _source_address_classes_exist(self) -> Settings:
+        problems = [
+            problem
+            for index, entry in enumerate(self.delivery.source_addresses)
+            for problem in unknown_classes(
+                f"delivery.source_addresses.{index}.classes", entry.classes, self.queue.classes
+            )
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _return_path_domain_is_local(self) -> Settings:

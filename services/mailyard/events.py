@@ -17,6 +17,7 @@ from datetime import datetime
 
 from mailyard import wire
 from mailyard.broker.topology import BOUNCE_EVENTS, EventKind
+from mailyard.config import TRANSACTIONAL
 from mailyard.content import header_block
 from mailyard.v1 import message_pb2 as pb
 
@@ -64,6 +65,7 @@ def event_for(
         occurred_at=wire.timestamp(now),
         attempts=job.attempts if attempts is None else attempts,
         origin=job.origin,
+        mail_class=job.mail_class or TRANSACTIONAL,
     )
     if kind not in BOUNCE_EVENTS:
         return event  # only a DSN needs more; the other events stay small

@@ -2,7 +2,9 @@
 
 For each service: desired and ready replicas and container restarts (from
 the Kubernetes API, in-cluster or through your kubeconfig), next to the
-depth and consumer count of the queues it works from (from RabbitMQ).
+depth and consumer count of the queues it works from (from RabbitMQ):
+delivery's are its lanes, ``delivery`` (transactional) and
+``delivery.<class>`` for the other classes of ``queue.classes``.
 On the embedded spool there is no cluster: the queues' depths are read from
 the spool file, and whether ``mailyard all`` runs from its lock.
 The summary and the tables are pure functions of what was read, so they are
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mailyard.broker import QueueState, broker_factory, is_embedded
-from mailyard.config import Settings
+from mailyard.config import TRANSACTIONAL, Settings
 from mailyard.v1 import members_pb2 as mpb
 
 COMPONENTS = ("ingress", "queue", "delivery", "bounce")
@@ -31,6 +33,17 @@ WORK_QUEUES: Mapping[str, tuple[str, ...]] = {
     "bounce": ("bounce", "local"),
 }
 COMPONENT_LABEL = "app.kubernetes.io/component"
+
+
+def work_queues(lanes: Sequence[str] = (TRANSACTIONAL,)) -> dict[str, tuple[str, ...]]:
+    """WORK_QUEUES with the delivery role as its lanes (``queue.classes``, in order)."""
+    delivery = tuple(
+        "delivery" if lane == TRANSACTIONAL else f"delivery.{lane}"
+        for lane in dict.fromkeys((TRANSACTIONAL, *lanes))
+    )
+    return {name: delivery if name == "delivery" else roles for name, roles in WORK_QUEUES.items()}
+
+
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -73,12 +86,14 @@ def render(
     queues: Mapping[str, QueueState] | None,
     *,
     broker_problem: str = "",
+    lanes: Sequence[str] = (TRANSACTIONAL,),
 ) -> str:
     """The table, like kubectl's; queue columns show '?' when the broker was not reachable."""
     header = ("SERVICE", "READY", "UP-TO-DATE", "RESTARTS", "QUEUE", "MESSAGES", "CONSUMERS")
     rows: list[tuple[str, ...]] = [header]
+    consumed = work_queues(lanes)
     for state in services:
-        names = WORK_QUEUES[state.component] or ("-",)
+        names = consumed[state.component] or ("-",)
         for index, name in enumerate(names):
             lead = (
                 (
@@ -124,10 +139,16 @@ def _queue_cells(name: str, queues: Mapping[str, QueueState] | None) -> tuple[st
     return str(queues[name].messages), str(queues[name].consumers)
 
 
-def render_embedded(depths: Mapping[str, int], *, running: bool, spool: str) -> str:
+def render_embedded(
+    depths: Mapping[str, int],
+    *,
+    running: bool,
+    spool: str,
+    lanes: Sequence[str] = (TRANSACTIONAL,),
+) -> str:
     """The embedded spool's queues, in flow order, like ``postqueue``'s summary."""
     rows = [("QUEUE", "MESSAGES")]
-    order = [q for names in WORK_QUEUES.values() for q in names]
+    order = [q for names in work_queues(lanes).values() for q in names]
     retries = sorted(name for name in depths if name.startswith("retry."))
     for name in [*order, *retries, "parking"]:
         rows.append((name, str(depths.get(name, 0))))
@@ -230,7 +251,14 @@ def embedded_status(settings: Settings) -> int:
     except (SpoolError, OSError) as exc:
         print(f"cannot read the embedded spool: {exc}")
         return 1
-    print(render_embedded(depths, running=is_locked(directory), spool=str(directory)))
+    print(
+        render_embedded(
+            depths,
+            running=is_locked(directory),
+            spool=str(directory),
+            lanes=tuple(settings.queue.classes),
+        )
+    )
     return 0
 
 
@@ -258,7 +286,8 @@ def status(settings: Settings, namespace: str | None, release: str | None) -> in
         queues, beats = asyncio.run(read_broker(settings, listen=listen))
     except Exception as exc:
         queues, problem = None, f"{type(exc).__name__}: {exc}"
-    print(render(summarize(deployments, pods), queues, broker_problem=problem))
+    lanes = tuple(settings.queue.classes)
+    print(render(summarize(deployments, pods), queues, broker_problem=problem, lanes=lanes))
     if queues is not None:
         print()
         print(render_shaping(beats))

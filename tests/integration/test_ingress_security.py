@@ -40,6 +40,7 @@ def users_yaml() -> str:
         {
             "app": {"password": hashed, "sender_domains": ["sender.test"]},
             "anyone": {"password": hashed},
+            "news": {"password": hashed, "class": "bulk"},
         }
     )
 
@@ -158,6 +159,53 @@ def test_auth_login_and_any_sender_domain_when_none_are_listed(secure: Secure) -
         assert raw.cmd(base64.b64encode(b"anyone").decode()).code == 334
         assert raw.cmd(base64.b64encode(PASSWORD.encode()).decode()).code == 235
         assert raw.cmd("MAIL FROM:<whoever@elsewhere.test>").code == 250
+
+
+def test_the_users_file_s_class_wins_and_the_class_header_is_never_delivered(
+    secure: Secure,
+) -> None:
+    with secure.submission() as raw:
+        assert raw.cmd(f"AUTH PLAIN {plain('news', PASSWORD)}").code == 235
+        assert raw.cmd("MAIL FROM:<news@sender.test>").code == 250
+        assert raw.cmd("RCPT TO:<reader@alpha.test>").code == 250
+        assert raw.cmd("DATA").code == 354
+        content = b"X-Mailyard-Class: transactional\r\nSubject: weekly\r\n\r\nhello\r\n."
+        assert raw.cmd(content).code == 250
+    [received] = secure.pipeline.sink.wait_for(lambda m: len(m) == 1, 20, "the newsletter")
+    assert b"x-mailyard-class" not in received.content.lower()
+    logs = secure.pipeline.process("queue").logs()
+    assert '"class": "bulk", "class_by": "user"' in logs
+
+
+def test_a_users_file_class_queue_classes_lacks_stops_start_up_naming_it(
+    tmp_path: Path, users_yaml: str
+) -> None:
+    users = tmp_path / "users.yaml"
+    users.write_text(users_yaml)
+    config = tmp_path / "mailyard.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "broker": {"url": "embedded", "spool_dir": str(tmp_path / "spool")},
+                "ingress": {
+                    "listen": [{"host": "127.0.0.1", "port": free_port()}],
+                    "auth": {"users_file": str(users)},
+                },
+                "queue": {"classes": {"transactional": 1, "news": 1}},
+                "metrics": {"host": "127.0.0.1", "port": free_port()},
+            }
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mailyard", "all", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+        env={"PYTHONPATH": str(REPO / "services"), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert (
+        "ingress.auth.users_file: user 'news', class: unknown class 'bulk' "
+        "(queue.classes has news, transactional)"
+    ) in result.stderr + result.stdout
 
 
 def test_implicit_tls_offers_auth_at_once(secure: Secure) -> None:

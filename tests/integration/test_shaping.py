@@ -177,7 +177,7 @@ def test_a_rate_limited_destination_does_not_hold_up_another(pipeline_factory) -
 
 def test_a_destination_answering_data_after_3s_does_not_delay_another(pipeline: Pipeline) -> None:
     sink = pipeline.sink
-    sink.script.host_data_delay[ALPHA] = 3.0
+    sink.script.data_delay_by_host[ALPHA] = 3.0
     send_many(pipeline, [f"slow{n}@alpha.test" for n in range(60)], "slow")
     wait_until(lambda: sink.sessions_open >= 5, 20, "sessions to the slow destination")
     started = time.monotonic()

@@ -25,14 +25,22 @@ def test_status_reads_depths_and_consumers(pipeline_factory) -> None:
 
     running = queues()
     assert running["delivery"].consumers == 1
+    assert running["delivery.bulk"].consumers == 1  # every lane
     assert running["inbound"].consumers == 1
     assert running["parking"] == QueueState(0, 0)
+    assert "retry.1s.bulk" in running
 
     pipeline.processes["delivery"].terminate()
     for index in range(4):
         assert pipeline.send("app@sender.test", [f"s{index}@alpha.test"], message("s"))[0] == 250
+    bulk = b"X-Mailyard-Class: bulk\r\n" + message("b")
+    assert pipeline.send("app@sender.test", ["b@alpha.test"], bulk)[0] == 250
     stopped = wait_until(
-        lambda: (q := queues())["delivery"].messages == 4 and q, 20, "4 jobs waiting for delivery"
+        lambda: (
+            (q := queues())["delivery"].messages == 4 and q["delivery.bulk"].messages == 1 and q
+        ),
+        20,
+        "4 transactional jobs and a bulk one waiting for delivery",
     )
     assert stopped["delivery"].consumers == 0
 

@@ -302,8 +302,15 @@ def stop_pipeline(pipeline: Pipeline, retry_delays: list[str]) -> dict[str, int]
     from mailyard.broker.topology import HOLD_DELAYS, Topology
     from mailyard.durations import parse_duration
 
+    # Every lane the pipeline declared, and its rungs (the hold rungs too).
+    classes = yaml.safe_load(pipeline.config_path.read_text()).get("queue", {}).get("classes")
     delays = (*(parse_duration(d) for d in retry_delays), *HOLD_DELAYS)
-    topology = Topology(pipeline.prefix, tuple(dict.fromkeys(delays)), 2)
+    topology = Topology(
+        pipeline.prefix,
+        tuple(dict.fromkeys(delays)),
+        2,
+        lanes=tuple(classes or ("transactional", "bulk")),
+    )
     delete_prefix(pipeline.prefix, list(topology.queues), [topology.events, topology.members])
     return codes
 

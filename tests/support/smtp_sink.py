@@ -39,8 +39,8 @@ class Script:
     rcpt_always: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None
     data_delay: float = 0.0
-    # Per loopback address (one destination's MX), on top of data_delay.
-    host_data_delay: dict[str, float] = field(default_factory=dict)
+    # Per listening address (a destination of its own): overrides data_delay there.
+    data_delay_by_host: dict[str, float] = field(default_factory=dict)
 
 
 class _Handler:
@@ -57,7 +57,7 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):
         script = self.sink.script
-        delay = script.data_delay + script.host_data_delay.get(self.host, 0.0)
+        delay = script.data_delay_by_host.get(self.host, script.data_delay)
         if delay:
             await asyncio.sleep(delay)
         if script.data_reply is not None:

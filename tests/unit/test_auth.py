@@ -197,6 +197,17 @@ def test_users_file_is_parsed(users_file):
     }
 
 
+def test_a_class_the_queue_does_not_have_is_an_error_naming_the_user_and_the_key(users_file):
+    with pytest.raises(FileProblem) as info:
+        load_users(users_file, classes=("transactional", "newsletter"))
+    assert str(info.value) == (
+        f"{KEY}: user 'newsletter@example.net', class: unknown class 'bulk' "
+        "(queue.classes has newsletter, transactional)"
+    )
+    accounts = load_users(users_file, classes=("transactional", "bulk", "newsletter"))
+    assert accounts["newsletter@example.net"][0].message_class == "bulk"
+
+
 def test_an_empty_mapping_is_a_file_without_users(tmp_path):
     assert load_users(write(tmp_path / "users.yaml", "{}\n")) == {}
 
@@ -434,6 +445,18 @@ def test_a_bad_new_version_keeps_the_last_good_one(users, users_file, clock, cap
     assert record.key == KEY
     assert "user 'app1', password:" in record.error
     assert PLAIN not in record.error
+
+
+def test_a_new_version_with_a_class_the_queue_lacks_keeps_the_last_good_one(
+    users_file, clock, caplog
+):
+    users = Users(users_file, classes=("transactional", "bulk"), clock=clock)
+    replace(users_file, f"app1:\n  password: '{cheap_hash('uno')}'\n  class: promo\n")
+    clock.now += 1
+    assert users.authenticate(b"app1", b"one") is not None
+    assert users.authenticate(b"app1", b"uno") is None
+    [record] = [r for r in caplog.records if r.name == "mailyard.filewatch"]
+    assert "user 'app1', class: unknown class 'promo'" in record.error
 
 
 # --- sender domains ----------------------------------------------------------

@@ -721,6 +721,41 @@ async def test_the_queue_signs_once_and_every_job_carries_the_signature(
     await queue.stop(1)
 
 
+async def test_the_class_header_is_gone_before_the_signature_is_made(
+    rsa_key: Key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """X-Mailyard-Class: is for us: the signature covers the message without it."""
+    queue = QueueService(queue_settings(dkim_key(rsa_key)), MemoryBroker())
+    assert queue.signer is not None
+    signer, seen = queue.signer, []
+
+    def sign(content: bytes):  # type: ignore[no-untyped-def]
+        seen.append(content)
+        return type(signer).sign(signer, content)
+
+    monkeypatch.setattr(signer, "sign", sign)
+    await queue.start()
+    broker = queue.broker
+    assert isinstance(broker, MemoryBroker)
+    submitted = message()
+    content = submitted.replace(
+        b"Subject: A test\r\n", b"Subject: A test\r\nX-Mailyard-Class: bulk\r\n"
+    )
+    settled = await broker.deliver(QueueName.INBOUND, [accepted("01X", content, ["a@alpha.test"])])
+    [job] = [job for o in settled.outputs if isinstance(o, Publish) for job in o.items]
+    assert job.mail_class == "bulk"
+    assert seen == [submitted]  # what was signed
+    assert b"x-mailyard-class" not in job.content.lower()
+    # The signature on top, then exactly the message as submitted less the field.
+    [signature] = signatures(job.content)
+    assert job.content.endswith(submitted)
+    assert job.content.startswith(b"DKIM-Signature:")
+    assert verifies(job.content, Zone(rsa_key))
+    body_hash = base64.b64encode(hashlib.sha256(b"Hello.\r\n").digest())
+    assert signature[b"bh"] == body_hash
+    await queue.stop(1)
+
+
 async def test_the_queue_sends_what_it_cannot_sign_unsigned_and_counts_why(rsa_key: Key) -> None:
     queue = QueueService(queue_settings(dkim_key(rsa_key)), MemoryBroker())
     await queue.start()

@@ -287,3 +287,16 @@ def test_a_session_carries_only_mail_its_address_serves(mail, carried_by):
     assert {source for source in SOURCES if carries(source.address)} == carried_by
     # An unbound session (there is none while sources are configured) carries nothing.
     assert not carries("")
+
+
+def test_a_source_address_for_a_class_queue_classes_lacks_stops_start_up(tmp_path):
+    from mailyard.config import ConfigError, load_settings
+
+    config = tmp_path / "mailyard.yaml"
+    config.write_text(
+        "delivery:\n  source_addresses:\n"
+        "    - {address: 192.0.2.1, ehlo: out1.example.com}\n"
+        "    - {address: 192.0.2.2, ehlo: out2.example.com, classes: [newsletter]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"delivery\.source_addresses\.1\.classes: unknown class"):
+        load_settings(config)

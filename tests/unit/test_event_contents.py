@@ -108,3 +108,12 @@ def test_a_delayed_event_says_when_the_queue_gives_up():
     assert wire.to_datetime(event.expires_at) == NOW + timedelta(days=4)
     failed = event_for(EventKind.FAILED, job(), results("y@example.net"), now=NOW)
     assert not failed.HasField("expires_at")
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_every_event_of_a_job_names_the_message_s_class(kind):
+    bulk = job()
+    bulk.mail_class = "bulk"
+    assert event_for(kind, bulk, results("x@example.net"), now=NOW).mail_class == "bulk"
+    # A job from before classes was transactional.
+    assert event_for(kind, job(), results("x@example.net"), now=NOW).mail_class == "transactional"

@@ -43,8 +43,11 @@ def accepted(message_id: str, recipients: list[str]) -> pb.AcceptedMessage:
     )
 
 
-def job(n: int, recipients: list[str] | None = None, *, attempts: int = 0) -> pb.DeliveryJob:
+def job(
+    n: int, recipients: list[str] | None = None, *, attempts: int = 0, mail_class: str = ""
+) -> pb.DeliveryJob:
     return pb.DeliveryJob(
+        mail_class=mail_class,
         message_id=f"01J{n}",
         queue_id=f"01J{n}.1",
         domain="example.net",
@@ -260,7 +263,9 @@ async def test_delivery_works_at_most_concurrency_jobs_at_once_across_batches():
 async def test_jobs_that_never_got_a_slot_go_back_in_line_not_deferred():
     fake = FakeDeliverer()
     fake.gate = asyncio.Event()  # never set: the first job hangs until the deadline
-    broker = await start(delivery(fake, concurrency=1, attempt_timeout="200ms"))
+    broker = await start(
+        delivery(fake, concurrency=1, attempt_timeout="200ms", shaping={"max_wait": "100ms"})
+    )
     settled = await broker.deliver(QueueName.DELIVERY, [job(1), job(2)])
     # Job 1 was cut off mid-attempt: deferred, with why.
     [(key, outputs)] = settled.completed
@@ -275,6 +280,59 @@ async def test_jobs_that_never_got_a_slot_go_back_in_line_not_deferred():
         "01J2.1",
         0,
     )
+
+
+async def test_delivery_consumes_every_lane():
+    service = delivery(FakeDeliverer())
+    broker = await start(service)
+    assert broker.consumes(QueueName.DELIVERY, "transactional")
+    assert broker.consumes(QueueName.DELIVERY, "bulk")
+    settled = await broker.deliver(QueueName.DELIVERY, [job(1, mail_class="bulk")])
+    assert [key for key, _ in settled.completed] == ["01J1.1/0"]
+
+
+async def test_a_transactional_job_is_not_held_back_by_bulk_jobs_waiting_for_slots():
+    fake = FakeDeliverer()
+    fake.gate = asyncio.Event()
+    started: list[str] = []
+    attempt = fake.attempt
+
+    async def recording(work: pb.DeliveryJob, permit: object = None) -> list[RecipientOutcome]:
+        started.append(work.mail_class or "transactional")
+        return await attempt(work, permit)
+
+    fake.attempt = recording  # type: ignore[method-assign]
+    broker = await start(delivery(fake, concurrency=2))
+    flood = asyncio.create_task(
+        broker.deliver(QueueName.DELIVERY, [job(n, mail_class="bulk") for n in range(20)])
+    )
+    for _ in range(60):
+        await asyncio.sleep(0)
+    assert started == ["bulk", "bulk"]  # every slot taken, 18 bulk jobs waiting
+    # To another destination: at the same one it would first wait at the
+    # destination's gate, where transactional goes first too (test_gate.py).
+    urgent_job = job(100)
+    urgent_job.domain = "other.example"
+    urgent = asyncio.create_task(broker.deliver(QueueName.DELIVERY, [urgent_job]))
+    for _ in range(60):
+        await asyncio.sleep(0)
+    fake.gate.set()
+    await asyncio.gather(flood, urgent)
+    assert started.index("transactional") == 2  # the first slot to come free
+
+
+async def test_a_job_that_never_got_a_slot_goes_back_to_its_own_lane():
+    fake = FakeDeliverer()
+    fake.gate = asyncio.Event()  # never set
+    broker = await start(
+        delivery(fake, concurrency=1, attempt_timeout="200ms", shaping={"max_wait": "100ms"})
+    )
+    settled = await broker.deliver(
+        QueueName.DELIVERY, [job(1, mail_class="bulk"), job(2, mail_class="bulk")]
+    )
+    [back] = settled.outputs
+    assert isinstance(back, Publish)
+    assert (back.queue, back.lane, back.items[0].queue_id) == (QueueName.DELIVERY, "bulk", "01J2.1")
 
 
 async def test_a_job_that_breaks_brings_its_batch_back_without_the_others():

@@ -88,6 +88,24 @@ def test_table_puts_queues_next_to_their_consumers():
     assert lines[2].index("inbound") == lines[3].index("deferred") == lines[4].rindex("delivery")
 
 
+def test_delivery_s_queues_are_its_lanes():
+    services = [ServiceState("delivery", 2, 2, 2, 0), ServiceState("bounce", 1, 1, 1, 0)]
+    queues = {
+        "delivery": QueueState(3, 2),
+        "delivery.bulk": QueueState(4000, 2),
+        "retry.5m": QueueState(1, 0),
+        "retry.5m.bulk": QueueState(20, 0),
+        "parking": QueueState(0, 0),
+    }
+    lines = render(services, queues, lanes=("transactional", "bulk", "news")).splitlines()
+    assert [line.split() for line in lines[1:4]] == [
+        ["delivery", "2/2", "2", "0", "delivery", "3", "2"],
+        ["delivery.bulk", "4000", "2"],
+        ["delivery.news", "?", "?"],  # not declared yet: no process with the new class ran
+    ]
+    assert lines[-1] == "parking: 0 messages   waiting to retry: 5m=1 5m.bulk=20"
+
+
 def test_table_without_broker_says_why():
     table = render([ServiceState("bounce", 1, 1, 1, 0)], None, broker_problem="refused")
     assert table.splitlines()[1].split() == ["bounce", "1/1", "1", "0", "bounce", "?", "?"]
@@ -115,6 +133,11 @@ def test_embedded_table_lists_every_queue_in_flow_order():
         ["parking", "1"],
     ]
     assert "not running" in render_embedded({}, running=False, spool="x")
+    lanes = render_embedded({"delivery.bulk": 9}, running=True, spool="x", lanes=("bulk",))
+    assert [line.split() for line in lanes.splitlines()[4:6]] == [
+        ["delivery", "0"],
+        ["delivery.bulk", "9"],
+    ]
 
 
 def test_shaping_table_sums_sessions_and_shows_the_lowest_limit_of_the_processes():

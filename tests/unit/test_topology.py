@@ -161,3 +161,62 @@ def test_the_bounce_queue_has_one_active_consumer(topology):
 def test_a_bounce_queue_from_before_is_used_as_it_is(topology):
     older = dataclasses.replace(topology, single_active_bounce=False)
     assert bounce_queue_arguments(older) == work_queue_arguments(older)
+
+
+# --- lanes ------------------------------------------------------------------
+
+
+@pytest.fixture
+def lanes() -> Topology:
+    return Topology("p", (timedelta(minutes=5), timedelta(hours=1)), 7, lanes=("bulk", "news"))
+
+
+def test_the_transactional_lane_keeps_the_names_from_before_lanes(lanes):
+    """Jobs queued before lanes, and what watches <p>.delivery, carry on."""
+    assert lanes.lanes == ("transactional", "bulk", "news")
+    assert lanes.delivery == lanes.lane_queue("transactional") == "p.delivery"
+    assert lanes.queue(QueueName.DELIVERY) == "p.delivery"
+    assert lanes.retry_queue(timedelta(minutes=5)) == "p.retry.5m"
+    assert lanes.retry_queue(timedelta(minutes=5), "transactional") == "p.retry.5m"
+
+
+def test_every_other_class_has_a_lane_and_rungs_of_its_own(lanes):
+    assert lanes.queue(QueueName.DELIVERY, "bulk") == "p.delivery.bulk"
+    assert lanes.retry_queue(timedelta(hours=1), "news") == "p.retry.1h.news"
+    assert lanes.work_queues == (
+        "p.inbound",
+        "p.delivery",
+        "p.delivery.bulk",
+        "p.delivery.news",
+        "p.deferred",
+        "p.bounce",
+        "p.local",
+    )
+    assert lanes.rungs == (
+        ("p.retry.5m", timedelta(minutes=5), "p.delivery"),
+        ("p.retry.1h", timedelta(hours=1), "p.delivery"),
+        ("p.retry.5m.bulk", timedelta(minutes=5), "p.delivery.bulk"),
+        ("p.retry.1h.bulk", timedelta(hours=1), "p.delivery.bulk"),
+        ("p.retry.5m.news", timedelta(minutes=5), "p.delivery.news"),
+        ("p.retry.1h.news", timedelta(hours=1), "p.delivery.news"),
+    )
+    assert len(set(lanes.queues)) == len(lanes.queues)
+    assert lanes.role("p.retry.5m.bulk") == "retry.5m.bulk"
+
+
+@pytest.mark.parametrize("mail_class", ["", "gone", "Bulk"])
+def test_a_class_without_a_lane_is_transactional(lanes, mail_class):
+    """Empty on a job from before classes, or removed from queue.classes meanwhile."""
+    assert lanes.lane(mail_class) == "transactional"
+    assert lanes.lane_queue(mail_class) == "p.delivery"
+    assert lanes.retry_queue(timedelta(minutes=5), mail_class) == "p.retry.5m"
+
+
+def test_a_lane_s_rungs_hand_their_jobs_back_to_it(lanes):
+    for name, delay, lane in lanes.rungs:
+        arguments = retry_queue_arguments(lanes, delay, lane)
+        assert arguments["x-dead-letter-routing-key"] == lane, name
+        assert arguments["x-dead-letter-exchange"] == ""
+    assert retry_queue_arguments(lanes, timedelta(minutes=5))["x-dead-letter-routing-key"] == (
+        "p.delivery"
+    )

@@ -47,6 +47,7 @@ def topology_for(settings: Settings) -> Topology:
         prefix=settings.broker.prefix,
         retry_delays=tuple(dict.fromkeys((*settings.queue.retry_delays, *HOLD_DELAYS))),
         delivery_limit=settings.broker.delivery_limit,
+        lanes=tuple(settings.queue.classes),
     )
 
 

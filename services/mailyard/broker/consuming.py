@@ -103,11 +103,14 @@ class ConsumerCore(Generic[M]):
     handler: Handler[M]
     settlement: Settlement
     delivery_limit: int
+    # The metrics' queue label: the name without the prefix ("delivery.bulk"
+    # for a lane); the role's name when not given.
+    role: str = ""
     _consumed: dict[str, Any] = field(init=False)
     _handle_seconds: Any = field(init=False)
 
     def __post_init__(self) -> None:
-        role = self.queue.value
+        role = self.role = self.role or self.queue.value
         for reason in ("undecodable", "handler_error", "delivery_limit"):
             metrics.PARKED.labels(self.service, role, reason)  # zero series from the start
         metrics.SKIPPED_FINISHED.labels(self.service, role)
@@ -197,7 +200,7 @@ class ConsumerCore(Generic[M]):
         keys = {key for item in items if (key := records.key_of(item)) is not None}
         finished = await self.settlement.finished(keys, records.search_from(items))
         if finished:
-            metrics.SKIPPED_FINISHED.labels(self.service, self.queue.value).inc(len(finished))
+            metrics.SKIPPED_FINISHED.labels(self.service, self.role).inc(len(finished))
             log.info(
                 "left out items already finished before a redelivery",
                 extra={"queue": self.queue_name, "finished": sorted(finished)[:20]},
@@ -259,7 +262,7 @@ class ConsumerCore(Generic[M]):
     ) -> str:
         outcome = await self.settlement.release(incoming, outputs, parked)
         for entry in parked:
-            metrics.PARKED.labels(self.service, self.queue.value, entry.label).inc()
+            metrics.PARKED.labels(self.service, self.role, entry.label).inc()
             log.error(
                 "parked a message",
                 extra={

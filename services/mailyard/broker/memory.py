@@ -26,10 +26,12 @@ from mailyard.broker.port import (
     Handler,
     LogEntry,
     Output,
+    Publish,
     PublishError,
     QueueState,
 )
 from mailyard.broker.topology import QueueName, Topology
+from mailyard.config import TRANSACTIONAL
 from mailyard.v1 import members_pb2 as mpb
 
 M = TypeVar("M", bound=Message)
@@ -57,7 +59,7 @@ class MemoryBroker:
         self.logs: dict[str, list[LogEntry]] = {}
         self.memory_logs: dict[str, MemoryLog] = {}
         self._held: list[asyncio.Future[None]] = []
-        self._consumers: dict[QueueName, MemoryConsumer] = {}
+        self._consumers: dict[tuple[QueueName, str], MemoryConsumer] = {}  # by (role, lane)
 
     @property
     def connected(self) -> bool:
@@ -94,24 +96,43 @@ class MemoryBroker:
         return len(self._held)
 
     def consumer(
-        self, queue: QueueName, schema: type[M], handler: Handler[M], *, prefetch: int
+        self,
+        queue: QueueName,
+        schema: type[M],
+        handler: Handler[M],
+        *,
+        prefetch: int,
+        lane: str = TRANSACTIONAL,
     ) -> Consumer:
-        consumer = MemoryConsumer(self, queue, schema, handler)
-        self._consumers[queue] = consumer
+        consumer = MemoryConsumer(self, queue, schema, handler, lane=lane)
+        self._consumers[self._key(queue, lane)] = consumer
         return consumer
+
+    def _key(self, queue: QueueName, lane: str) -> tuple[QueueName, str]:
+        # The lane as named, not as this topology maps it: a test's broker
+        # need not be told the classes of the service it runs.
+        return queue, (lane or TRANSACTIONAL) if queue is QueueName.DELIVERY else TRANSACTIONAL
+
+    def consumes(self, queue: QueueName, lane: str = TRANSACTIONAL) -> bool:
+        """Whether a consumer of ``queue`` (of its ``lane``) was made."""
+        return self._key(queue, lane) in self._consumers
 
     async def deliver(
         self,
         queue: QueueName,
         items: Sequence[Message],
         *,
+        lane: str | None = None,
         redelivered: bool = False,
         delivery_count: int = 0,
         body: bytes | None = None,
         type_name: str | None = None,
     ) -> Settled:
-        """Hand one message carrying ``items`` (or a raw ``body``) to ``queue``'s consumer."""
-        consumer = self._consumers[queue]
+        """Hand one message carrying ``items`` (or a raw ``body``) to ``queue``'s consumer:
+        of ``lane``, or for delivery jobs of the lane of their class."""
+        if lane is None:
+            lane = Publish(queue, tuple(items)).lane if items else TRANSACTIONAL
+        consumer = self._consumers[self._key(queue, lane)]
         if body is None:
             encoded = wire.encode_items(items)
             body, type_name, message_id, headers = (
@@ -129,7 +150,12 @@ class MemoryBroker:
         return settled
 
     async def queue_states(self) -> dict[str, QueueState]:
-        return {role.value: QueueState(0, int(role in self._consumers)) for role in QueueName}
+        topology = self.topology
+        consumed = {topology.queue(role, lane) for role, lane in self._consumers}
+        return {
+            topology.role(name): QueueState(0, int(name in consumed))
+            for name in (*topology.work_queues, *topology.retry_queues)
+        }
 
     async def check_message_size(self, size: int) -> None:
         """Anything fits in memory."""
@@ -149,14 +175,22 @@ class MemoryBroker:
 
 class MemoryConsumer:
     def __init__(
-        self, broker: MemoryBroker, queue: QueueName, schema: type[M], handler: Handler[M]
+        self,
+        broker: MemoryBroker,
+        queue: QueueName,
+        schema: type[M],
+        handler: Handler[M],
+        *,
+        lane: str = TRANSACTIONAL,
     ) -> None:
         self.broker = broker
         self.started = False
+        queue_name = broker.topology.queue(queue, lane)
         self.core: ConsumerCore[Any] = ConsumerCore(
             service=broker.service,
             queue=queue,
-            queue_name=broker.topology.queue(queue),
+            queue_name=queue_name,
+            role=broker.topology.role(queue_name),
             schema=schema,
             handler=handler,
             settlement=self,

@@ -29,6 +29,7 @@ from typing import Generic, Protocol, TypeVar
 from google.protobuf.message import Message
 
 from mailyard.broker.topology import EventKind, QueueName, Topology
+from mailyard.config import TRANSACTIONAL
 from mailyard.v1 import members_pb2 as mpb
 from mailyard.v1 import message_pb2 as pb
 
@@ -55,6 +56,11 @@ class Publish:
     ladder; on RabbitMQ it must be one of the topology's ``retry_delays``).
     ``spread``: jitter; they may come back up to ``spread * delay`` early, at
     random, so that what was deferred together does not return in one wave.
+
+    Delivery jobs go to the lane of their ``mail_class`` (:attr:`lane`), and
+    their rungs hand them back to it: the job says where it belongs, so no
+    publisher (a planner, a batch queued again) can send it down another
+    lane. The jobs of one Publish share a class.
     """
 
     queue: QueueName
@@ -65,6 +71,22 @@ class Publish:
     def __post_init__(self) -> None:
         if not self.items:
             raise ValueError("a Publish needs at least one item")
+        if self.queue is QueueName.DELIVERY:
+            classes = {_class_of(item) for item in self.items}
+            if len(classes) > 1:
+                raise ValueError(
+                    f"one Publish to the delivery lanes carries jobs of one class, "
+                    f"not {sorted(classes)}"
+                )
+
+    @property
+    def lane(self) -> str:
+        """The class whose lane the items go to (delivery jobs; transactional otherwise)."""
+        return _class_of(self.items[0]) if self.queue is QueueName.DELIVERY else TRANSACTIONAL
+
+
+def _class_of(item: Message) -> str:
+    return getattr(item, "mail_class", "") or TRANSACTIONAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,11 +209,19 @@ class Broker(Protocol):
         """Make every output durable; returns once all are, or raises PublishError."""
 
     def consumer(
-        self, queue: QueueName, schema: type[M], handler: Handler[M], *, prefetch: int
-    ) -> Consumer: ...
+        self,
+        queue: QueueName,
+        schema: type[M],
+        handler: Handler[M],
+        *,
+        prefetch: int,
+        lane: str = TRANSACTIONAL,
+    ) -> Consumer:
+        """A consumer of ``queue`` (of its ``lane``, a class, for the delivery role)."""
 
     async def queue_states(self) -> dict[str, QueueState]:
-        """(ready messages, consumers) of every queue, by role (``"delivery"``, ``"retry.5m"``)."""
+        """(ready messages, consumers) of every queue, by role (``"delivery"``,
+        ``"delivery.bulk"``, ``"retry.5m"``, ``"retry.5m.bulk"``)."""
 
     async def check_message_size(self, size: int) -> None:
         """Raise MessageSizeMismatch when a message of ``size`` bytes cannot be stored."""

@@ -4,9 +4,13 @@ All names start with the configured prefix so that several installs (or test
 runs) can share one broker.
 
     <p>.inbound        accepted messages (ingress, bounce → queue)
-    <p>.delivery       delivery jobs (queue, retry ladder → delivery)
+    <p>.delivery       delivery jobs of the transactional class: its lane (queue, retry
+                       ladder → delivery)
+    <p>.delivery.<class>  the lane of each other class in queue.classes (bulk, …)
     <p>.deferred       attempts that ended in a 4xx (delivery → queue)
-    <p>.retry.<delay>  the retry ladder; each rung hands its jobs back to <p>.delivery
+    <p>.retry.<delay>  the retry ladder of the transactional lane; each rung hands its
+                       jobs back to <p>.delivery
+    <p>.retry.<delay>.<class>  the ladder of another lane, handing back to its lane
     <p>.bounce         events that become DSNs (events → bounce); one consumer at a time
     <p>.local          mail for ingress.local_domains (queue → bounce)
     <p>.parking        poison and undecodable messages, with reason headers
@@ -18,6 +22,16 @@ runs) can share one broker.
 How each adapter lays these out (quorum queues, a topic exchange and streams
 on RabbitMQ; tables of one SQLite file for the embedded spool) is its own
 business; services only use the roles in :class:`QueueName`.
+
+**Lanes.** The delivery role is one lane per message class, so that jobs of
+one class never wait in line behind another's. A service names the role
+(``QueueName.DELIVERY``); which lane a published job goes to is the job's own
+``mail_class`` (:meth:`Topology.lane`), and a consumer names the lane it
+takes from. The transactional lane keeps the names from before lanes
+(``<p>.delivery``, ``<p>.retry.<delay>``), so jobs queued then, and whatever
+watches those names, carry on. A class unknown here (one removed from
+``queue.classes`` while jobs of it were waiting, or empty on a job from before
+classes) is transactional.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
+from mailyard.config import TRANSACTIONAL
 from mailyard.durations import format_duration
 
 
@@ -82,9 +97,28 @@ class Topology:
     # single active consumer), so that one process sees every notice of a
     # message (bounce/window.py). False only for a queue declared before that.
     single_active_bounce: bool = True
+    # The delivery lanes, by class (queue.classes); transactional's is always
+    # there, and first.
+    lanes: tuple[str, ...] = (TRANSACTIONAL,)
 
-    def queue(self, role: QueueName) -> str:
+    def __post_init__(self) -> None:
+        lanes = tuple(dict.fromkeys((TRANSACTIONAL, *self.lanes)))
+        object.__setattr__(self, "lanes", lanes)
+
+    def lane(self, mail_class: str) -> str:
+        """The lane a job of ``mail_class`` goes to: its own, else transactional's."""
+        return mail_class if mail_class in self.lanes else TRANSACTIONAL
+
+    def queue(self, role: QueueName, lane: str = TRANSACTIONAL) -> str:
+        """The queue of ``role``; for the delivery role, of the ``lane`` (a class)."""
+        if role is QueueName.DELIVERY:
+            return self.lane_queue(lane)
         return f"{self.prefix}.{role.value}"
+
+    def lane_queue(self, mail_class: str) -> str:
+        lane = self.lane(mail_class)
+        base = f"{self.prefix}.{QueueName.DELIVERY.value}"
+        return base if lane == TRANSACTIONAL else f"{base}.{lane}"
 
     @property
     def inbound(self) -> str:
@@ -92,6 +126,7 @@ class Topology:
 
     @property
     def delivery(self) -> str:
+        """The transactional lane (the delivery queue from before lanes)."""
         return self.queue(QueueName.DELIVERY)
 
     @property
@@ -127,16 +162,37 @@ class Topology:
     def done(self) -> str:
         return f"{self.prefix}.done"
 
-    def retry_queue(self, delay: timedelta) -> str:
-        return f"{self.prefix}.retry.{format_duration(delay)}"
+    def retry_queue(self, delay: timedelta, lane: str = TRANSACTIONAL) -> str:
+        """The rung that waits ``delay`` and then hands its jobs back to ``lane``."""
+        name = f"{self.prefix}.retry.{format_duration(delay)}"
+        lane = self.lane(lane)
+        return name if lane == TRANSACTIONAL else f"{name}.{lane}"
+
+    @property
+    def delivery_lanes(self) -> tuple[str, ...]:
+        return tuple(self.lane_queue(lane) for lane in self.lanes)
 
     @property
     def work_queues(self) -> tuple[str, ...]:
-        return tuple(self.queue(role) for role in QueueName)
+        """Every queue a service consumes, the delivery role as its lanes."""
+        names: list[str] = []
+        for role in QueueName:
+            names += self.delivery_lanes if role is QueueName.DELIVERY else [self.queue(role)]
+        return tuple(names)
+
+    @property
+    def rungs(self) -> tuple[tuple[str, timedelta, str], ...]:
+        """(rung, its delay, the lane it hands back to), each rung once, lane by lane."""
+        rungs: dict[str, tuple[str, timedelta, str]] = {}
+        for lane in self.lanes:
+            for delay in self.retry_delays:
+                name = self.retry_queue(delay, lane)
+                rungs.setdefault(name, (name, delay, self.lane_queue(lane)))
+        return tuple(rungs.values())
 
     @property
     def retry_queues(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(self.retry_queue(d) for d in self.retry_delays))
+        return tuple(name for name, _, _ in self.rungs)
 
     @property
     def logs(self) -> tuple[str, ...]:

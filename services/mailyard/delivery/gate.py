@@ -43,6 +43,7 @@ from mailyard.v1 import members_pb2 as mpb
 FIRST_TRANSACTION_TIME = 0.05
 # How much one transaction's time moves the average.
 SMOOTHING = 0.2
+NO_LIMIT = Share(None, None)
 # A destination nobody used for this long (seconds) is forgotten.
 FORGET_AFTER = 120.0
 
@@ -74,6 +75,8 @@ class _State:
     timer: asyncio.TimerHandle | None = None
     was_paused: bool = False
     idle_since: float = 0.0
+    share: Share = NO_LIMIT
+    share_basis: tuple[float, int, int] = (-1.0, 0, 0)  # (factor, members, rank) of ``share``
 
     @property
     def limits(self) -> Limits:
@@ -263,16 +266,18 @@ class Gate:
         return state
 
     def _share(self, state: _State, now: float) -> Share:
+        """This process's share now; worked out again only when what it depends on changed."""
         membership = self.membership
-        current = share(
-            state.limits,
-            factor=state.backoff.factor(now),
-            members=membership.count,
-            rank=membership.rank,
-        )
-        if state.label != "other":
-            self._export(state, current, now)
-        return current
+        basis = (state.backoff.factor(now), membership.count, membership.rank)
+        if basis != state.share_basis:
+            state.share_basis = basis
+            state.share = share(state.limits, factor=basis[0], members=basis[1], rank=basis[2])
+            if state.label != "other":
+                self._export(state, state.share, now)
+        if state.label != "other" and state.backoff.paused(now) != state.was_paused:
+            state.was_paused = not state.was_paused
+            metrics.SHAPING_PAUSED.labels(state.label).set(1 if state.was_paused else 0)
+        return state.share
 
     @staticmethod
     def _bucket(current: Share) -> float:
@@ -398,10 +403,6 @@ class Gate:
             metrics.SHAPING_SHARE.labels(label, "messages_per_second").set(
                 current.messages_per_second or 0.0
             )
-        paused = state.backoff.paused(now)
-        if paused != state.was_paused:
-            state.was_paused = paused
-            metrics.SHAPING_PAUSED.labels(label).set(1 if paused else 0)
 
     def report(self, limit: int = 50) -> list[mpb.DestinationState]:
         """The busiest destinations as this process sees them, for heartbeats."""

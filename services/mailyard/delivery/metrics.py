@@ -196,3 +196,14 @@ SHAPING_MEMBERS = Gauge(
     "mailyard_delivery_shaping_members",
     "Delivery processes sharing the destinations' limits, as this one counts them",
 )
+SLOT_WAITING = Gauge(
+    "mailyard_delivery_slot_waiting_jobs",
+    "Jobs waiting for one of the delivery.concurrency job slots, by class (queue.classes)",
+    ["class"],
+)
+SLOT_WAIT_SECONDS = Histogram(
+    "mailyard_delivery_slot_wait_seconds",
+    "Time a job waited for a job slot, by class: transactional stays low during a bulk flood",
+    ["class"],
+    buckets=(0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)

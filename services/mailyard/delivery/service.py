@@ -7,6 +7,15 @@ records it as finished: if the process dies, its batch comes back without
 the jobs that were done, and only the transactions in flight at that moment
 can be sent twice (Postfix's window).
 
+Every delivery lane (a class of ``queue.classes``) is consumed, each with a
+prefetch of its own, so a bulk flood fills its lane's window and never the
+transactional lane's. Slots go by the classes' weights while jobs of several
+wait (``slots.py``): transactional mail is not held back by bulk, and bulk is
+never starved. The transactional lane prefetches ``delivery.concurrency``
+batches (a quiet system's one-job batches can fill every slot); another lane
+its weighted share of that, at least one: what a flood of it holds in memory
+is bounded by that many batches (of up to ``queue.delivery_batch.max_jobs``).
+
 One deadline (``delivery.attempt_timeout``) covers a batch, so it is never
 held near the broker's consumer_timeout: a job cut off mid-attempt is
 deferred (``451 4.4.1``); a job that never got a slot goes back in line
@@ -18,10 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import ssl
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +40,7 @@ from mailyard import wire
 from mailyard.broker import Broker, Consumer, Output, Publish, QueueName, Work
 from mailyard.broker.service import ConsumingService
 from mailyard.classify import Classifier
-from mailyard.config import ConfigError, Settings, SourceAddressConfig
+from mailyard.config import TRANSACTIONAL, ConfigError, Settings, SourceAddressConfig
 from mailyard.delivery import metrics
 from mailyard.delivery.attempt import Deliverer
 from mailyard.delivery.backoff import BackoffPolicy, ThrottlingRules
@@ -45,6 +55,7 @@ from mailyard.delivery.resolver import MxResolver
 from mailyard.delivery.routes import Router, smarthost_from
 from mailyard.delivery.safety import Safety
 from mailyard.delivery.shaping import Destination, ShapingTable
+from mailyard.delivery.slots import JobSlots
 from mailyard.delivery.smtp import bound_socket, opportunistic_tls_context, verifying_tls_context
 from mailyard.delivery.tlspolicy import TlsMode, TlsPolicies
 from mailyard.delivery.tlsresult import PolicyType, ReportedPolicy, ResultType
@@ -56,6 +67,9 @@ from mailyard.v1 import members_pb2 as mpb
 from mailyard.v1 import message_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+SITE_CACHE_SIZE = 10_000
+SITE_CACHE_SECONDS = 60.0
 
 
 class DeliveryService(ConsumingService):
@@ -168,21 +182,27 @@ class DeliveryService(ConsumingService):
             max_transactions=shaping.default.max_messages_per_connection,
             egress=egress_from(config.source_addresses),
         )
-        self.slots = asyncio.Semaphore(config.concurrency)
+        self.classes = dict(settings.queue.classes)
+        self.slots = JobSlots(config.concurrency, self.classes)
         # Jobs being attempted here, and those finished here lately (by key):
         # a copy of a job (split again after a crash of the queue service) that
         # arrives while the first is under way waits for it instead of racing it.
         self._attempting: dict[str, asyncio.Future[None]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
+        # Domain -> (until, destination), for domains that may be on a site.
+        self._sites: dict[str, tuple[float, Destination]] = {}
         self.named_destinations = frozenset(settings.metrics.destinations)
 
     def consumers(self) -> list[Consumer]:
-        # Batches held at once: as many as there are job slots, so that
-        # single-job messages (a quiet system) can fill every slot.
         return [
             self.broker.consumer(
-                QueueName.DELIVERY, pb.DeliveryJob, self.on_jobs, prefetch=self.config.concurrency
+                QueueName.DELIVERY,
+                pb.DeliveryJob,
+                self.on_jobs,
+                prefetch=lane_prefetch(self.config.concurrency, self.classes, lane),
+                lane=lane,
             )
+            for lane in self.classes
         ]
 
     async def started(self) -> None:
@@ -277,12 +297,12 @@ class DeliveryService(ConsumingService):
         try:
             with deadline.guard():
                 destination = await self._destination(job)
-                ticket = await self.gate.enter(destination, priority=priority_of(job))
-                if isinstance(ticket, Held):
-                    await self._hold(work, job, destination.key, ticket)
-                    return None
-                permit = ticket
-                await self.slots.acquire()
+                # Transactional first at a busy destination; every other class after it.
+                priority = 0 if self.slots.class_of(job.mail_class) == TRANSACTIONAL else 1
+                ticket = await self.gate.enter(destination, priority=priority)
+                if isinstance(ticket, Permit):
+                    permit = ticket
+                    await self.slots.acquire(job.mail_class)
         except asyncio.CancelledError:
             if permit is not None:
                 self.gate.leave(permit, ())
@@ -290,9 +310,22 @@ class DeliveryService(ConsumingService):
                 raise
             metrics.DEADLINE_EXCEEDED.inc()
             return Publish(QueueName.DELIVERY, (job,))
-        outcomes: list[RecipientOutcome] = []
+        if permit is None:
+            assert isinstance(ticket, Held)
+            await self._hold(work, job, destination.key, ticket)
+            return None
         try:
-            outcomes = await self._attempt(job, deadline, permit)
+            # The destination's share is given back as soon as the attempt is
+            # over: storing its outcome holds the job slot, not the destination.
+            outcomes: list[RecipientOutcome] = []
+            try:
+                outcomes = await self._attempt(job, deadline, permit)
+            finally:
+                self.gate.leave(
+                    permit,
+                    [o.reply for o in outcomes],
+                    sent=any(o.remote_mta for o in outcomes),
+                )
             now = datetime.now(UTC)
             outputs = plan_report(
                 job,
@@ -306,18 +339,26 @@ class DeliveryService(ConsumingService):
             self._remember_finished(key)
         finally:
             self.slots.release()
-            self.gate.leave(
-                permit,
-                [o.reply for o in outcomes],
-                sent=any(o.remote_mta for o in outcomes),
-            )
         account()
         return None
 
     async def _destination(self, job: pb.DeliveryJob) -> Destination:
-        if not self.gate.table.needs_mx(job.domain):
-            return self.gate.destination(job.domain)
-        return self.gate.destination(job.domain, await self.deliverer.mx_names(job))
+        """The job's destination; a domain's site is remembered for a minute
+        (its MX hosts change rarely, and the lookup costs at full speed)."""
+        domain = job.domain
+        if not self.gate.table.needs_mx(domain):
+            return self.gate.destination(domain)
+        now = asyncio.get_running_loop().time()
+        known = self._sites.get(domain)
+        if known is not None and known[0] > now:
+            return known[1]
+        mx_names = await self.deliverer.mx_names(job)
+        destination = self.gate.destination(domain, mx_names)
+        if mx_names:  # none: the lookup failed; ask again next time
+            if len(self._sites) >= SITE_CACHE_SIZE:
+                self._sites.pop(next(iter(self._sites)))
+            self._sites[domain] = (now + SITE_CACHE_SECONDS, destination)
+        return destination
 
     async def _hold(
         self, work: Work[pb.DeliveryJob], job: pb.DeliveryJob, destination: str, held: Held
@@ -356,6 +397,7 @@ class DeliveryService(ConsumingService):
         self, job: pb.DeliveryJob, deadline: Deadline, permit: Permit
     ) -> list[RecipientOutcome]:
         started = asyncio.get_running_loop().time()
+        # Transactional first among the jobs waiting for the destination.
         try:
             with deadline.guard():
                 outcomes = await self.deliverer.attempt(job, permit)
@@ -407,11 +449,6 @@ class DeliveryService(ConsumingService):
         return account
 
 
-def priority_of(job: pb.DeliveryJob) -> int:
-    """Transactional mail first at a destination's gate; every other class after it."""
-    return 0 if job.mail_class in ("", "transactional") else 1
-
-
 def egress_from(entries: Sequence[SourceAddressConfig]) -> Egress:
     """The egress addresses, each bound once now: one that is not this host's stops
     start-up (ConfigError naming it) rather than deferring the mail it serves."""
@@ -426,6 +463,15 @@ def egress_from(entries: Sequence[SourceAddressConfig]) -> Egress:
                 "this host's (or pod's) own addresses (docs/scaling.md, egress addresses)"
             ) from exc
     return Egress(sources)
+
+
+def lane_prefetch(concurrency: int, weights: Mapping[str, int], lane: str) -> int:
+    """Batches a lane's consumer holds at once: all of ``concurrency`` for the
+    transactional lane (single-job batches, a quiet system, fill every slot),
+    a weighted share of it for another (what a flood of it can hold)."""
+    if lane == TRANSACTIONAL:
+        return concurrency
+    return max(1, math.ceil(concurrency * weights[lane] / sum(weights.values())))
 
 
 def verifying_tls(ca_file: Path | None) -> Callable[[], ssl.SSLContext]:

@@ -16,6 +16,10 @@ The users file (YAML), re-read when it changes::
       password: $scrypt$ln=14,r=8,p=1$<salt>$<hash>   # `mailyard auth hash`
       sender_domains: [example.com, example.org]      # absent: any domain
       class: transactional                            # optional message class
+
+``class`` is the class of every message the user submits (it wins over
+``queue.sender_classes`` and the ``X-Mailyard-Class:`` header); it must be
+one of ``queue.classes``, or the file is refused.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import re
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,7 +41,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from mailyard.config import DomainName
+from mailyard.config import CLASS_NAME_PATTERN, DEFAULT_CLASSES, DomainName, unknown_classes
 from mailyard.filewatch import FileProblem, Watched, describe
 
 KEY = "ingress.auth.users_file"
@@ -195,7 +199,7 @@ class _Entry(BaseModel):
 
     password: Annotated[str, AfterValidator(_password_hash)]
     sender_domains: list[DomainName] | None = Field(None, min_length=1)
-    message_class: str | None = Field(None, alias="class", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    message_class: str | None = Field(None, alias="class", pattern=CLASS_NAME_PATTERN)
 
 
 _FILE = TypeAdapter(dict[Annotated[str, AfterValidator(_user_name)], _Entry])
@@ -208,7 +212,7 @@ class User:
     name: str
     # None: any sender domain. Lower-case A-labels, as the users file holds them.
     sender_domains: frozenset[str] | None = None
-    # A message class (transactional, bulk, …) for traffic shaping; None: the default.
+    # The class of the user's mail (one of queue.classes); None: the queue decides.
     message_class: str | None = None
 
     def may_send_from(self, domain: str) -> bool:
@@ -279,7 +283,17 @@ def _describe(exc: ValidationError) -> list[str]:
     return problems
 
 
-def _accounts(entries: Mapping[str, _Entry]) -> dict[str, tuple[User, _Hash]]:
+def _accounts(
+    entries: Mapping[str, _Entry], classes: Collection[str]
+) -> dict[str, tuple[User, _Hash]]:
+    problems = [
+        f"user {name!r}, {problem}"
+        for name, entry in entries.items()
+        if entry.message_class is not None
+        for problem in unknown_classes("class", [entry.message_class], classes)
+    ]
+    if problems:
+        raise FileProblem(f"{KEY}: {'; '.join(problems)}")
     accounts = {}
     for name, entry in entries.items():
         stored = _parse_hash(entry.password)
@@ -290,8 +304,13 @@ def _accounts(entries: Mapping[str, _Entry]) -> dict[str, tuple[User, _Hash]]:
     return accounts
 
 
-def load_users(path: Path) -> dict[str, tuple[User, _Hash]]:
-    """Read and check the users file; :class:`FileProblem` (naming ``KEY``) if it cannot be used."""
+def load_users(
+    path: Path, classes: Collection[str] = tuple(DEFAULT_CLASSES)
+) -> dict[str, tuple[User, _Hash]]:
+    """Read and check the users file; :class:`FileProblem` (naming ``KEY``) if it cannot be used.
+
+    ``classes``: ``queue.classes``, which a user's ``class`` must be one of.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -308,7 +327,7 @@ def load_users(path: Path) -> dict[str, tuple[User, _Hash]]:
         entries = _FILE.validate_python(data)
     except ValidationError as exc:
         raise FileProblem(f"{KEY}: {path}: {'; '.join(_describe(exc))}") from None
-    return _accounts(entries)
+    return _accounts(entries, classes)
 
 
 class _Directory:
@@ -367,16 +386,18 @@ class Users:
         self,
         path: Path,
         *,
+        classes: Collection[str] = tuple(DEFAULT_CLASSES),
         interval: float = 1.0,
         cache_ttl: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
         self._cache_ttl = cache_ttl  # 0 turns the cache of verified logins off
+        known = tuple(classes)
         self._watched = Watched(
             KEY,
             (path,),
-            lambda paths: _Directory(load_users(paths[0])),
+            lambda paths: _Directory(load_users(paths[0], known)),
             interval=interval,
             clock=clock,
         )

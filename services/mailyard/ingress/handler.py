@@ -53,6 +53,9 @@ class User(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def message_class(self) -> str | None: ...
+
     def may_send_from(self, domain: str) -> bool: ...
 
 
@@ -221,6 +224,8 @@ class IngressHandler:
             origin=pb.ORIGIN_SMTP,
             options=_options(transaction.mail),
             recipient_options=_recipient_options(transaction.rcpts),
+            # The users file's class wins; without one, the queue decides.
+            mail_class=(user.message_class or "") if user is not None else "",
         )
         started = time.perf_counter()
         try:

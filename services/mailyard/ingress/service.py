@@ -35,7 +35,11 @@ class IngressService:
         # Files named in the configuration are read now: a missing or broken
         # one stops start-up with its key named (filewatch.FileProblem).
         self.tls = ServerTls(config.tls) if config.tls is not None else None
-        self.users = Users(config.auth.users_file) if config.auth is not None else None
+        self.users = (
+            Users(config.auth.users_file, classes=settings.queue.classes)
+            if config.auth is not None
+            else None
+        )
         limits = config.limits
         self.auth_failures = AuthFailures(
             limits.auth_failures, limits.auth_failure_window.total_seconds()

@@ -48,3 +48,13 @@ SUPPRESSED = Counter(
     "Recipients not sent to because the suppression list holds them, by the entry's source",
     ["source"],  # bounce | complaint | unsubscribe | manual
 )
+CLASSIFIED = Counter(
+    "mailyard_queue_classified_total",
+    "Accepted messages by class (queue.classes) and what decided it",
+    ["class", "source"],  # source: user | sender | header | default | generated
+)
+CLASS_IGNORED = Counter(
+    "mailyard_queue_class_ignored_total",
+    "Class names given for a message but not in queue.classes (ignored), by where they came from",
+    ["source"],  # header (X-Mailyard-Class:) | user (an ingress with another queue.classes)
+)

@@ -4,7 +4,11 @@ Each handler decodes nothing and publishes nothing itself: the broker port
 hands it decoded work, ``plan.py`` says what to publish, the port stores it
 and releases the input, and the handler accounts. Accepted messages are
 DKIM-signed (``signing.py``) just before they are planned, so the planner
-stays pure and every job of a message carries the same signed bytes. Recipients on
+stays pure and every job of a message carries the same signed bytes. Before
+anything else, each message gets its class (``classes.py``: the users file,
+``queue.sender_classes``, ``X-Mailyard-Class:``, transactional), which picks the
+delivery lane of its jobs, and loses its ``X-Mailyard-Class:`` header, so that
+neither the signature nor the recipient sees it. Recipients on
 the suppression list (this process's replica of it, loaded before the first
 message is taken and following the log after) are left out of the jobs.
 """
@@ -24,6 +28,8 @@ from mailyard.config import Settings
 from mailyard.durations import format_duration
 from mailyard.events import Quoting
 from mailyard.queue import metrics
+from mailyard.queue.classes import ClassPolicy, Decision, classify
+from mailyard.queue.classes import Source as ClassSource
 from mailyard.queue.feedback import FeedbackIdSource, with_feedback_id
 from mailyard.queue.plan import DeferralPlan, plan_accepted, plan_deferral
 from mailyard.queue.returnpath import ReturnPaths, with_envelope_from
@@ -47,6 +53,12 @@ class QueueService(ConsumingService):
         self.quoting = Quoting(bounce.max_quoted_headers, bounce.max_quoted_message)
         self.config = settings.queue
         self.local_domains = frozenset(settings.ingress.local_domains)
+        self.classes = ClassPolicy(frozenset(self.config.classes), self.config.sender_classes)
+        for mail_class in self.config.classes:
+            for decided in ClassSource:
+                metrics.CLASSIFIED.labels(mail_class, decided.value)  # zero series from the start
+        for given in (ClassSource.HEADER, ClassSource.USER):
+            metrics.CLASS_IGNORED.labels(given.value)
         # The key files are read now: one that cannot sign stops start-up
         # with its key named (filewatch.FileProblem). No keys, no signing.
         keys = settings.dkim.keys
@@ -102,8 +114,10 @@ class QueueService(ConsumingService):
         ]
 
     async def on_accepted(self, work: Work[pb.AcceptedMessage]) -> Sequence[Output]:
+        classified = [classify(message, self.classes) for message in work.items]
+        decisions = [decision for _, decision in classified]
         # Lines over 998 octets (BDAT can bring them) never reach the wire.
-        messages = [_short_lines(message) for message in work.items]
+        messages = [_short_lines(message) for message, _ in classified]
         if self.feedback_id is not None:
             messages = [_with_feedback_id(m, self.feedback_id) for m in messages]
         if self.return_paths is not None:
@@ -129,7 +143,9 @@ class QueueService(ConsumingService):
             quoting=self.quoting,
         )
         work.then(
-            lambda: self._account(messages, plan.splits, plan.batch_sizes, signing, plan.suppressed)
+            lambda: self._account(
+                messages, plan.splits, plan.batch_sizes, signing, plan.suppressed, decisions
+            )
         )
         return plan.outputs
 
@@ -140,13 +156,14 @@ class QueueService(ConsumingService):
         batch_sizes: list[int],
         signing: list[Signed | Unsigned | None],
         suppressed: list[list[Suppressed]],
+        decisions: list[Decision],
     ) -> None:
         for size in batch_sizes:
             metrics.BATCH_JOBS.observe(size)
-        for message, split, signed, taken in zip(
-            messages, splits, signing, suppressed, strict=True
+        for message, split, signed, taken, decision in zip(
+            messages, splits, signing, suppressed, decisions, strict=True
         ):
-            self._account_message(message, split, signed, taken)
+            self._account_message(message, split, signed, taken, decision)
 
     def _account_message(
         self,
@@ -154,7 +171,21 @@ class QueueService(ConsumingService):
         split: Split,
         signed: Signed | Unsigned | None,
         suppressed: list[Suppressed],
+        decision: Decision,
     ) -> None:
+        metrics.CLASSIFIED.labels(decision.mail_class, decision.source.value).inc()
+        for ignored in decision.ignored:
+            metrics.CLASS_IGNORED.labels(ignored.source.value).inc()
+            log.warning(
+                "ignored a message class that queue.classes does not have",
+                extra={
+                    "message_id": message.message_id,
+                    "given_by": "X-Mailyard-Class" if ignored.source is ClassSource.HEADER
+                    else "users file",
+                    "given": ignored.name,
+                    "class": decision.mail_class,
+                },
+            )  # fmt: skip
         left_out = 0
         for taken in suppressed:
             left_out += len(taken.entries)
@@ -178,6 +209,8 @@ class QueueService(ConsumingService):
         metrics.DUPLICATE_RECIPIENTS.inc(len(message.recipients) - routed)
         extra = {
             "message_id": message.message_id,
+            "class": decision.mail_class,
+            "class_by": decision.source.value,
             "jobs": len(split.remote) + len(split.local),
             "domains": sorted({job.domain for job in split.remote + split.local})[:20],
         }

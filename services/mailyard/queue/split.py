@@ -3,7 +3,8 @@
 Like Postfix's qmgr: recipients are grouped by domain (one SMTP transaction
 per destination), in chunks of at most ``max_recipients_per_job``. Mail for a
 local domain is never relayed: it becomes a job for the bounce service.
-Exact duplicate recipients are delivered once.
+Exact duplicate recipients are delivered once. Every job carries its
+message's class (``classes.py``), which picks its delivery lane.
 
 With VERP on (``return_path``), each remote recipient gets a job of its own
 with its own envelope sender: a transaction carries one recipient, as with
@@ -29,6 +30,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mailyard import ids, wire
 from mailyard.addresses import domain_of
+from mailyard.config import TRANSACTIONAL
 from mailyard.suppression.entries import Entry, sender_domain
 from mailyard.suppression.state import SuppressionState
 from mailyard.v1 import message_pb2 as pb
@@ -132,6 +134,7 @@ def _job(
         attempts=0,
         origin=message.origin,
         options=message.options,
+        mail_class=message.mail_class or TRANSACTIONAL,
     )
     if any(option is not None for _, option in chunk):
         job.recipient_options.extend(option or pb.RecipientOptions() for _, option in chunk)
@@ -141,11 +144,12 @@ def _job(
 def delivery_batches(
     jobs: Iterable[pb.DeliveryJob], *, max_jobs: int, max_bytes: int
 ) -> list[list[pb.DeliveryJob]]:
-    """Jobs grouped by destination domain, in chunks of at most ``max_jobs``
-    and ``max_bytes`` encoded (a bigger job goes alone), in arrival order."""
-    by_domain: dict[str, list[pb.DeliveryJob]] = {}
+    """Jobs grouped by class and destination domain (a batch goes down one
+    lane), in chunks of at most ``max_jobs`` and ``max_bytes`` encoded (a
+    bigger job goes alone), in arrival order."""
+    by_domain: dict[tuple[str, str], list[pb.DeliveryJob]] = {}
     for job in jobs:
-        by_domain.setdefault(job.domain, []).append(job)
+        by_domain.setdefault((job.mail_class, job.domain), []).append(job)
     batches: list[list[pb.DeliveryJob]] = []
     for same_domain in by_domain.values():
         batch: list[pb.DeliveryJob] = []

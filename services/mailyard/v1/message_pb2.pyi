@@ -197,7 +197,7 @@ class SmtpReply(_message.Message):
     def __init__(self, code: _Optional[int] = ..., status: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class DeliveryEvent(_message.Message):
-    __slots__ = ("kind", "message_id", "queue_id", "domain", "mail_from", "results", "received_at", "occurred_at", "attempts", "original_headers", "origin", "feedback_type", "verified", "reporter", "options", "recipient_options", "original_content", "expires_at")
+    __slots__ = ("kind", "message_id", "queue_id", "domain", "mail_from", "results", "received_at", "occurred_at", "attempts", "original_headers", "origin", "feedback_type", "verified", "reporter", "options", "recipient_options", "original_content", "expires_at", "mail_class")
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -216,6 +216,7 @@ class DeliveryEvent(_message.Message):
     RECIPIENT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     ORIGINAL_CONTENT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    MAIL_CLASS_FIELD_NUMBER: _ClassVar[int]
     kind: EventKind
     message_id: str
     queue_id: str
@@ -234,4 +235,5 @@ class DeliveryEvent(_message.Message):
     recipient_options: _containers.RepeatedCompositeFieldContainer[RecipientOptions]
     original_content: bytes
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., original_headers: _Optional[bytes] = ..., origin: _Optional[_Union[Origin, str]] = ..., feedback_type: _Optional[str] = ..., verified: _Optional[bool] = ..., reporter: _Optional[str] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ..., original_content: _Optional[bytes] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    mail_class: str
+    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., message_id: _Optional[str] = ..., queue_id: _Optional[str] = ..., domain: _Optional[str] = ..., mail_from: _Optional[str] = ..., results: _Optional[_Iterable[_Union[RecipientResult, _Mapping]]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., original_headers: _Optional[bytes] = ..., origin: _Optional[_Union[Origin, str]] = ..., feedback_type: _Optional[str] = ..., verified: _Optional[bool] = ..., reporter: _Optional[str] = ..., options: _Optional[_Union[MessageOptions, _Mapping]] = ..., recipient_options: _Optional[_Iterable[_Union[RecipientOptions, _Mapping]]] = ..., original_content: _Optional[bytes] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mail_class: _Optional[str] = ...) -> None: ...

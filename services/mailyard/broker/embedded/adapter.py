@@ -3,7 +3,8 @@
 The same promises as on RabbitMQ, kept by one SQLite file: a message is
 stored (fsync'd) before ingress says ``250``; a consumer's input is released
 in the same transaction that stores what it produced; the retry ladder is a
-time before which an item is not handed out; events reach the queues bound
+time before which an item is not handed out (on the item's own lane: the
+spool's queues are the roles, ``delivery.bulk`` for a lane); events reach the queues bound
 to their kind (the bounce queue for ``failed`` and ``expired``); poison is
 parked with its reason; after a crash every unreleased item is delivered
 again. Only one process may own a spool, so only ``mailyard all`` runs on it.
@@ -49,7 +50,7 @@ from mailyard.broker.port import (
     QueueState,
 )
 from mailyard.broker.topology import BOUNCE_EVENTS, QueueName, Topology
-from mailyard.durations import format_duration
+from mailyard.config import TRANSACTIONAL
 from mailyard.v1 import members_pb2 as mpb
 
 log = logging.getLogger(__name__)
@@ -122,19 +123,37 @@ class EmbeddedBroker:
                     metrics.UNSUBSCRIBED.labels(self.service, output.kind.value).inc()
                 rows.extend(_row(queue.value, encoded) for queue in queues)
             else:
-                rows.append(_publish_row(output, now))
+                rows.append(self._publish_row(output, now))
         return rows
 
+    def _publish_row(self, publish: Publish, now: float) -> NewItem:
+        topology = self.topology
+        lane = topology.lane(publish.lane)
+        queue = topology.role(topology.queue(publish.queue, lane))
+        encoded = wire.encode_items(publish.items)
+        if publish.delay is None:
+            return _row(queue, encoded)
+        # The rung as the other adapters name it ("5m", "5m.bulk"), for depths.
+        rung = topology.role(topology.retry_queue(publish.delay, lane)).removeprefix("retry.")
+        available_at = now + jittered(publish.delay.total_seconds(), publish.spread)
+        return _row(queue, encoded, available_at=available_at, rung=rung)
+
     def consumer(
-        self, queue: QueueName, schema: type[M], handler: Handler[M], *, prefetch: int
+        self,
+        queue: QueueName,
+        schema: type[M],
+        handler: Handler[M],
+        *,
+        prefetch: int,
+        lane: str = TRANSACTIONAL,
     ) -> Consumer:
-        return EmbeddedConsumer(self, queue, schema, handler, prefetch=prefetch)
+        return EmbeddedConsumer(self, queue, schema, handler, prefetch=prefetch, lane=lane)
 
     async def queue_states(self) -> dict[str, QueueState]:
         depths = self.spool.depths()
-        names = [*(role.value for role in QueueName), PARKING]
-        names += [self.topology.role(name) for name in self.topology.retry_queues]
-        return {name: QueueState(*depths.get(name, (0, 0))) for name in names}
+        topology = self.topology
+        names = [topology.role(name) for name in (*topology.work_queues, *topology.retry_queues)]
+        return {name: QueueState(*depths.get(name, (0, 0))) for name in [*names, PARKING]}
 
     async def check_message_size(self, size: int) -> None:
         """SQLite holds blobs up to 1 GB; ingress.max_message_size stays far below."""
@@ -153,18 +172,6 @@ class EmbeddedBroker:
             await asyncio.sleep(600)
             with contextlib.suppress(SpoolError):
                 await self.spool.forget_finished(time.time() - FINISHED_RETENTION.total_seconds())
-
-
-def _publish_row(publish: Publish, now: float) -> NewItem:
-    encoded = wire.encode_items(publish.items)
-    if publish.delay is None:
-        return _row(publish.queue.value, encoded)
-    return _row(
-        publish.queue.value,
-        encoded,
-        available_at=now + jittered(publish.delay.total_seconds(), publish.spread),
-        rung=format_duration(publish.delay),
-    )
 
 
 def _row(
@@ -186,17 +193,20 @@ class EmbeddedConsumer:
         handler: Handler[M],
         *,
         prefetch: int,
+        lane: str = TRANSACTIONAL,
         retry_pause: float = 1.0,
     ) -> None:
         self.broker = broker
         self.spool = broker.spool
-        self.queue = queue
+        queue_name = broker.topology.queue(queue, lane)
+        self.name = broker.topology.role(queue_name)  # the spool's name of the queue
         self.prefetch = prefetch
         self.retry_pause = retry_pause
         self.core: ConsumerCore[Any] = ConsumerCore(
             service=broker.service,
             queue=queue,
-            queue_name=broker.topology.queue(queue),
+            queue_name=queue_name,
+            role=self.name,
             schema=schema,
             handler=handler,
             settlement=self,
@@ -207,8 +217,8 @@ class EmbeddedConsumer:
         self._loop: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        ready = self.spool.attach(self.queue.value)
-        self._loop = asyncio.create_task(self._take_forever(ready), name=f"consume-{self.queue}")
+        ready = self.spool.attach(self.name)
+        self._loop = asyncio.create_task(self._take_forever(ready), name=f"consume-{self.name}")
 
     async def stop(self, grace: float) -> None:
         if self._loop is not None:
@@ -216,13 +226,13 @@ class EmbeddedConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
             self._loop = None
-            self.spool.detach(self.queue.value)
+            self.spool.detach(self.name)
         if self._in_flight:
             _, pending = await asyncio.wait(self._in_flight, timeout=grace)
             if pending:
                 log.warning(
                     "stopping with unfinished work; it is delivered again at the next start",
-                    extra={"queue": self.queue.value, "unfinished": len(pending)},
+                    extra={"queue": self.name, "unfinished": len(pending)},
                 )
                 for task in pending:
                     task.cancel()
@@ -239,11 +249,11 @@ class EmbeddedConsumer:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            if not self.spool.ready_count(self.queue.value):
+            if not self.spool.ready_count(self.name):
                 await ready.wait()
                 continue
             try:
-                taken = await self.spool.take(self.queue.value, room)
+                taken = await self.spool.take(self.name, room)
             except SpoolError as exc:
                 log.error("cannot take items from the spool", extra={"error": str(exc)})
                 await asyncio.sleep(1)
@@ -270,7 +280,7 @@ class EmbeddedConsumer:
 
     async def retry_later(self, incoming: Incoming) -> str:
         await asyncio.sleep(self.retry_pause)
-        self.spool.give_back(self.queue.value, _item_id(incoming))
+        self.spool.give_back(self.name, _item_id(incoming))
         return "requeued"
 
     async def complete(self, incoming: Incoming, key: str, outputs: Sequence[Output]) -> None:

@@ -1,9 +1,10 @@
 """The broker port on RabbitMQ, the deployed default.
 
 Every publish is persistent, ``mandatory`` and waits for the broker's
-confirm; items go to quorum queues, the retry ladder is one TTL queue per
-delay that dead-letters back to ``<prefix>.delivery``, events go to a topic
-exchange, logs are streams. aio-pika and AMQP stop at this package.
+confirm; items go to quorum queues (a delivery job to its class's lane), the
+retry ladder is one TTL queue per delay and lane that dead-letters back to
+that lane, events go to a topic exchange, logs are streams. aio-pika and
+AMQP stop at this package.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from mailyard.broker.rabbitmq.events import EventPublisher
 from mailyard.broker.rabbitmq.members import RabbitMembership
 from mailyard.broker.rabbitmq.streams import FinishedJobs, StreamLog
 from mailyard.broker.topology import QueueName, Topology
-from mailyard.config import BrokerConfig
+from mailyard.config import TRANSACTIONAL, BrokerConfig
 from mailyard.v1 import members_pb2 as mpb
 
 M = TypeVar("M", bound=Message)
@@ -49,7 +50,11 @@ class RabbitBroker:
             self.client, recheck=config.unrouted_event_recheck.total_seconds()
         )
         self.finished_jobs = FinishedJobs(StreamLog(self.client, topology.done))
-        self._retry_queues = {delay: topology.retry_queue(delay) for delay in topology.retry_delays}
+        self._retry_queues = {
+            (delay, lane): topology.retry_queue(delay, lane)
+            for lane in topology.lanes
+            for delay in topology.retry_delays
+        }
 
     @property
     def connected(self) -> bool:
@@ -80,11 +85,12 @@ class RabbitBroker:
         )
 
     def _routing_key(self, publish: Publish) -> str:
+        lane = self.topology.lane(publish.lane)
         if publish.delay is None:
-            return self.topology.queue(publish.queue)
+            return self.topology.queue(publish.queue, lane)
         if publish.queue is not QueueName.DELIVERY:
             raise ValueError("only delivery jobs wait on the retry ladder")
-        queue = self._retry_queues.get(publish.delay)
+        queue = self._retry_queues.get((publish.delay, lane))
         if queue is None:
             raise ValueError(
                 f"no retry queue waits {publish.delay}; the ladder is queue.retry_delays"
@@ -92,9 +98,15 @@ class RabbitBroker:
         return queue
 
     def consumer(
-        self, queue: QueueName, schema: type[M], handler: Handler[M], *, prefetch: int
+        self,
+        queue: QueueName,
+        schema: type[M],
+        handler: Handler[M],
+        *,
+        prefetch: int,
+        lane: str = TRANSACTIONAL,
     ) -> Consumer:
-        return RabbitConsumer(self, queue, schema, handler, prefetch=prefetch)
+        return RabbitConsumer(self, queue, schema, handler, prefetch=prefetch, lane=lane)
 
     async def queue_states(self) -> dict[str, QueueState]:
         """Ready messages and consumers of every queue, from passive declares

@@ -22,6 +22,7 @@ from mailyard.broker.consuming import ConsumerCore, Incoming, Parked
 from mailyard.broker.port import Handler, Output
 from mailyard.broker.rabbitmq import amqp
 from mailyard.broker.topology import QueueName
+from mailyard.config import TRANSACTIONAL
 
 if TYPE_CHECKING:
     from mailyard.broker.rabbitmq.adapter import RabbitBroker
@@ -40,16 +41,18 @@ class RabbitConsumer:
         handler: Handler[M],
         *,
         prefetch: int,
+        lane: str = TRANSACTIONAL,
         retry_pause: float = 1.0,
     ) -> None:
         self.broker = broker
-        self.queue_name = broker.topology.queue(queue)
+        self.queue_name = broker.topology.queue(queue, lane)
         self.prefetch = prefetch
         self.retry_pause = retry_pause
         self.core: ConsumerCore[Any] = ConsumerCore(
             service=broker.service,
             queue=queue,
             queue_name=self.queue_name,
+            role=broker.topology.role(self.queue_name),
             schema=schema,
             handler=handler,
             settlement=self,

@@ -1,8 +1,10 @@
 """The topology on RabbitMQ: quorum queues, a topic exchange, streams.
 
     <p>.inbound … <p>.local   quorum, x-delivery-limit, dead-letter to <p>.parking
+                              (the delivery lanes, <p>.delivery[.<class>], too)
     <p>.bounce                the same, and x-single-active-consumer
     <p>.retry.<delay>         quorum, x-message-ttl, dead-letter to <p>.delivery
+    <p>.retry.<delay>.<class> the same, dead-letter to <p>.delivery.<class>
     <p>.parking               quorum
     <p>.events                topic exchange; <p>.bounce bound to failed, expired,
                               delayed, relayed, suppressed
@@ -15,6 +17,20 @@ notices of one message meet in one process and become one DSN
 argument; :func:`declare` is then called with ``single_active_bounce``
 off and the queue is used as it is (notices of one message may then be
 split between replicas, never lost).
+
+Each lane has rungs of its own, which name their lane in
+``x-dead-letter-routing-key``. One set of rungs could serve every lane:
+without that argument RabbitMQ dead-letters with the routing keys the
+message was published with (its docs, "Routing Dead-Lettered Messages"),
+so jobs published to a rung through an exchange, with their lane as the
+routing key, would come back to their lane. We do not, because the rungs
+from before lanes have the argument (to ``<p>.delivery``) and RabbitMQ
+refuses to declare a queue again with other arguments, so such a ladder
+would need new names and leave the old rungs behind; and because a job put
+on such a rung through the default exchange would carry the rung's own name
+as its key, come back to the rung on expiry, and be dropped by RabbitMQ's
+cycle detection (a loss, where a named lane can only be misnamed). A lane
+costs one quorum queue per distinct delay.
 
 Work queues dead-letter to the parking queue after ``delivery_limit``
 deliveries without an ack (a consumer that keeps crashing on a message). All
@@ -58,12 +74,16 @@ def bounce_queue_arguments(topology: Topology) -> FieldTable:
     return arguments
 
 
-def retry_queue_arguments(topology: Topology, delay: timedelta) -> FieldTable:
+def retry_queue_arguments(
+    topology: Topology, delay: timedelta, lane: str | None = None
+) -> FieldTable:
+    """A rung that waits ``delay``, then hands its jobs to ``lane`` (a lane's queue name;
+    the transactional lane when None)."""
     return {
         **_QUORUM,
         **_AT_LEAST_ONCE,
         "x-message-ttl": max(1, round(delay.total_seconds() * 1000)),
-        "x-dead-letter-routing-key": topology.delivery,
+        "x-dead-letter-routing-key": lane or topology.delivery,
     }
 
 
@@ -89,11 +109,9 @@ async def declare(topology: Topology, channel: AbstractChannel) -> None:
             else work_queue_arguments(topology)
         )
         await channel.declare_queue(name, durable=True, arguments=arguments)
-    for delay in dict.fromkeys(topology.retry_delays):
+    for name, delay, lane in topology.rungs:
         await channel.declare_queue(
-            topology.retry_queue(delay),
-            durable=True,
-            arguments=retry_queue_arguments(topology, delay),
+            name, durable=True, arguments=retry_queue_arguments(topology, delay, lane)
         )
     await channel.declare_queue(topology.suppression, durable=True, arguments=stream_arguments())
     await channel.declare_queue(
