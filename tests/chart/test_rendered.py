@@ -722,6 +722,7 @@ def test_shaping_classes_and_egress_keys_reach_the_app_as_written(tmp_path: Path
                 },
             },
             "source_addresses": [
+                {"address": "203.0.113.5", "ehlo": "mta0.example.com"},
                 {"address": "203.0.113.10", "ehlo": "mta1.example.com", "classes": ["bulk"]},
                 {
                     "address": "203.0.113.20",
