@@ -110,7 +110,11 @@ class MailyardSystem:
                         "port": sink_port,
                         "ipv6": False,
                         # The sink is on loopback, which is prohibited by default.
-                        **({} if legacy else {"prohibited_networks": ["169.254.0.0/16"]}),
+                        **(
+                            {"prohibited_networks": ["169.254.0.0/16"]}
+                            if knows(repo, "prohibited_networks")
+                            else {}
+                        ),
                     },
                     "metrics": {"host": "127.0.0.1"},
                     **(
@@ -163,19 +167,24 @@ class MailyardSystem:
         sys.path.insert(0, str(REPO / "services"))
         import aio_pika
 
-        from mailyard.broker.topology import Topology
+        from mailyard.broker import topology_for
         from mailyard.config import load_settings
 
+        # This checkout's topology: a superset of an earlier one's (rungs, lanes).
         settings = load_settings(self.config)
-        topology = Topology(
-            self.prefix, tuple(settings.queue.retry_delays), 2, lanes=tuple(settings.queue.classes)
-        )
+        topology = topology_for(settings)
         connection = await aio_pika.connect(settings.broker.url)
         async with connection:
             channel = await connection.channel()
             for name in topology.queues:
                 await channel.queue_delete(name)
-            await channel.exchange_delete(topology.events)
+            for exchange in (topology.events, topology.members):
+                await channel.exchange_delete(exchange)
+
+
+def knows(repo: Path, key: str) -> bool:
+    """Whether the checkout at ``repo`` has the config key (an earlier commit may not)."""
+    return key in (repo / "services" / "mailyard" / "config.py").read_text()
 
 
 def _dkim_config(key: DkimKey) -> dict[str, str]:
