@@ -93,10 +93,9 @@ class Deliverer:
         """The names of the hosts the job would go to, for telling its site; [] when
         they cannot be known now (the attempt then reports why)."""
         try:
-            route = await self.router.route(job.domain, published=job.origin != pb.ORIGIN_TLSRPT)
+            return await self.router.mx_names(job.domain)
         except RouteError:
             return []
-        return [host.name for host in route.hosts]
 
     async def attempt(
         self, job: pb.DeliveryJob, permit: Permit | None = None

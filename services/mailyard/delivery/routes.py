@@ -119,6 +119,13 @@ class Router:
             route = await self._mta_sts_route(domain, hosts)
         return replace(route, dane=self.dane is not None)
 
+    async def mx_names(self, domain: str) -> list[str]:
+        """The names of the hosts mail for ``domain`` goes to (the smarthost's, or the
+        MX hosts), without the policies a route also takes: for telling its site."""
+        if self.smarthost is not None and self.smarthost.serves(domain):
+            return [self.smarthost.host]
+        return [host.name for host in await self.resolver.route(domain)]
+
     async def for_host(self, route: Route, host: MailHost) -> Route:
         """The route as ``host`` gets it: DANE's when it has TLSA records DNSSEC vouches
         for, else the route unchanged. Raises HostUnusable when its TLSA lookup failed
