@@ -26,7 +26,6 @@ file that cannot be used stops start-up with its name and the rule at fault.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -34,11 +33,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mailyard.filewatch import FileProblem
 from mailyard.reply import Reply
-from mailyard.replyrules import CONDITIONS, reply_conditions
+from mailyard.replyrules import (
+    CONDITIONS,
+    Conditions,
+    read_rules_files,
+    reply_conditions,
+    rule_entries,
+)
 
 
 class BounceClass(StrEnum):
@@ -89,29 +92,21 @@ class RulesError(FileProblem):
 @dataclass(frozen=True, slots=True)
 class Rule:
     bounce_class: BounceClass
-    code: re.Pattern[str] | None = None
-    status: re.Pattern[str] | None = None
-    text: re.Pattern[str] | None = None
+    conditions: Conditions
 
     def matches(self, reply: Reply) -> bool:
-        if self.code is not None and not self.code.fullmatch(str(reply.code)):
-            return False
-        if self.status is not None and not self.status.fullmatch(reply.status):
-            return False
-        return self.text is None or self.text.search(reply.text) is not None
+        return self.conditions.match(reply)
 
 
 class Classifier:
     """The rules of ``files`` (in order), then the defaults; the first match wins."""
 
     def __init__(self, files: Sequence[Path] = (), *, key: str = "rules_files") -> None:
-        mine: list[Rule] = []
-        for index, path in enumerate(files):
-            try:
-                text = path.read_text()
-            except OSError as exc:
-                raise RulesError(f"{key}[{index}]: {path}: {exc.strerror or exc}") from exc
-            mine.extend(load_rules(text, f"{key}[{index}]: {path}"))
+        mine = [
+            rule
+            for text, source in read_rules_files(files, key, RulesError)
+            for rule in load_rules(text, source)
+        ]
         self.rules: tuple[Rule, ...] = (*mine, *default_rules())
         # Bulk mail meets the same few replies over and over.
         self.classify = functools.lru_cache(maxsize=4096)(self._classify)
@@ -136,20 +131,10 @@ def default_rules() -> tuple[Rule, ...]:
 
 def load_rules(text: str, source: str) -> list[Rule]:
     """The rules of one file: ``rules:``, a list of ``{class, code?, status?, text?}``."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{source}: not YAML: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
-        raise RulesError(f"{source}: expected a mapping with a 'rules' list")
-    return [
-        _rule(entry, f"{source}: rule {index + 1}") for index, entry in enumerate(document["rules"])
-    ]
+    return [_rule(entry, where) for entry, where in rule_entries(text, source, RulesError)]
 
 
-def _rule(entry: Any, where: str) -> Rule:
-    if not isinstance(entry, dict):
-        raise RulesError(f"{where}: expected a mapping, got {entry!r}")
+def _rule(entry: dict[str, Any], where: str) -> Rule:
     unknown = set(entry) - {"class", *CONDITIONS}
     if unknown:
         raise RulesError(f"{where}: unknown keys {sorted(unknown)}")
@@ -159,4 +144,4 @@ def _rule(entry: Any, where: str) -> Rule:
         raise RulesError(
             f"{where}: class {entry.get('class')!r} is not one of {', '.join(BounceClass)}"
         ) from None
-    return Rule(bounce_class, *reply_conditions(entry, where, RulesError))
+    return Rule(bounce_class, Conditions(*reply_conditions(entry, where, RulesError)))

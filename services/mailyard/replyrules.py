@@ -6,14 +6,20 @@
 - ``text``: a regular expression searched in the reply text, case-insensitive.
 
 All the conditions a rule sets must hold; a rule must set one at least.
+Both kinds of rules files have the same shape (``rules:``, a list of
+mappings) and are read the same way: :func:`read_rules_files`,
+:func:`rule_entries`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from mailyard.reply import Reply
 
@@ -70,3 +76,38 @@ def _regex(value: Any, where: str, error: type[Exception]) -> re.Pattern[str] | 
         return re.compile(str(value), re.IGNORECASE)
     except re.error as exc:
         raise error(f"{where}: text is not a regular expression: {exc}") from exc
+
+
+def read_rules_files(
+    files: Sequence[Path], key: str, error: type[Exception]
+) -> list[tuple[str, str]]:
+    """The text of each of ``key``'s files, in order, with the source to name it by
+    (``key[i]: path``); ``error`` names the file that cannot be read."""
+    texts = []
+    for index, path in enumerate(files):
+        source = f"{key}[{index}]: {path}"
+        try:
+            texts.append((path.read_text(), source))
+        except OSError as exc:
+            raise error(f"{source}: {exc.strerror or exc}") from exc
+    return texts
+
+
+def rule_entries(
+    text: str, source: str, error: type[Exception]
+) -> list[tuple[dict[str, Any], str]]:
+    """Each rule of one file (``rules:``, a list of mappings) with where it stands
+    (``source: rule N``), for its kind to read; ``error`` for a file of another shape."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: not YAML: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
+        raise error(f"{source}: expected a mapping with a 'rules' list")
+    entries = []
+    for index, entry in enumerate(document["rules"]):
+        where = f"{source}: rule {index + 1}"
+        if not isinstance(entry, dict):
+            raise error(f"{where}: expected a mapping, got {entry!r}")
+        entries.append((entry, where))
+    return entries

@@ -106,11 +106,7 @@ def render(
                 else ("", "", "", "")
             )
             rows.append((*lead, name, *_queue_cells(name, queues)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+    lines = columns(rows)
     if not services:
         lines.append("(no Mailyard deployments found: check --namespace and --release)")
     if queues is None:
@@ -129,6 +125,15 @@ def render(
             )
         )
     return "\n".join(lines)
+
+
+def columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as lines of left-aligned columns two spaces apart, as kubectl prints them."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
 
 
 def _queue_cells(name: str, queues: Mapping[str, QueueState] | None) -> tuple[str, str]:
@@ -213,11 +218,7 @@ def render_shaping(beats: Sequence[mpb.Heartbeat]) -> str:
                 str(sum(s.waiting for s in states)),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines += [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+    lines += columns(rows)
     return "\n".join(lines)
 
 

@@ -223,7 +223,7 @@ def test_a_rules_file_that_cannot_be_used_is_named_with_the_rule(text: str, prob
 def test_the_defaults_load_and_end_with_the_bare_codes() -> None:
     rules = default_rules()
     assert len(rules) > 50
-    assert all(rule.code is not None for rule in rules[-4:])
+    assert all(rule.conditions.code is not None for rule in rules[-4:])
 
 
 def test_results_are_cached_per_reply() -> None:

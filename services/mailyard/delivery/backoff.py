@@ -30,11 +30,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mailyard.filewatch import FileProblem
 from mailyard.reply import Reply
-from mailyard.replyrules import CONDITIONS, Conditions, reply_conditions
+from mailyard.replyrules import (
+    CONDITIONS,
+    Conditions,
+    read_rules_files,
+    reply_conditions,
+    rule_entries,
+)
 
 MIN_FACTOR = 1 / 64
 
@@ -59,13 +63,11 @@ class ThrottlingRules:
     """The rules of ``files`` (in order), then the defaults; the first match wins."""
 
     def __init__(self, files: Sequence[Path] = (), *, key: str = "rules_files") -> None:
-        mine: list[ThrottlingRule] = []
-        for index, path in enumerate(files):
-            try:
-                text = path.read_text()
-            except OSError as exc:
-                raise ThrottlingRulesError(f"{key}[{index}]: {path}: {exc.strerror}") from exc
-            mine.extend(load_rules(text, f"{key}[{index}]: {path}"))
+        mine = [
+            rule
+            for text, source in read_rules_files(files, key, ThrottlingRulesError)
+            for rule in load_rules(text, source)
+        ]
         self.rules = (*mine, *default_rules())
         self.action = functools.lru_cache(maxsize=4096)(self._action)
 
@@ -86,18 +88,11 @@ def default_rules() -> tuple[ThrottlingRule, ...]:
 
 def load_rules(text: str, source: str) -> list[ThrottlingRule]:
     """``rules:``, a list of ``{action, code?, status?, text?}``."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ThrottlingRulesError(f"{source}: not YAML: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
-        raise ThrottlingRulesError(f"{source}: expected a mapping with a 'rules' list")
-    return [_rule(entry, f"{source}: rule {n + 1}") for n, entry in enumerate(document["rules"])]
+    entries = rule_entries(text, source, ThrottlingRulesError)
+    return [_rule(entry, where) for entry, where in entries]
 
 
-def _rule(entry: Any, where: str) -> ThrottlingRule:
-    if not isinstance(entry, dict):
-        raise ThrottlingRulesError(f"{where}: expected a mapping, got {entry!r}")
+def _rule(entry: dict[str, Any], where: str) -> ThrottlingRule:
     unknown = set(entry) - {"action", *CONDITIONS}
     if unknown:
         raise ThrottlingRulesError(f"{where}: unknown keys {sorted(unknown)}")

@@ -34,7 +34,14 @@ from enum import StrEnum
 from mailyard.broker import Membership
 from mailyard.delivery import metrics
 from mailyard.delivery.backoff import Action, Backoff, BackoffPolicy, ThrottlingRules
-from mailyard.delivery.shaping import Destination, Limits, ShapingTable, Share, share
+from mailyard.delivery.shaping import (
+    Destination,
+    Limits,
+    ShapingTable,
+    Share,
+    backed_off,
+    share,
+)
 from mailyard.reply import Reply
 from mailyard.v1 import members_pb2 as mpb
 
@@ -253,14 +260,20 @@ class Gate:
         connections = self._share(state, self.clock()).connections
         return connections is None or state.sessions <= connections
 
+    def label(self, key: str) -> str:
+        """The metrics label of a destination: its key when named, else ``other``."""
+        return key if key in self.named else "other"
+
     # --- the decisions -------------------------------------------------------
 
     def _state(self, destination: Destination) -> _State:
         state = self._states.get(destination.key)
-        if state is None or state.destination != destination:
-            label = destination.key if destination.key in self.named else "other"
+        if state is None:  # (a key's limits are fixed: the same key, the same destination)
             state = self._states[destination.key] = _State(
-                destination, Backoff(self.policy), label, refilled=self.clock()
+                destination,
+                Backoff(self.policy),
+                self.label(destination.key),
+                refilled=self.clock(),
             )
             state.tokens = self._bucket(self._share(state, state.refilled))
         return state
@@ -389,16 +402,14 @@ class Gate:
     # --- what others see -----------------------------------------------------
 
     def _export(self, state: _State, current: Share, now: float) -> None:
-        limits = state.limits
-        factor = state.backoff.factor(now)
+        total = backed_off(state.limits, state.backoff.factor(now))
         label = state.label
-        if limits.max_connections is not None:
-            effective = max(1, math.floor(limits.max_connections * factor))
-            metrics.SHAPING_LIMIT.labels(label, "connections").set(effective)
+        if total.connections is not None:
+            metrics.SHAPING_LIMIT.labels(label, "connections").set(total.connections)
             metrics.SHAPING_SHARE.labels(label, "connections").set(current.connections or 0)
-        if limits.max_messages_per_second is not None:
+        if total.messages_per_second is not None:
             metrics.SHAPING_LIMIT.labels(label, "messages_per_second").set(
-                limits.max_messages_per_second * factor
+                total.messages_per_second
             )
             metrics.SHAPING_SHARE.labels(label, "messages_per_second").set(
                 current.messages_per_second or 0.0
@@ -413,22 +424,13 @@ class Gate:
         report = []
         for state in states:
             factor = state.backoff.factor(now)
-            current = share(
-                state.limits,
-                factor=factor,
-                members=self.membership.count,
-                rank=self.membership.rank,
-            )
-            limits = state.limits
+            current = self._share(state, now)
+            total = backed_off(state.limits, factor)
             report.append(
                 mpb.DestinationState(
                     key=state.destination.key,
-                    max_connections=(
-                        max(1, math.floor(limits.max_connections * factor))
-                        if limits.max_connections is not None
-                        else 0
-                    ),
-                    max_messages_per_second=(limits.max_messages_per_second or 0.0) * factor,
+                    max_connections=total.connections or 0,
+                    max_messages_per_second=total.messages_per_second or 0.0,
                     connections_share=current.connections or 0,
                     messages_per_second_share=current.messages_per_second or 0.0,
                     backoff_factor=factor,

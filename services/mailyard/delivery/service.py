@@ -366,8 +366,7 @@ class DeliveryService(ConsumingService):
         """Back to the retry ladder without an attempt; past its lifetime, a deferral
         that the queue expires (with why it was held in the failure notice)."""
         now = datetime.now(UTC)
-        label = destination if destination in self.gate.named else "other"
-        metrics.SHAPING_HELD.labels(label, held.reason.value).inc()
+        metrics.SHAPING_HELD.labels(self.gate.label(destination), held.reason.value).inc()
         if now < wire.to_datetime(job.expires_at) or not job.HasField("expires_at"):
             await work.complete(
                 job, [plan_hold(job, reason=held.reason, pause_left=held.pause_left, now=now)]

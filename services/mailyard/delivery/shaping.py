@@ -110,21 +110,34 @@ class ShapingTable:
         return None
 
 
+def backed_off(limits: Limits, factor: float) -> Share:
+    """The cluster's limits scaled by the backoff ``factor``: ``floor(limit * factor)``
+    connections (at least 1), and the rate times the factor."""
+    connections = None
+    if limits.max_connections is not None:
+        connections = max(1, math.floor(limits.max_connections * factor))
+    rate = None
+    if limits.max_messages_per_second is not None:
+        rate = limits.max_messages_per_second * factor
+    return Share(connections, rate)
+
+
 def share(limits: Limits, *, factor: float, members: int, rank: int) -> Share:
     """This process's part of ``limits`` scaled by the backoff ``factor``.
 
-    Connections: ``floor(limit * factor)`` (at least 1) split so that the
-    ranks below the remainder get one more; the shares sum to the limit.
-    Rate: an equal part.
+    Connections: the backed-off limit split so that the ranks below the
+    remainder get one more; the shares sum to the limit. Rate: an equal part.
     """
     members = max(members, 1)
+    total = backed_off(limits, factor)
     connections = None
-    if limits.max_connections is not None:
-        total = max(1, math.floor(limits.max_connections * factor))
-        connections = total // members + (1 if rank < total % members else 0)
+    if total.connections is not None:
+        connections = total.connections // members + (
+            1 if rank < total.connections % members else 0
+        )
     rate = None
-    if limits.max_messages_per_second is not None:
-        rate = limits.max_messages_per_second * factor / members
+    if total.messages_per_second is not None:
+        rate = total.messages_per_second / members
     return Share(connections, rate)
 
 
