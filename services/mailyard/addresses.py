@@ -6,6 +6,7 @@ Only what the services need to route mail: the local part stays as sent
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mailyard.config import normalize_domain
@@ -52,6 +53,10 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
+# Control characters (CR, LF, NUL, …), DEL and angle brackets.
+_UNCLEAN = re.compile("[\x00-\x1f\x7f<>]")
+
+
 def is_clean_mailbox(text: str) -> bool:
     """No control characters (CR, LF, NUL, …) and no angle brackets.
 
@@ -59,4 +64,4 @@ def is_clean_mailbox(text: str) -> bool:
     never trusts a queue: a CR/LF in an address would inject SMTP commands
     or headers downstream.
     """
-    return bool(text) and not any(ord(c) < 0x20 or c in "\x7f<>" for c in text)
+    return bool(text) and _UNCLEAN.search(text) is None

@@ -256,4 +256,6 @@ def later(stamp: Timestamp, delay: timedelta) -> Timestamp:
 
 
 def to_datetime(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
+    # Timestamp.ToDatetime is Python arithmetic on timedeltas; this is C, and
+    # exact to the microsecond like it (several calls a job showed in profiles).
+    return datetime.fromtimestamp(stamp.seconds, UTC).replace(microsecond=stamp.nanos // 1000)

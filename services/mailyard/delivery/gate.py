@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from prometheus_client import Counter
+
 from mailyard.broker import Membership
 from mailyard.delivery import metrics
 from mailyard.delivery.backoff import Action, Backoff, BackoffPolicy, ThrottlingRules
@@ -75,7 +77,7 @@ class _State:
     active: int = 0  # jobs holding a permit
     sessions: int = 0  # sessions open (in use or idle)
     waiting: int = 0
-    waiters: list[tuple[int, int, asyncio.Future[Permit]]] = field(default_factory=list)
+    waiters: list[tuple[int, int, asyncio.Future[Permit | Held]]] = field(default_factory=list)
     tokens: float = 0.0
     refilled: float = 0.0
     transaction_time: float = FIRST_TRANSACTION_TIME
@@ -84,6 +86,9 @@ class _State:
     idle_since: float = 0.0
     share: Share = NO_LIMIT
     share_basis: tuple[float, int, int] = (-1.0, 0, 0)  # (factor, members, rank) of ``share``
+    # mailyard_delivery_shaping_messages_total{destination=label}, bound once:
+    # a labels() lookup per job showed in the profile.
+    messages: Counter | None = None
 
     @property
     def limits(self) -> Limits:
@@ -173,33 +178,35 @@ class Gate:
         return await self._wait(state, priority)
 
     async def _wait(self, state: _State, priority: int) -> Permit | Held:
-        future: asyncio.Future[Permit] = asyncio.get_running_loop().create_future()
+        """Until a permit, a pause (Held), or max_wait (Held: busy)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Permit | Held] = loop.create_future()
         heapq.heappush(state.waiters, (priority, next(self._order), future))
         state.waiting += 1
         self._pump(state)
-        try:
-            await asyncio.wait((future,), timeout=self.max_wait)
-        except asyncio.CancelledError:
-            self._withdraw(state, future)
-            raise
-        if future.cancelled():  # a pause began (_release_waiters)
-            now = self.clock()
-            return Held(HeldReason.PAUSED, max(0.0, state.backoff.paused_until - now))
-        if future.done():
-            return future.result()
-        self._withdraw(state, future)
-        return Held(HeldReason.BUSY)
+        if not future.done():
+            # A timer of our own, not asyncio.wait(timeout=), which builds a
+            # waiter future and callbacks per call: thousands of jobs can be
+            # waiting here at full speed, and the profile showed it.
+            timer = loop.call_later(self.max_wait, self._time_out, state, future)
+            try:
+                await future
+            except asyncio.CancelledError:
+                if future.cancelled():  # our task was cancelled while it waited
+                    state.waiting -= 1
+                    self._forget_if_idle(state)
+                elif isinstance(granted := future.result(), Permit):
+                    self.leave(granted, ())  # granted as we were cancelled: give it back
+                raise
+            finally:
+                timer.cancel()
+        return future.result()
 
-    def _withdraw(self, state: _State, future: asyncio.Future[Permit]) -> None:
-        """The waiter gives up (timeout, or its task was cancelled)."""
-        if future.cancelled():
-            return  # already counted out by _release_waiters
-        if future.done():
-            self.leave(future.result(), ())  # granted as we gave up: give it back unused
-            return
-        future.cancel()
-        state.waiting -= 1
-        self._forget_if_idle(state)
+    def _time_out(self, state: _State, future: asyncio.Future[Permit | Held]) -> None:
+        if not future.done():
+            future.set_result(Held(HeldReason.BUSY))
+            state.waiting -= 1
+            self._forget_if_idle(state)
 
     def leave(self, permit: Permit, replies: Iterable[Reply], *, sent: bool = False) -> None:
         """The attempt is over; ``replies`` are what the destination said, ``sent``
@@ -312,7 +319,9 @@ class Gate:
         state.active += 1
         if state.limits.max_messages_per_second is not None:
             state.tokens -= 1.0
-        metrics.SHAPING_MESSAGES.labels(state.label).inc()
+        if state.messages is None:
+            state.messages = metrics.SHAPING_MESSAGES.labels(state.label)
+        state.messages.inc()
         return Permit(state, now)
 
     def _room(self, state: _State, current: Share) -> int:
@@ -358,10 +367,11 @@ class Gate:
             state.timer = asyncio.get_running_loop().call_later(delay, self._pump, state)
 
     def _release_waiters(self, state: _State) -> None:
-        """A pause began: waiters go back to the ladder now (they see Held on timeout)."""
+        """A pause began: waiters go back to the ladder now."""
+        held = Held(HeldReason.PAUSED, max(0.0, state.backoff.paused_until - self.clock()))
         for _, _, future in state.waiters:
             if not future.done():
-                future.cancel()
+                future.set_result(held)
         state.waiters.clear()
         state.waiting = 0
 

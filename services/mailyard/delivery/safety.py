@@ -60,7 +60,9 @@ class Safety:
         safe = []
         for host in hosts:
             addresses = tuple(a for a in host.addresses if self.allows(a))
-            if addresses:
+            if addresses == host.addresses:
+                safe.append(host)  # the usual case: no copy (dataclasses.replace costs)
+            elif addresses:
                 safe.append(replace(host, addresses=addresses))
         if not safe:
             shown = ", ".join(a for host in hosts for a in host.addresses)[:200]

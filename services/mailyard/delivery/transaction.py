@@ -80,6 +80,11 @@ class Dsn:
     orcpt: dict[str, str] = field(default_factory=dict)  # recipient → ORCPT
 
 
+# What a job without DSN options passes on: one shared value (a frozen
+# dataclass built per transaction showed in the delivery profile).
+NO_DSN = Dsn()
+
+
 @dataclass(frozen=True)
 class Envelope:
     mail_from: str
@@ -134,7 +139,7 @@ class Transaction:
                     552, "5.3.4", f"Message of {size} octets exceeds the server's limit of {limit}"
                 )
             )
-        dsn = envelope.dsn if envelope.dsn is not None and "DSN" in extensions else Dsn()
+        dsn = envelope.dsn if envelope.dsn is not None and "DSN" in extensions else NO_DSN
         try:
             mail = mail_command(
                 envelope.mail_from,

@@ -54,9 +54,17 @@ class QueueService(ConsumingService):
         self.config = settings.queue
         self.local_domains = frozenset(settings.ingress.local_domains)
         self.classes = ClassPolicy(frozenset(self.config.classes), self.config.sender_classes)
-        for mail_class in self.config.classes:
-            for decided in ClassSource:
-                metrics.CLASSIFIED.labels(mail_class, decided.value)  # zero series from the start
+        # Bound once, zero series from the start: a labels() lookup per
+        # message showed in the profile.
+        self._classified = {
+            (mail_class, decided): metrics.CLASSIFIED.labels(mail_class, decided.value)
+            for mail_class in self.config.classes
+            for decided in ClassSource
+        }
+        self._remote_jobs = metrics.JOBS.labels("remote")
+        self._local_jobs = metrics.JOBS.labels("local")
+        self._remote_recipients = metrics.RECIPIENTS.labels("remote")
+        self._local_recipients = metrics.RECIPIENTS.labels("local")
         for given in (ClassSource.HEADER, ClassSource.USER):
             metrics.CLASS_IGNORED.labels(given.value)
         # The key files are read now: one that cannot sign stops start-up
@@ -173,7 +181,10 @@ class QueueService(ConsumingService):
         suppressed: list[Suppressed],
         decision: Decision,
     ) -> None:
-        metrics.CLASSIFIED.labels(decision.mail_class, decision.source.value).inc()
+        classified = self._classified.get((decision.mail_class, decision.source))
+        if classified is None:  # not a class of queue.classes: cannot happen, but count it
+            classified = metrics.CLASSIFIED.labels(decision.mail_class, decision.source.value)
+        classified.inc()
         for ignored in decision.ignored:
             metrics.CLASS_IGNORED.labels(ignored.source.value).inc()
             log.warning(
@@ -202,10 +213,10 @@ class QueueService(ConsumingService):
             )
         routed = left_out + sum(len(job.recipients) for job in split.remote + split.local)
         metrics.MESSAGES.inc()
-        metrics.JOBS.labels("remote").inc(len(split.remote))
-        metrics.JOBS.labels("local").inc(len(split.local))
-        metrics.RECIPIENTS.labels("remote").inc(sum(len(j.recipients) for j in split.remote))
-        metrics.RECIPIENTS.labels("local").inc(sum(len(j.recipients) for j in split.local))
+        self._remote_jobs.inc(len(split.remote))
+        self._local_jobs.inc(len(split.local))
+        self._remote_recipients.inc(sum(len(j.recipients) for j in split.remote))
+        self._local_recipients.inc(sum(len(j.recipients) for j in split.local))
         metrics.DUPLICATE_RECIPIENTS.inc(len(message.recipients) - routed)
         extra = {
             "message_id": message.message_id,
