@@ -250,3 +250,17 @@ def test_a_member_cut_off_from_the_others_keeps_counting_them():
     # Nothing heard, not even our own beats: we are the one cut off.
     assert not table.expire(10.0)
     assert table.count == 2
+
+
+async def test_waiters_that_time_out_or_are_cancelled_leave_the_waiting_room():
+    shaping = gate(max_wait=0.2)  # room for 4: 0.2 s at the first guess of 0.05 s a transaction
+    first = await shaping.enter(dest(1))
+    assert isinstance(first, Permit)
+    cancelled = asyncio.create_task(shaping.enter(dest(1)))
+    timed_out = asyncio.create_task(shaping.enter(dest(1)))
+    await asyncio.sleep(0.01)
+    assert [state.waiting for state in shaping.report()] == [2]
+    cancelled.cancel()
+    assert await timed_out == Held(HeldReason.BUSY)
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert [state.waiting for state in shaping.report()] == [0]
