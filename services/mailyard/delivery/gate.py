@@ -74,6 +74,9 @@ class _State:
     destination: Destination
     backoff: Backoff
     label: str
+    # mailyard_delivery_shaping_messages_total{destination=label}, bound once:
+    # a labels() lookup per job showed in the profile.
+    messages: Counter
     active: int = 0  # jobs holding a permit
     sessions: int = 0  # sessions open (in use or idle)
     waiting: int = 0
@@ -86,9 +89,6 @@ class _State:
     idle_since: float = 0.0
     share: Share = NO_LIMIT
     share_basis: tuple[float, int, int] = (-1.0, 0, 0)  # (factor, members, rank) of ``share``
-    # mailyard_delivery_shaping_messages_total{destination=label}, bound once:
-    # a labels() lookup per job showed in the profile.
-    messages: Counter | None = None
 
     @property
     def limits(self) -> Limits:
@@ -193,8 +193,7 @@ class Gate:
                 await future
             except asyncio.CancelledError:
                 if future.cancelled():  # our task was cancelled while it waited
-                    state.waiting -= 1
-                    self._forget_if_idle(state)
+                    self._stopped_waiting(state)
                 elif isinstance(granted := future.result(), Permit):
                     self.leave(granted, ())  # granted as we were cancelled: give it back
                 raise
@@ -205,8 +204,13 @@ class Gate:
     def _time_out(self, state: _State, future: asyncio.Future[Permit | Held]) -> None:
         if not future.done():
             future.set_result(Held(HeldReason.BUSY))
-            state.waiting -= 1
-            self._forget_if_idle(state)
+            self._stopped_waiting(state)
+
+    def _stopped_waiting(self, state: _State) -> None:
+        """A waiter gave up without a permit (its entry in ``waiters`` is done,
+        and ``_pump`` drops it)."""
+        state.waiting -= 1
+        self._forget_if_idle(state)
 
     def leave(self, permit: Permit, replies: Iterable[Reply], *, sent: bool = False) -> None:
         """The attempt is over; ``replies`` are what the destination said, ``sent``
@@ -276,10 +280,12 @@ class Gate:
     def _state(self, destination: Destination) -> _State:
         state = self._states.get(destination.key)
         if state is None:  # (a key's limits are fixed: the same key, the same destination)
+            label = self.label(destination.key)
             state = self._states[destination.key] = _State(
                 destination,
                 Backoff(self.policy),
-                self.label(destination.key),
+                label,
+                metrics.SHAPING_MESSAGES.labels(label),
                 refilled=self.clock(),
             )
             state.tokens = self._bucket(self._share(state, state.refilled))
@@ -319,8 +325,6 @@ class Gate:
         state.active += 1
         if state.limits.max_messages_per_second is not None:
             state.tokens -= 1.0
-        if state.messages is None:
-            state.messages = metrics.SHAPING_MESSAGES.labels(state.label)
         state.messages.inc()
         return Permit(state, now)
 

@@ -181,10 +181,9 @@ class QueueService(ConsumingService):
         suppressed: list[Suppressed],
         decision: Decision,
     ) -> None:
-        classified = self._classified.get((decision.mail_class, decision.source))
-        if classified is None:  # not a class of queue.classes: cannot happen, but count it
-            classified = metrics.CLASSIFIED.labels(decision.mail_class, decision.source.value)
-        classified.inc()
+        # A decision's class is always one of queue.classes (classes.py; the
+        # config requires "transactional").
+        self._classified[decision.mail_class, decision.source].inc()
         for ignored in decision.ignored:
             metrics.CLASS_IGNORED.labels(ignored.source.value).inc()
             log.warning(
