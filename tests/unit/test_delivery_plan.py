@@ -97,3 +97,46 @@ def test_only_a_delivery_is_relayed(reply):
 def test_never_and_the_default_are_not_relayed():
     outputs = plan(job({"a@example.net": "NEVER", "b@example.net": ""}), delivered(dsn=False))
     assert emitted(outputs, EventKind.RELAYED) == []
+
+
+def nobody_hears(*kinds: EventKind):
+    return lambda kind: kind not in kinds
+
+
+def test_an_event_nobody_hears_is_left_out():
+    outputs = plan_report(
+        job(),
+        delivered(dsn=False),
+        now=NOW,
+        quoting=Quoting(),
+        hears=nobody_hears(EventKind.DELIVERED),
+    )
+    assert outputs == []
+
+
+def test_a_notice_of_success_is_made_though_nobody_hears_delivered():
+    outputs = plan_report(
+        job({"a@example.net": "SUCCESS"}),
+        delivered(dsn=False),
+        now=NOW,
+        quoting=Quoting(),
+        hears=nobody_hears(EventKind.DELIVERED),
+    )
+    assert [o.kind for o in outputs if isinstance(o, Emit)] == [EventKind.RELAYED]
+    [notice] = emitted(outputs, EventKind.RELAYED)
+    assert [r.recipient for r in notice.results] == ["a@example.net"]
+
+
+def test_deferred_recipients_go_round_again_though_nobody_hears_deferred():
+    later = Reply(451, "4.7.1", "later")
+    outputs = plan_report(
+        job(),
+        delivered(dsn=False, reply=later),
+        now=NOW,
+        quoting=Quoting(),
+        hears=nobody_hears(EventKind.DEFERRED),
+    )
+    assert emitted(outputs, EventKind.DEFERRED) == []
+    [again] = [o for o in outputs if isinstance(o, Publish)]
+    assert len(again.items[0].recipients) == 3
+    assert [r.reply.code for r in again.items[0].last_results] == [451, 451, 451]

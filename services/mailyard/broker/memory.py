@@ -30,7 +30,7 @@ from mailyard.broker.port import (
     PublishError,
     QueueState,
 )
-from mailyard.broker.topology import QueueName, Topology
+from mailyard.broker.topology import BOUNCE_EVENTS, EventKind, QueueName, Topology
 from mailyard.config import TRANSACTIONAL
 from mailyard.v1 import members_pb2 as mpb
 
@@ -56,6 +56,7 @@ class MemoryBroker:
         self.hold = False  # stores wait for release_held()
         self.fail_with: Exception | None = None  # stores raise this
         self.is_connected = True
+        self.unheard: set[EventKind] = set()  # kinds hears() says nobody hears
         self.logs: dict[str, list[LogEntry]] = {}
         self.memory_logs: dict[str, MemoryLog] = {}
         self._held: list[asyncio.Future[None]] = []
@@ -81,6 +82,9 @@ class MemoryBroker:
         if self.fail_with is not None:
             raise self.fail_with
         self.stored.extend(outputs)
+
+    def hears(self, kind: EventKind) -> bool:
+        return kind in BOUNCE_EVENTS or kind not in self.unheard
 
     def release_held(self, error: Exception | None = None) -> None:
         """Let every held store finish (or fail with ``error``)."""

@@ -208,6 +208,11 @@ class Broker(Protocol):
     async def store(self, outputs: Sequence[Output]) -> None:
         """Make every output durable; returns once all are, or raises PublishError."""
 
+    def hears(self, kind: EventKind) -> bool:
+        """Whether an event of ``kind`` would reach anyone now. Always true of
+        the ``BOUNCE_EVENTS``; a planner may leave out an event of another kind
+        when false, rather than build one that goes nowhere."""
+
     def consumer(
         self,
         queue: QueueName,

@@ -1,9 +1,11 @@
 """What delivery publishes after an attempt — pure decisions, no I/O.
 
-One event per outcome kind that occurred (its recipients' results in it),
-and for deferred recipients the job again, one attempt further and with
-their last replies, for the queue service to schedule or expire. Deferred
-and failed recipients carry their bounce class (``mailyard/classify.py``).
+One event per outcome kind that occurred (its recipients' results in it;
+``delivered`` and ``deferred`` only while someone takes them: at full speed,
+building an event that goes nowhere showed in the profile), and for deferred
+recipients the job again, one attempt further and with their last replies,
+for the queue service to schedule or expire. Deferred and failed
+recipients carry their bounce class (``mailyard/classify.py``).
 
 A delivered recipient that asked ``NOTIFY=SUCCESS`` of a server without DSN
 also gets a ``relayed`` event, which the bounce service answers (RFC 3461
@@ -14,7 +16,7 @@ cost an extra event: ``delivered`` itself is unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from mailyard import wire
@@ -42,21 +44,28 @@ def plan_report(
     now: datetime,
     quoting: Quoting,
     classifier: Classifier | None = None,
+    hears: Callable[[EventKind], bool] = lambda kind: True,
 ) -> list[Output]:
-    """``classifier``: what gives each deferred and failed recipient its bounce class."""
+    """``classifier``: what gives each deferred and failed recipient its bounce class;
+    ``hears``: whether anyone takes events of a kind now (the port's ``hears``):
+    an event nobody takes is not built."""
     classify = (classifier or default_classifier()).classify
     attempts = job.attempts + 1
     outputs: list[Output] = []
     for outcome, group in by_outcome(outcomes).items():
         if not group:
             continue
+        kind = EVENT_KINDS[outcome]
+        heard = hears(kind)
         if outcome is Outcome.DELIVERED:
+            if not heard and not job.recipient_options:
+                continue  # no event, and nobody asked for a notice of success
             results = [o.to_pb() for o in group]
         else:
             results = [o.to_pb(classify(o.reply)) for o in group]
-        kind = EVENT_KINDS[outcome]
-        event = event_for(kind, job, results, now=now, attempts=attempts, quoting=quoting)
-        outputs.append(Emit(kind, event))
+        if heard:
+            event = event_for(kind, job, results, now=now, attempts=attempts, quoting=quoting)
+            outputs.append(Emit(kind, event))
         if outcome is Outcome.DELIVERED and (relayed := success_to_report(job, results)):
             notice = event_for(
                 EventKind.RELAYED, job, relayed, now=now, attempts=attempts, quoting=quoting

@@ -117,7 +117,7 @@ class Router:
             route = Route(hosts, self.tls.default)
         else:
             route = await self._mta_sts_route(domain, hosts)
-        return replace(route, dane=self.dane is not None)
+        return replace(route, dane=True) if self.dane is not None else route
 
     async def mx_names(self, domain: str) -> list[str]:
         """The names of the hosts mail for ``domain`` goes to (the smarthost's, or the

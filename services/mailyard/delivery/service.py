@@ -186,7 +186,8 @@ class DeliveryService(ConsumingService):
         # Jobs being attempted here, and those finished here lately (by key):
         # a copy of a job (split again after a crash of the queue service) that
         # arrives while the first is under way waits for it instead of racing it.
-        self._attempting: dict[str, asyncio.Future[None]] = {}
+        # (The future, None until a copy waits for it.)
+        self._attempting: dict[str, asyncio.Future[None] | None] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         # Domain -> (until, destination), for domains that may be on a site.
         self._sites: dict[str, tuple[float, Destination]] = {}
@@ -270,24 +271,34 @@ class DeliveryService(ConsumingService):
         """One job: through its destination's gate, attempt, store the outcome.
         Returns the job itself when the deadline came before its attempt did."""
         key = wire.job_message_id(job)
-        try:
-            with deadline.guard():
-                while (first := self._attempting.get(key)) is not None:
-                    await asyncio.shield(first)  # the same job, already under way here
-        except asyncio.CancelledError:
-            if not deadline.cut_off():
-                raise
-            metrics.DEADLINE_EXCEEDED.inc()
-            return Publish(QueueName.DELIVERY, (job,))
+        if key in self._attempting:
+            try:
+                with deadline.guard():
+                    await self._after_first(key)
+            except asyncio.CancelledError:
+                if not deadline.cut_off():
+                    raise
+                metrics.DEADLINE_EXCEEDED.inc()
+                return Publish(QueueName.DELIVERY, (job,))
         if key in self._finished:
             metrics.SKIPPED_HERE.inc()
             return None
-        under_way = self._attempting[key] = asyncio.get_running_loop().create_future()
+        self._attempting[key] = None
         try:
             return await self._admitted(work, job, key, deadline)
         finally:
-            del self._attempting[key]
-            under_way.set_result(None)
+            waited_for = self._attempting.pop(key)
+            if waited_for is not None:
+                waited_for.set_result(None)
+
+    async def _after_first(self, key: str) -> None:
+        """Wait while the same job is under way here (its future is made only now:
+        a copy is rare, and a future for every job showed in the profile)."""
+        while key in self._attempting:
+            first = self._attempting[key]
+            if first is None:
+                first = self._attempting[key] = asyncio.get_running_loop().create_future()
+            await asyncio.shield(first)
 
     async def _admitted(
         self, work: Work[pb.DeliveryJob], job: pb.DeliveryJob, key: str, deadline: Deadline
@@ -332,6 +343,7 @@ class DeliveryService(ConsumingService):
                 now=now,
                 quoting=self.quoting,
                 classifier=self.classifier,
+                hears=self.broker.hears,
             )
             account = self._accounting(job, outcomes, now)
             await work.complete(job, outputs)
@@ -383,6 +395,7 @@ class DeliveryService(ConsumingService):
             now=now,
             quoting=self.quoting,
             classifier=self.classifier,
+            hears=self.broker.hears,
         )
         await work.complete(job, outputs)
 

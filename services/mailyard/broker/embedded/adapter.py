@@ -49,7 +49,7 @@ from mailyard.broker.port import (
     PublishError,
     QueueState,
 )
-from mailyard.broker.topology import BOUNCE_EVENTS, QueueName, Topology
+from mailyard.broker.topology import BOUNCE_EVENTS, EventKind, QueueName, Topology
 from mailyard.config import TRANSACTIONAL
 from mailyard.v1 import members_pb2 as mpb
 
@@ -98,6 +98,9 @@ class EmbeddedBroker:
 
     async def store(self, outputs: Sequence[Output]) -> None:
         await self.write(Write(inserts=self.rows(outputs)))
+
+    def hears(self, kind: EventKind) -> bool:
+        return kind.value in BINDINGS
 
     async def write(self, write: Write) -> list[int]:
         if not self.connected:

@@ -34,7 +34,7 @@ from mailyard.broker.rabbitmq.consumer import RabbitConsumer
 from mailyard.broker.rabbitmq.events import EventPublisher
 from mailyard.broker.rabbitmq.members import RabbitMembership
 from mailyard.broker.rabbitmq.streams import FinishedJobs, StreamLog
-from mailyard.broker.topology import QueueName, Topology
+from mailyard.broker.topology import EventKind, QueueName, Topology
 from mailyard.config import TRANSACTIONAL, BrokerConfig
 from mailyard.v1 import members_pb2 as mpb
 
@@ -83,6 +83,9 @@ class RabbitBroker:
         await self.client.publish(
             self._routing_key(output), amqp_message(_encode(output), expiration=expiration)
         )
+
+    def hears(self, kind: EventKind) -> bool:
+        return self.events.hears(kind)
 
     def _routing_key(self, publish: Publish) -> str:
         lane = self.topology.lane(publish.lane)

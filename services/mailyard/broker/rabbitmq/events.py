@@ -28,6 +28,10 @@ class EventPublisher:
         self.recheck = recheck
         self._unrouted_until: dict[EventKind, float] = {}
 
+    def hears(self, kind: EventKind) -> bool:
+        """False while an optional kind is paused for having had no queue bound."""
+        return kind in BOUNCE_EVENTS or time.monotonic() >= self._unrouted_until.get(kind, 0.0)
+
     async def publish(self, kind: EventKind, event: pb.DeliveryEvent) -> None:
         optional = kind not in BOUNCE_EVENTS
         if optional and time.monotonic() < self._unrouted_until.get(kind, 0.0):

@@ -39,17 +39,18 @@ class StreamLog:
 
     async def append(self, records: Sequence[bytes]) -> None:
         now = datetime.now(UTC)
-        await asyncio.gather(
-            *(
-                self.client.publish(
-                    self.name,
-                    aio_pika.Message(
-                        record, timestamp=now, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
-                    ),
-                )
-                for record in records
+        publishes = [
+            self.client.publish(
+                self.name,
+                aio_pika.Message(
+                    record, timestamp=now, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                ),
             )
-        )
+            for record in records
+        ]
+        # One record (the record of finished jobs appends one at a time) needs
+        # no task of its own, which gather would make.
+        await (publishes[0] if len(publishes) == 1 else asyncio.gather(*publishes))
 
     async def read(
         self, since: datetime | None = None, *, follow: bool = False
