@@ -282,6 +282,35 @@ async def test_jobs_that_never_got_a_slot_go_back_in_line_not_deferred():
     )
 
 
+async def test_a_one_job_batch_is_cut_off_and_sent_back_in_its_own_task():
+    """A batch of one runs in the consumer's own task: the deadline's cancel
+    of that task is taken back, and the outcome is still stored."""
+    fake = FakeDeliverer()
+    fake.gate = asyncio.Event()  # never set: whatever starts an attempt hangs
+    broker = await start(
+        delivery(fake, concurrency=1, attempt_timeout="200ms", shaping={"max_wait": "100ms"})
+    )
+    hogging = asyncio.create_task(broker.deliver(QueueName.DELIVERY, [job(1)]))
+    for _ in range(100):
+        if fake.running:
+            break
+        await asyncio.sleep(0)
+    assert fake.running == 1  # job 1 holds the one slot
+    waiting = await broker.deliver(QueueName.DELIVERY, [job(2)])
+    # Job 2 never got the one slot: back in line as it was, and acked.
+    assert waiting.outcome == "acked"
+    [back] = waiting.outputs
+    assert isinstance(back, Publish)
+    assert back.items[0].queue_id == "01J2.1"
+    # Job 1 was cut off mid-attempt: deferred, with why.
+    cut_off = await hogging
+    assert cut_off.outcome == "acked"
+    [(key, outputs)] = cut_off.completed
+    assert key == "01J1.1/0"
+    deferred = next(o for o in outputs if isinstance(o, Emit) and o.kind is EventKind.DEFERRED)
+    assert deferred.event.results[0].reply.status == "4.4.1"
+
+
 async def test_delivery_consumes_every_lane():
     service = delivery(FakeDeliverer())
     broker = await start(service)
