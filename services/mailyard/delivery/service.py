@@ -252,11 +252,11 @@ class DeliveryService(ConsumingService):
             # The common batch (one job: a message to one domain) runs in this
             # task: a task and a gather for it showed in the profile.
             try:
-                result = await self._run(work, jobs[0], deadline)
+                back = await self._run(work, jobs[0], deadline)
             finally:
                 deadline.cancel()
                 metrics.IN_FLIGHT.dec(1)
-            return [] if result is None else [result]
+            return [] if back is None else [back]
         runs: list[asyncio.Task[Output | None]] = []
         try:
             runs = [asyncio.create_task(self._run(work, job, deadline)) for job in jobs]
