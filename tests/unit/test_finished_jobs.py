@@ -42,7 +42,7 @@ def test_keys_recorded_within_the_linger_go_out_as_one_append():
 def test_max_keys_sends_at_once_and_appends_wait_for_a_free_slot():
     async def run() -> None:
         log = HeldLog()
-        jobs = FinishedJobs(log, linger=10, max_keys=2, max_in_flight=1)  # type: ignore[arg-type]
+        jobs = FinishedJobs(log, linger=0.05, max_keys=2, max_in_flight=1)  # type: ignore[arg-type]
         a = [jobs.record("a1"), jobs.record("a2")]  # full: no linger
         await asyncio.sleep(0)
         assert log.appends == [["a1", "a2"]]
@@ -52,12 +52,37 @@ def test_max_keys_sends_at_once_and_appends_wait_for_a_free_slot():
         log.confirms[0].set_result(None)
         await asyncio.gather(*a)
         await asyncio.sleep(0.005)  # the confirmed append's task ends, the next one starts
-        assert log.appends[1] == ["b1", "b2"]
+        assert log.appends[1] == ["b1", "b2"]  # full, and waiting for the slot
         log.confirms[1].set_result(None)
         await asyncio.sleep(0.005)
-        assert log.appends[2] == ["b3"]  # what waited goes when a slot frees
+        assert len(log.appends) == 2  # b3 alone lingers, slot or not
+        await asyncio.sleep(0.06)
+        assert log.appends[2] == ["b3"]
         log.confirms[2].set_result(None)
         await asyncio.gather(*b)
+
+    asyncio.run(run())
+
+
+def test_a_confirm_does_not_cut_the_next_groups_linger_short():
+    """Under load a confirm comes every few milliseconds: were the keys that
+    came meanwhile sent at each one, appends would be many and small."""
+
+    async def run() -> None:
+        log = HeldLog()
+        jobs = FinishedJobs(log, linger=0.05)  # type: ignore[arg-type]
+        first = jobs.record("k1")
+        await asyncio.sleep(0.07)
+        assert log.appends == [["k1"]]
+        second = [jobs.record("k2"), jobs.record("k3")]
+        log.confirms[0].set_result(None)
+        await first
+        await asyncio.sleep(0.01)
+        assert log.appends == [["k1"]]  # k2 and k3 linger on
+        await asyncio.sleep(0.06)
+        assert log.appends == [["k1"], ["k2", "k3"]]
+        log.confirms[1].set_result(None)
+        await asyncio.gather(*second)
 
     asyncio.run(run())
 

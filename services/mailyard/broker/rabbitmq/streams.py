@@ -101,10 +101,13 @@ class FinishedJobs:
     Keys are gathered for ``linger`` seconds (or until ``max_keys`` wait)
     and go out as one append: at a steady load most jobs finish one by one,
     and an append (a publish and a confirm) per job cost as much again as
-    the rest of the broker's work per message. The job holds its delivery
-    slot until then, so the duplicate window stays ``delivery.concurrency``.
-    Appends wait while ``max_in_flight`` are unconfirmed. ``finished``
-    serves every caller waiting at that moment with one read of the stream.
+    the rest of the broker's work per message. A confirm does not cut the
+    next group's linger short: that would make an append per round trip
+    under load, a few jobs each. The job holds its delivery slot until its
+    key is confirmed, so the duplicate window stays ``delivery.concurrency``.
+    A group that is due waits while ``max_in_flight`` appends are
+    unconfirmed. ``finished`` serves every caller waiting at that moment
+    with one read of the stream.
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class FinishedJobs:
         self.linger = linger
         self.max_keys = max_keys
         self._pending: list[tuple[str, asyncio.Future[None]]] = []
+        self._due = False  # the oldest pending key has lingered enough (or max_keys wait)
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
         self._lookups: list[tuple[set[str], datetime, asyncio.Future[set[str]]]] = []
@@ -127,27 +131,30 @@ class FinishedJobs:
 
     def record(self, key: str) -> asyncio.Future[None]:
         """Queue ``key`` for the next append; the future resolves once it is confirmed."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((key, done))
         if len(self._pending) >= self.max_keys:
-            self._send_what_fits()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.linger, self._lingered)
+            self._due = True
+        self._send_what_fits()
         return done
 
     def _lingered(self) -> None:
         self._timer = None
+        self._due = True
         self._send_what_fits()
 
     def _send_what_fits(self) -> None:
-        while self._pending and self._in_flight < self.max_in_flight:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+        while self._due and self._pending and self._in_flight < self.max_in_flight:
             batch, self._pending = self._pending[: self.max_keys], self._pending[self.max_keys :]
             self._in_flight += 1
             asyncio.get_running_loop().create_task(self._append(batch))
+            self._due = len(self._pending) >= self.max_keys  # the rest lingers in turn
+        if self._due or not self._pending:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.linger, self._lingered)
 
     async def _append(self, batch: list[tuple[str, asyncio.Future[None]]]) -> None:
         try:
