@@ -248,19 +248,16 @@ class DeliveryService(ConsumingService):
         limit = self.config.attempt_timeout + self.config.shaping.max_wait
         deadline = Deadline(loop, loop.time() + limit.total_seconds())
         metrics.IN_FLIGHT.inc(len(jobs))
-        if len(jobs) == 1:
-            # The common batch (one job: a message to one domain) runs in this
-            # task: a task and a gather for it showed in the profile.
-            try:
-                back = await self._run(work, jobs[0], deadline)
-            finally:
-                deadline.cancel()
-                metrics.IN_FLIGHT.dec(1)
-            return [] if back is None else [back]
         runs: list[asyncio.Task[Output | None]] = []
+        results: list[Output | BaseException | None]
         try:
-            runs = [asyncio.create_task(self._run(work, job, deadline)) for job in jobs]
-            results = await asyncio.gather(*runs, return_exceptions=True)
+            if len(jobs) == 1:
+                # The common batch (one job: a message to one domain) runs in
+                # this task: a task and a gather for it showed in the profile.
+                results = [await self._run(work, jobs[0], deadline)]
+            else:
+                runs = [asyncio.create_task(self._run(work, job, deadline)) for job in jobs]
+                results = await asyncio.gather(*runs, return_exceptions=True)
         finally:
             deadline.cancel()
             for run in runs:
