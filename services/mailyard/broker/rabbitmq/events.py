@@ -33,9 +33,9 @@ class EventPublisher:
         return kind in BOUNCE_EVENTS or time.monotonic() >= self._unrouted_until.get(kind, 0.0)
 
     async def publish(self, kind: EventKind, event: pb.DeliveryEvent) -> None:
-        optional = kind not in BOUNCE_EVENTS
-        if optional and time.monotonic() < self._unrouted_until.get(kind, 0.0):
+        if not self.hears(kind):
             return
+        optional = kind not in BOUNCE_EVENTS
         try:
             await self.client.publish(
                 kind.value,
