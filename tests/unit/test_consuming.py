@@ -148,6 +148,21 @@ async def test_completed_items_are_recorded_and_left_out_when_the_batch_comes_ba
     assert broker.finished_keys == {"01M1.1/0", "01M2.1/0", "01M3.1/0"}
 
 
+async def test_only_an_item_alone_in_its_message_may_leave_its_record_to_the_release():
+    """Its release comes next and covers it; an item with batch-mates still
+    under way is redelivered with them after a crash, so its record must be
+    durable first."""
+    broker = consumer(Recorder(complete=True))
+    batch = await broker.deliver(QueueName.DELIVERY, [job(1), job(2)])
+    assert batch.alone == [False, False]
+    single = await broker.deliver(QueueName.DELIVERY, [job(3)])
+    assert single.alone == [True]
+    # A redelivered batch whose other item is finished already: alone as well.
+    again = await broker.deliver(QueueName.DELIVERY, [job(3), job(4)], redelivered=True)
+    assert [key for key, _ in again.completed] == ["01M4.1/0"]
+    assert again.alone == [True]
+
+
 async def test_new_items_are_not_looked_up_but_marked_repeats_are():
     handler = Recorder(complete=True)
     broker = consumer(handler)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from mailyard.broker.rabbitmq.streams import FinishedJobs
 
 
@@ -99,5 +101,37 @@ def test_a_failed_append_fails_its_keys_only():
         log.confirms[1].set_result(None)
         await kept
         assert isinstance(lost.exception(), ConnectionError)
+
+    asyncio.run(run())
+
+
+def test_flush_sends_what_lingers_and_waits_for_every_confirm():
+    async def run() -> None:
+        log = HeldLog()
+        jobs = FinishedJobs(log, linger=10, max_keys=2, max_in_flight=1)  # type: ignore[arg-type]
+        keys = [jobs.record(f"k{n}") for n in range(3)]  # k0+k1 sent (full), k2 lingers
+        flushing = asyncio.ensure_future(jobs.flush())
+        await asyncio.sleep(0.01)
+        assert log.appends == [["k0", "k1"]]  # k2 waits for the slot, not the linger
+        log.confirms[0].set_result(None)
+        await asyncio.sleep(0.01)
+        assert log.appends[1] == ["k2"]
+        assert not flushing.done()  # until the last confirm
+        log.confirms[1].set_result(None)
+        await asyncio.wait_for(flushing, 1)
+        assert all(k.done() for k in keys)
+
+    asyncio.run(run())
+
+
+def test_flush_waits_for_a_confirm_that_does_not_come():
+    async def run() -> None:
+        log = HeldLog()
+        jobs = FinishedJobs(log, linger=10)  # type: ignore[arg-type]
+        pending = jobs.record("k")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(jobs.flush(), 0.02)  # the caller bounds it
+        assert log.appends == [["k"]]
+        assert not pending.done()
 
     asyncio.run(run())

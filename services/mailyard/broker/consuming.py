@@ -87,8 +87,16 @@ class Settlement(Protocol):
         """Give the input back for another try after a pause; ``"requeued"`` or
         ``"lost_channel"``."""
 
-    async def complete(self, incoming: Incoming, key: str, outputs: Sequence[Output]) -> None:
-        """Store ``outputs`` and the record that the item ``key`` is done."""
+    async def complete(
+        self, incoming: Incoming, key: str, outputs: Sequence[Output], *, alone: bool
+    ) -> None:
+        """Store ``outputs`` and the record that the item ``key`` is done.
+
+        ``alone``: the input holds no other item, so its release comes next
+        and covers this one; the record then only serves copies that come
+        later (a queue that split the message again after a crash), and the
+        adapter need not wait for it to be durable before returning.
+        """
 
     async def finished(self, keys: Collection[str], since: datetime) -> set[str]:
         """Which of ``keys`` the record of finished work holds (recorded after ``since``)."""
@@ -185,10 +193,11 @@ class ConsumerCore(Generic[M]):
             key = records.key_of(item)
             if key is None:
                 raise TypeError(f"{wire.type_name(item)} items cannot be completed one by one")
-            await self.settlement.complete(incoming, key, outputs)
+            await self.settlement.complete(incoming, key, outputs, alone=alone)
             completed.add(key)
 
         keyed = bool(items) and records.key_of(items[0]) is not None
+        alone = len(items) == 1
         return Work(
             items,
             redelivered=incoming.redelivered,

@@ -45,6 +45,7 @@ class Settled:
     outputs: list[Output] = field(default_factory=list)  # stored with the release
     parked: list[Parked] = field(default_factory=list)
     completed: list[tuple[str, list[Output]]] = field(default_factory=list)  # (key, outputs)
+    alone: list[bool] = field(default_factory=list)  # per completed item: its input held no other
 
 
 class MemoryBroker:
@@ -225,10 +226,14 @@ class MemoryConsumer:
         _settled(incoming).outcome = "requeued"
         return "requeued"
 
-    async def complete(self, incoming: Incoming, key: str, outputs: Sequence[Output]) -> None:
+    async def complete(
+        self, incoming: Incoming, key: str, outputs: Sequence[Output], *, alone: bool
+    ) -> None:
         await self.broker.store(outputs)
         self.broker.finished_keys.add(key)
-        _settled(incoming).completed.append((key, list(outputs)))
+        settled = _settled(incoming)
+        settled.completed.append((key, list(outputs)))
+        settled.alone.append(alone)
 
     async def finished(self, keys: Collection[str], since: datetime) -> set[str]:
         return set(keys) & self.broker.finished_keys

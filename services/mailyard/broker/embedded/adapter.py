@@ -286,7 +286,9 @@ class EmbeddedConsumer:
         self.spool.give_back(self.name, _item_id(incoming))
         return "requeued"
 
-    async def complete(self, incoming: Incoming, key: str, outputs: Sequence[Output]) -> None:
+    async def complete(
+        self, incoming: Incoming, key: str, outputs: Sequence[Output], *, alone: bool
+    ) -> None:
         await self.broker.write(Write(inserts=self.broker.rows(outputs), finished=[key]))
 
     async def finished(self, keys: Collection[str], since: datetime) -> set[str]:

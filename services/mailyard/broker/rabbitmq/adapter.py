@@ -10,6 +10,7 @@ AMQP stop at this package.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -40,6 +41,10 @@ from mailyard.v1 import members_pb2 as mpb
 
 M = TypeVar("M", bound=Message)
 
+log = logging.getLogger(__name__)
+
+RECORD_FLUSH_SECONDS = 5.0  # at close: finished jobs' records still lingering or unconfirmed
+
 
 class RabbitBroker:
     def __init__(self, config: BrokerConfig, topology: Topology, *, service: str) -> None:
@@ -64,6 +69,15 @@ class RabbitBroker:
         await self.client.connect(attempts=attempts)
 
     async def close(self) -> None:
+        if self.client.connected:
+            try:
+                async with asyncio.timeout(RECORD_FLUSH_SECONDS):
+                    await self.finished_jobs.flush()
+            except TimeoutError:
+                log.warning(
+                    "stopping with finished jobs not yet recorded; a copy of them from a "
+                    "queue restart would be delivered again"
+                )
         await self.client.close()
 
     async def store(self, outputs: Sequence[Output]) -> None:

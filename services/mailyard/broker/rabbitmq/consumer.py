@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -134,7 +134,9 @@ class RabbitConsumer:
         await asyncio.sleep(self.retry_pause)
         return await self._settle(incoming, requeue=True)
 
-    async def complete(self, incoming: Incoming, key: str, outputs: Sequence[Output]) -> None:
+    async def complete(
+        self, incoming: Incoming, key: str, outputs: Sequence[Output], *, alone: bool
+    ) -> None:
         recorded = self.broker.finished_jobs.record(key)  # under way while the outputs go
         if outputs:
             try:
@@ -142,7 +144,26 @@ class RabbitConsumer:
             except BaseException:
                 recorded.add_done_callback(_quietly)  # this failure is the one reported
                 raise
+        if alone:
+            # The ack that follows covers the job: only a copy split again by
+            # a queue that crashed (seconds later) needs the record, so the
+            # job neither holds its slot for the linger nor waits for the
+            # confirm. Most jobs are alone (a message to one domain).
+            recorded.add_done_callback(self._unrecorded(key))
+            return
         await recorded
+
+    def _unrecorded(self, key: str) -> Callable[[asyncio.Future[None]], None]:
+        def check(future: asyncio.Future[None]) -> None:
+            if future.cancelled() or future.exception() is None:
+                return
+            log.warning(
+                "could not record a finished job; a copy of it from a queue restart "
+                "would be delivered again",
+                extra={"queue": self.queue_name, "key": key, "error": repr(future.exception())},
+            )
+
+        return check
 
     async def finished(self, keys: Collection[str], since: datetime) -> set[str]:
         return await self.broker.finished_jobs.finished(keys, since)

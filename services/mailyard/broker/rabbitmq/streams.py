@@ -125,6 +125,7 @@ class FinishedJobs:
         self._pending: list[tuple[str, asyncio.Future[None]]] = []
         self._due = False  # the oldest pending key has lingered enough (or max_keys wait)
         self._in_flight = 0
+        self._appends: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._lookups: list[tuple[set[str], datetime, asyncio.Future[set[str]]]] = []
         self._reading: asyncio.Task[None] | None = None
@@ -147,7 +148,9 @@ class FinishedJobs:
         while self._due and self._pending and self._in_flight < self.max_in_flight:
             batch, self._pending = self._pending[: self.max_keys], self._pending[self.max_keys :]
             self._in_flight += 1
-            asyncio.get_running_loop().create_task(self._append(batch))
+            task = asyncio.get_running_loop().create_task(self._append(batch))
+            self._appends.add(task)
+            task.add_done_callback(self._appends.discard)
             self._due = len(self._pending) >= self.max_keys  # the rest lingers in turn
         if self._due or not self._pending:
             if self._timer is not None:
@@ -170,6 +173,14 @@ class FinishedJobs:
         finally:
             self._in_flight -= 1
             self._send_what_fits()
+
+    async def flush(self) -> None:
+        """Send what lingers now and wait until every append is confirmed (jobs
+        alone in their message do not wait for theirs, so a clean stop must)."""
+        while self._pending or self._appends:
+            self._due = True
+            self._send_what_fits()
+            await asyncio.wait(set(self._appends))
 
     async def finished(self, keys: Collection[str], since: datetime) -> set[str]:
         found: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
