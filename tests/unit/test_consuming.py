@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -148,19 +149,32 @@ async def test_completed_items_are_recorded_and_left_out_when_the_batch_comes_ba
     assert broker.finished_keys == {"01M1.1/0", "01M2.1/0", "01M3.1/0"}
 
 
-async def test_only_an_item_alone_in_its_message_may_leave_its_record_to_the_release():
-    """Its release comes next and covers it; an item with batch-mates still
-    under way is redelivered with them after a crash, so its record must be
-    durable first."""
-    broker = consumer(Recorder(complete=True))
-    batch = await broker.deliver(QueueName.DELIVERY, [job(1), job(2)])
-    assert batch.alone == [False, False]
-    single = await broker.deliver(QueueName.DELIVERY, [job(3)])
-    assert single.alone == [True]
-    # A redelivered batch whose other item is finished already: alone as well.
-    again = await broker.deliver(QueueName.DELIVERY, [job(3), job(4)], redelivered=True)
-    assert [key for key, _ in again.completed] == ["01M4.1/0"]
-    assert again.alone == [True]
+async def test_a_completed_item_is_cleared_by_its_record_or_by_its_messages_release():
+    """Until one of them, a crash could repeat it: delivery keeps its slot."""
+    broker = consumer(Recorder())
+    broker.hold_records = True
+    seen: dict[str, asyncio.Future[None]] = {}
+
+    async def handler(work: Work[pb.DeliveryJob]) -> list[Publish]:
+        first, second, third = work.items
+        seen["first"] = await work.complete(first, [])
+        seen["second"] = await work.complete(second, [])
+        assert not seen["first"].done()  # record held, message not released
+        broker.release_records()  # the records so far become durable...
+        await asyncio.sleep(0)
+        assert seen["first"].done()
+        assert seen["second"].done()
+        seen["third"] = await work.complete(third, [])  # ...a later one's is not
+        assert not seen["third"].done()
+        return []
+
+    broker.consumer(QueueName.DELIVERY, pb.DeliveryJob, handler, prefetch=1)
+    settled = await broker.deliver(QueueName.DELIVERY, [job(1), job(2), job(3)])
+    assert settled.outcome == "acked"
+    assert seen["third"].done()  # cleared by the release, its record still held
+    assert "01M3.1/0" not in broker.finished_keys
+    broker.release_records()  # a record that comes after the release is harmless
+    assert "01M3.1/0" in broker.finished_keys
 
 
 async def test_new_items_are_not_looked_up_but_marked_repeats_are():

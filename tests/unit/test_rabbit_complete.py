@@ -1,5 +1,5 @@
-"""How the RabbitMQ consumer completes a job (no broker needed): a job alone in
-its message does not wait for its record, one with batch-mates does."""
+"""How the RabbitMQ consumer completes a job (no broker needed): it returns
+once the outputs are stored, with the record still on its way."""
 
 from __future__ import annotations
 
@@ -56,27 +56,26 @@ def rabbit_consumer(log: HeldLog) -> tuple[RabbitConsumer, list[Output]]:
 INCOMING = Incoming(b"", None, None, {}, redelivered=False, delivery_count=0)
 
 
-async def test_a_job_with_batch_mates_waits_for_its_record_to_be_confirmed():
-    log = HeldLog()
-    consumer, _ = rabbit_consumer(log)
-    completing = asyncio.ensure_future(consumer.complete(INCOMING, "k", [], alone=False))
-    await asyncio.sleep(0.02)
-    assert len(log.confirms) == 1  # appended
-    assert not completing.done()  # but not confirmed
-    log.confirms[0].set_result(None)
-    await asyncio.wait_for(completing, 1)
-
-
-async def test_a_job_alone_returns_once_its_outputs_are_stored(caplog: pytest.LogCaptureFixture):
+async def test_complete_returns_once_the_outputs_are_stored_and_the_record_follows():
     log = HeldLog()
     consumer, stored = rabbit_consumer(log)
     output: Output = SimpleNamespace()  # type: ignore[assignment]
-    await asyncio.wait_for(consumer.complete(INCOMING, "k", [output], alone=True), 1)
+    recorded = await asyncio.wait_for(consumer.complete(INCOMING, "k", [output]), 1)
     assert stored == [output]
     await asyncio.sleep(0.02)
-    assert len(log.confirms) == 1  # the record still goes out
-    # A lost record is said, since a copy of the job would be delivered again.
+    assert len(log.confirms) == 1  # appended...
+    assert not recorded.done()  # ...not confirmed
+    log.confirms[0].set_result(None)
+    await asyncio.wait_for(recorded, 1)
+
+
+async def test_a_record_that_cannot_be_stored_is_said(caplog: pytest.LogCaptureFixture):
+    log = HeldLog()
+    consumer, _ = rabbit_consumer(log)
+    recorded = await consumer.complete(INCOMING, "k", [])
+    await asyncio.sleep(0.02)
     with caplog.at_level(logging.WARNING):
         log.confirms[0].set_exception(ConnectionError("channel closed"))
-        await asyncio.sleep(0.01)
+        with pytest.raises(ConnectionError):
+            await recorded
     assert "could not record a finished job" in caplog.text

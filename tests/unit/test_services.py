@@ -311,6 +311,39 @@ async def test_a_one_job_batch_is_cut_off_and_sent_back_in_its_own_task():
     assert deferred.event.results[0].reply.status == "4.4.1"
 
 
+async def test_a_sent_job_keeps_its_slot_until_its_record_is_durable_or_its_batch_acked():
+    """A crash before either would send it again: the slots bound that."""
+    fake = FakeDeliverer()
+    service = delivery(fake, concurrency=2)
+    broker = await start(service)
+    broker.hold_records = True
+    slow = asyncio.Event()
+    attempt = fake.attempt
+
+    async def second_waits(work: pb.DeliveryJob, permit: object = None) -> list[RecipientOutcome]:
+        if work.queue_id == "01J2.1":
+            await slow.wait()
+        return await attempt(work, permit)
+
+    fake.attempt = second_waits  # type: ignore[method-assign]
+    batch = asyncio.create_task(broker.deliver(QueueName.DELIVERY, [job(1), job(2)]))
+    for _ in range(200):
+        if broker.held_records:
+            break
+        await asyncio.sleep(0.001)
+    assert [key for key, _ in broker.held_records] == ["01J1.1/0"]  # job 1 sent
+    assert service.slots.free == 0  # ...and still in the window
+    broker.release_records()
+    for _ in range(3):  # the record's callback, then the slot's
+        await asyncio.sleep(0)
+    assert service.slots.free == 1  # its record is durable
+    slow.set()
+    settled = await batch
+    assert settled.outcome == "acked"
+    assert "01J2.1/0" not in broker.finished_keys  # record still held...
+    assert service.slots.free == 2  # ...but the batch is acked
+
+
 async def test_delivery_consumes_every_lane():
     service = delivery(FakeDeliverer())
     broker = await start(service)

@@ -20,6 +20,8 @@ message:
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -88,14 +90,12 @@ class Settlement(Protocol):
         ``"lost_channel"``."""
 
     async def complete(
-        self, incoming: Incoming, key: str, outputs: Sequence[Output], *, alone: bool
-    ) -> None:
-        """Store ``outputs`` and the record that the item ``key`` is done.
+        self, incoming: Incoming, key: str, outputs: Sequence[Output]
+    ) -> asyncio.Future[None]:
+        """Store ``outputs``, and the record that the item ``key`` is done.
 
-        ``alone``: the input holds no other item, so its release comes next
-        and covers this one; the record then only serves copies that come
-        later (a queue that split the message again after a crash), and the
-        adapter need not wait for it to be durable before returning.
+        Returns once the outputs are durable, with a future that resolves
+        once the record is (or fails if it cannot be).
         """
 
     async def finished(self, keys: Collection[str], since: datetime) -> set[str]:
@@ -131,32 +131,42 @@ class ConsumerCore(Generic[M]):
 
     async def run(self, incoming: Incoming) -> None:
         started = time.perf_counter()
+        clearing: list[asyncio.Future[None]] = []
         try:
-            outcome = await self._process(incoming)
+            outcome = await self._run(incoming, clearing)
+        finally:
+            # The input is settled (or never will be by us): a redelivery can
+            # no longer repeat an item completed without its record.
+            for cleared in clearing:
+                if not cleared.done():
+                    cleared.set_result(None)
+        self._consumed[outcome].inc()
+        self._handle_seconds.observe(time.perf_counter() - started)
+
+    async def _run(self, incoming: Incoming, clearing: list[asyncio.Future[None]]) -> str:
+        try:
+            return await self._process(incoming, clearing)
         except PublishError as exc:
             # Outputs or parked copies could not be stored: keep the input.
             log.warning(
                 "could not store what a message produced; trying it again later",
                 extra={"queue": self.queue_name, "error": str(exc)},
             )
-            outcome = await self.settlement.retry_later(incoming)
+            return await self.settlement.retry_later(incoming)
         except Exception as exc:
             # Not the handler: a message that breaks the consumer itself. It
             # must neither stay unsettled forever nor loop without end.
             self._log_failure(incoming, exc)
             if incoming.delivery_count + 1 < self.delivery_limit:
-                outcome = await self.settlement.retry_later(incoming)
-            else:
-                try:
-                    outcome = await self._park_whole(
-                        incoming, f"consumer kept failing: {exc!r}", "handler_error"
-                    )
-                except PublishError:
-                    outcome = await self.settlement.retry_later(incoming)
-        self._consumed[outcome].inc()
-        self._handle_seconds.observe(time.perf_counter() - started)
+                return await self.settlement.retry_later(incoming)
+            try:
+                return await self._park_whole(
+                    incoming, f"consumer kept failing: {exc!r}", "handler_error"
+                )
+            except PublishError:
+                return await self.settlement.retry_later(incoming)
 
-    async def _process(self, incoming: Incoming) -> str:
+    async def _process(self, incoming: Incoming, clearing: list[asyncio.Future[None]]) -> str:
         if incoming.delivery_count >= self.delivery_limit:
             reason = (
                 f"delivered {incoming.delivery_count} times without being finished "
@@ -174,7 +184,7 @@ class ConsumerCore(Generic[M]):
             if not items:
                 return await self.settlement.release(incoming, [], [])
         completed: set[str] = set()
-        work = self._work(incoming, items, completed)
+        work = self._work(incoming, items, completed, clearing)
         try:
             outputs = await self.handler(work)
         except PublishError:
@@ -183,21 +193,34 @@ class ConsumerCore(Generic[M]):
             self._log_failure(incoming, exc)
             if incoming.delivery_count + 1 < self.delivery_limit:
                 return await self.settlement.retry_later(incoming)
-            return await self._last_chance(incoming, items, completed, exc)
+            return await self._last_chance(incoming, items, completed, clearing, exc)
         outcome = await self.settlement.release(incoming, outputs, [])
         _account(work)
         return outcome
 
-    def _work(self, incoming: Incoming, items: list[M], completed: set[str]) -> Work[M]:
-        async def complete(item: M, outputs: Sequence[Output]) -> None:
+    def _work(
+        self,
+        incoming: Incoming,
+        items: list[M],
+        completed: set[str],
+        clearing: list[asyncio.Future[None]],
+    ) -> Work[M]:
+        async def complete(item: M, outputs: Sequence[Output]) -> asyncio.Future[None]:
             key = records.key_of(item)
             if key is None:
                 raise TypeError(f"{wire.type_name(item)} items cannot be completed one by one")
-            await self.settlement.complete(incoming, key, outputs, alone=alone)
+            recorded = await self.settlement.complete(incoming, key, outputs)
             completed.add(key)
+            if recorded.done():
+                return recorded
+            # Cleared by whichever comes first: the record, or the input's
+            # release (which run() answers for).
+            cleared = asyncio.get_running_loop().create_future()
+            recorded.add_done_callback(functools.partial(_clear_on_record, cleared))
+            clearing.append(cleared)
+            return cleared
 
         keyed = bool(items) and records.key_of(items[0]) is not None
-        alone = len(items) == 1
         return Work(
             items,
             redelivered=incoming.redelivered,
@@ -217,7 +240,12 @@ class ConsumerCore(Generic[M]):
         return [item for item in items if records.key_of(item) not in finished]
 
     async def _last_chance(
-        self, incoming: Incoming, items: list[M], completed: set[str], error: Exception
+        self,
+        incoming: Incoming,
+        items: list[M],
+        completed: set[str],
+        clearing: list[asyncio.Future[None]],
+        error: Exception,
     ) -> str:
         """The last delivery allowed: items one by one, parking only those that fail."""
         outputs: list[Output] = []
@@ -230,7 +258,7 @@ class ConsumerCore(Generic[M]):
                 failure: Exception = error
             else:
                 try:
-                    work = self._work(incoming, [item], completed)
+                    work = self._work(incoming, [item], completed, clearing)
                     outputs.extend(await self.handler(work))
                     done.append(work)
                     continue
@@ -317,6 +345,14 @@ class ConsumerCore(Generic[M]):
                 "error": repr(exc),
             },
         )
+
+
+def _clear_on_record(cleared: asyncio.Future[None], recorded: asyncio.Future[None]) -> None:
+    # A record that failed clears it too (the adapter says so): the broker is
+    # gone, so is the batch's ack, and waiting could only hold a slot that the
+    # batch's other jobs may need.
+    if not cleared.done():
+        cleared.set_result(None)
 
 
 def _account(work: Work[Any]) -> None:

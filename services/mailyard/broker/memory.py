@@ -45,7 +45,6 @@ class Settled:
     outputs: list[Output] = field(default_factory=list)  # stored with the release
     parked: list[Parked] = field(default_factory=list)
     completed: list[tuple[str, list[Output]]] = field(default_factory=list)  # (key, outputs)
-    alone: list[bool] = field(default_factory=list)  # per completed item: its input held no other
 
 
 class MemoryBroker:
@@ -55,6 +54,8 @@ class MemoryBroker:
         self.stored: list[Output] = []  # every store(), in order
         self.finished_keys: set[str] = set()
         self.hold = False  # stores wait for release_held()
+        self.hold_records = False  # completions' records wait for release_records()
+        self.held_records: list[tuple[str, asyncio.Future[None]]] = []
         self.fail_with: Exception | None = None  # stores raise this
         self.is_connected = True
         self.unheard: set[EventKind] = set()  # kinds hears() says nobody hears
@@ -86,6 +87,14 @@ class MemoryBroker:
 
     def hears(self, kind: EventKind) -> bool:
         return kind in BOUNCE_EVENTS or kind not in self.unheard
+
+    def release_records(self) -> None:
+        """The held records of finished items become durable."""
+        held, self.held_records = self.held_records, []
+        for key, recorded in held:
+            self.finished_keys.add(key)
+            if not recorded.done():
+                recorded.set_result(None)
 
     def release_held(self, error: Exception | None = None) -> None:
         """Let every held store finish (or fail with ``error``)."""
@@ -227,13 +236,17 @@ class MemoryConsumer:
         return "requeued"
 
     async def complete(
-        self, incoming: Incoming, key: str, outputs: Sequence[Output], *, alone: bool
-    ) -> None:
+        self, incoming: Incoming, key: str, outputs: Sequence[Output]
+    ) -> asyncio.Future[None]:
         await self.broker.store(outputs)
-        self.broker.finished_keys.add(key)
-        settled = _settled(incoming)
-        settled.completed.append((key, list(outputs)))
-        settled.alone.append(alone)
+        _settled(incoming).completed.append((key, list(outputs)))
+        recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.broker.hold_records:
+            self.broker.held_records.append((key, recorded))
+        else:
+            self.broker.finished_keys.add(key)
+            recorded.set_result(None)
+        return recorded
 
     async def finished(self, keys: Collection[str], since: datetime) -> set[str]:
         return set(keys) & self.broker.finished_keys

@@ -21,6 +21,7 @@ machine). ``mailyard.broker.memory`` is a third, in memory, for unit tests.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -115,7 +116,7 @@ class Work(Generic[M]):
         *,
         redelivered: bool,
         delivery_count: int,
-        complete: Callable[[M, Sequence[Output]], Awaitable[None]] | None = None,
+        complete: Callable[[M, Sequence[Output]], Awaitable[asyncio.Future[None]]] | None = None,
     ) -> None:
         self.items = list(items)
         self.redelivered = redelivered
@@ -128,16 +129,22 @@ class Work(Generic[M]):
         (metrics and logs that must not count work that is tried again)."""
         self.after_release.append(account)
 
-    async def complete(self, item: M, outputs: Sequence[Output]) -> None:
+    async def complete(self, item: M, outputs: Sequence[Output]) -> asyncio.Future[None]:
         """Store one item's outputs now, with the record that it is done.
 
-        Returns once both are durable; a redelivery of this message then
-        leaves the item out. Only for items that have a key
+        Returns once the outputs are durable, with a future that resolves
+        once a redelivery of this message would leave the item out: its
+        record is durable (or failed: the broker is gone), or the message
+        itself was released (acked: no redelivery). Until then the item is
+        in the duplicate window, and delivery keeps its job slot. The record
+        can take a while (RabbitMQ: a linger and a confirm), and most
+        batches finish all at once, so nobody waits for it: the job is
+        done, its slot is not free yet. Only for items that have a key
         (:func:`mailyard.broker.records.key_of`): delivery jobs.
         """
         if self._complete is None:
             raise TypeError("this queue's items cannot be completed one by one")
-        await self._complete(item, outputs)
+        return await self._complete(item, outputs)
 
 
 Handler = Callable[[Work[M]], Awaitable[Sequence[Output]]]

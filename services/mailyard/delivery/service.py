@@ -352,12 +352,23 @@ class DeliveryService(ConsumingService):
                 hears=self.broker.hears,
             )
             account = self._accounting(job, outcomes, now)
-            await work.complete(job, outputs)
+            cleared = await work.complete(job, outputs)
             self._remember_finished(key)
-        finally:
+        except BaseException:
             self.slots.release()
+            raise
+        # Sent but not yet out of the duplicate window (its record is not
+        # durable and its batch not acked): the slot stays taken till then,
+        # so that a crash repeats at most delivery.concurrency transactions.
+        if cleared.done():
+            self.slots.release()
+        else:
+            cleared.add_done_callback(self._release_slot)
         account()
         return None
+
+    def _release_slot(self, _cleared: asyncio.Future[None]) -> None:
+        self.slots.release()
 
     async def _destination(self, job: pb.DeliveryJob) -> Destination:
         """The job's destination; a domain's site is remembered for a minute

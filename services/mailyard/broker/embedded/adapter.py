@@ -287,9 +287,13 @@ class EmbeddedConsumer:
         return "requeued"
 
     async def complete(
-        self, incoming: Incoming, key: str, outputs: Sequence[Output], *, alone: bool
-    ) -> None:
+        self, incoming: Incoming, key: str, outputs: Sequence[Output]
+    ) -> asyncio.Future[None]:
+        # The record is written in the outputs' transaction: durable with them.
         await self.broker.write(Write(inserts=self.broker.rows(outputs), finished=[key]))
+        recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        recorded.set_result(None)
+        return recorded
 
     async def finished(self, keys: Collection[str], since: datetime) -> set[str]:
         return await self.spool.finished(keys)

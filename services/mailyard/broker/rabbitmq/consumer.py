@@ -135,8 +135,8 @@ class RabbitConsumer:
         return await self._settle(incoming, requeue=True)
 
     async def complete(
-        self, incoming: Incoming, key: str, outputs: Sequence[Output], *, alone: bool
-    ) -> None:
+        self, incoming: Incoming, key: str, outputs: Sequence[Output]
+    ) -> asyncio.Future[None]:
         recorded = self.broker.finished_jobs.record(key)  # under way while the outputs go
         if outputs:
             try:
@@ -144,22 +144,16 @@ class RabbitConsumer:
             except BaseException:
                 recorded.add_done_callback(_quietly)  # this failure is the one reported
                 raise
-        if alone:
-            # The ack that follows covers the job: only a copy split again by
-            # a queue that crashed (seconds later) needs the record, so the
-            # job neither holds its slot for the linger nor waits for the
-            # confirm. Most jobs are alone (a message to one domain).
-            recorded.add_done_callback(self._unrecorded(key))
-            return
-        await recorded
+        recorded.add_done_callback(self._unrecorded(key))
+        return recorded
 
     def _unrecorded(self, key: str) -> Callable[[asyncio.Future[None]], None]:
         def check(future: asyncio.Future[None]) -> None:
             if future.cancelled() or future.exception() is None:
                 return
             log.warning(
-                "could not record a finished job; a copy of it from a queue restart "
-                "would be delivered again",
+                "could not record a finished job; a redelivery or a copy of it from a "
+                "queue restart would be delivered again",
                 extra={"queue": self.queue_name, "key": key, "error": repr(future.exception())},
             )
 

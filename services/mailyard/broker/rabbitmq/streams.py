@@ -103,8 +103,9 @@ class FinishedJobs:
     and an append (a publish and a confirm) per job cost as much again as
     the rest of the broker's work per message. A confirm does not cut the
     next group's linger short: that would make an append per round trip
-    under load, a few jobs each. The job holds its delivery slot until its
-    key is confirmed, so the duplicate window stays ``delivery.concurrency``.
+    under load, a few jobs each. The job keeps its delivery slot until its
+    key is confirmed or its batch acked, whichever is first, so the
+    duplicate window stays ``delivery.concurrency``; nothing waits for it.
     A group that is due waits while ``max_in_flight`` appends are
     unconfirmed. ``finished`` serves every caller waiting at that moment
     with one read of the stream.
