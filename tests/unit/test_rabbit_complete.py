@@ -17,18 +17,7 @@ from mailyard.broker.rabbitmq.consumer import RabbitConsumer
 from mailyard.broker.rabbitmq.streams import FinishedJobs
 from mailyard.broker.topology import Topology
 from mailyard.v1 import message_pb2 as pb
-
-
-class HeldLog:
-    """Stands in for the stream: appends wait until the test confirms them."""
-
-    def __init__(self) -> None:
-        self.confirms: list[asyncio.Future[None]] = []
-
-    async def append(self, records: Sequence[bytes]) -> None:
-        confirm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.confirms.append(confirm)
-        await confirm
+from tests.unit.test_finished_jobs import HeldLog
 
 
 def rabbit_consumer(log: HeldLog) -> tuple[RabbitConsumer, list[Output]]:
