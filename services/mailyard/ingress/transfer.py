@@ -37,15 +37,56 @@ def too_slow(elapsed: float, size: int, *, idle_timeout: float, min_rate: int) -
     return bool(min_rate) and elapsed > idle_timeout + size / min_rate
 
 
+TERMINATOR = b"\r\n.\r\n"
+
+
+def whole_lines(arrived: bytes | bytearray, after_crlf: bool) -> tuple[int, bool]:
+    """How many of the octets that have ``arrived`` are whole DATA lines to take
+    now, and whether they end the message (its terminator then counted in).
+
+    ``after_crlf``: whether the line before them ended in CRLF. The message
+    ends at the first "." line that follows a CRLF-ended line, which is the
+    first CRLF "." CRLF (or a "." line at once, after one). 0: no whole
+    line has arrived.
+    """
+    if after_crlf and arrived[:3] == b".\r\n":
+        return 3, True
+    end = arrived.find(TERMINATOR)
+    if end >= 0:
+        return end + len(TERMINATOR), True
+    return arrived.rfind(b"\n") + 1, False
+
+
 async def read_lines(stream: Stream, upload: Upload, started: float) -> Status:
     """DATA lines to the lone dot.
 
     A line ends at LF so that a bare LF can be seen, but the message ends
     only at CRLF "." CRLF: the dot line must follow a line that ended in
     CRLF (SMTP smuggling uses the other forms).
+
+    What has already arrived is taken as a block of whole lines (the
+    message is usually all there after its first line); only a line not yet
+    complete is waited for, one line at a time.
     """
+    reader = stream.reader
     after_crlf = True
     while True:
+        # StreamReader has no public view of what it holds (see the server's
+        # _more_input_waiting); without one, every line is read on its own.
+        arrived: bytearray | None = getattr(reader, "_buffer", None)
+        take, done = whole_lines(arrived, after_crlf) if arrived else (0, False)
+        if take:
+            lines = await reader.readexactly(take)  # all there: no wait
+            stream.restart_idle_timer()
+            if done:
+                if take > 3:
+                    upload.feed_lines(lines[:-3])  # less the "." line
+                return Status.DONE
+            after_crlf = lines.endswith(b"\r\n")
+            upload.feed_lines(lines)
+            if stream.too_slow(started, upload.size):
+                return Status.TOO_SLOW
+            continue
         try:
             line = await stream.reader.readuntil(b"\n")
         except asyncio.LimitOverrunError as error:
