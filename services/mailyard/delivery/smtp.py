@@ -131,7 +131,19 @@ class SmtpSession:
         return self.verification is not Verification.NONE
 
     async def read_reply(self, wait: float | None = None) -> Reply:
-        """The next reply, within ``wait`` seconds (the command timeout by default)."""
+        """The next reply, within ``wait`` seconds (the command timeout by default).
+
+        Lines that have already arrived (the later replies of a pipelined
+        group come in one segment with the first) are read without a timer:
+        an ``asyncio.timeout`` for each reply showed in the delivery profile.
+        """
+        # StreamReader has no public view of what it holds; without one, every
+        # reply gets its timer.
+        arrived: bytearray | None = getattr(self.reader, "_buffer", None)
+        while arrived and b"\n" in arrived:
+            reply = self._replies.feed(await self.reader.readuntil(b"\n"))  # no wait
+            if reply is not None:
+                return reply
         async with asyncio.timeout(wait or self.command_timeout):
             while True:
                 line = await self.reader.readuntil(b"\n")
