@@ -43,6 +43,7 @@ from mailyard.delivery.smtp import (
     SessionLost,
     SmtpSession,
     SourceUnusable,
+    close_session,
     open_session,
     send_transaction,
 )
@@ -239,7 +240,8 @@ class Deliverer:
             session.close()
             raise
         (_TLS_TRANSACTIONS if session.tls else _PLAIN_TRANSACTIONS).inc()
-        await self.pool.give_back(session)
+        if not self.pool.keep(session):
+            await close_session(session)
         return replies
 
     async def _open(

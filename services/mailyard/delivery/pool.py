@@ -4,7 +4,8 @@ A session that finished a transaction cleanly waits here, keyed by the
 address and port it is connected to, for the next job to the same host:
 no TCP, greeting, EHLO or TLS handshake the second time. Sessions are
 dropped after ``max_idle`` seconds unused or after the transactions its
-destination allows a connection (``max_messages_per_connection``). Idle
+destination allows a connection (``max_messages_per_connection``). The
+idle-sessions gauge is set as the reaper passes, every ``max_idle / 2``. Idle
 sessions count towards their destination's connections: the pool keeps one
 only while ``keep_idle`` (the gate, delivery/gate.py) allows it, and closes
 some when asked to (:meth:`trim`, :meth:`evict_one`).
@@ -61,8 +62,14 @@ class SessionPool:
                 return session
         return None
 
-    async def give_back(self, session: SmtpSession) -> None:
-        idle = self._idle[(session.address, session.port)]
+    def keep(self, session: SmtpSession) -> bool:
+        """Keep a session whose transaction ended cleanly for the next job to its host,
+        if it may carry more and its destination lets it wait idle. False: the
+        caller closes it (``close_session``: QUIT, a round trip).
+
+        Not async, and the idle gauge is set by the reaper, not here: this runs
+        once a job, and a coroutine and a gauge update showed in the profile.
+        """
         if (
             self.enabled
             and session.alive
@@ -70,10 +77,9 @@ class SessionPool:
             and self.keep_idle(session.destination)
         ):
             session.last_used = time.monotonic()
-            idle.append(session)
-        else:
-            await close_session(session)
-        metrics.IDLE_SESSIONS.set(self.idle_count)
+            self._idle[(session.address, session.port)].append(session)
+            return True
+        return False
 
     def evict_one(self, destination: str) -> bool:
         """Close the least recently used idle session of ``destination``, if any."""
