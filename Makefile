@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= examples/mailyard.yaml
 
-.PHONY: run test unit lint typecheck proto bench dashboards chart chart-schema clean
+.PHONY: run test unit lint typecheck proto bench bench-stages dashboards chart chart-schema clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ typecheck: $(VENV)/.installed
 ## bench: throughput, latency and cost; BENCH_ARGS="--compare-postfix --count 20000"
 bench: $(VENV)/.installed
 	PYTHONPATH=services:. $(PY) -m bench $(BENCH_ARGS)
+
+## bench-stages: each split-mode service alone, draining a full queue; BENCH_ARGS="--compare-repo ../baseline"
+bench-stages: $(VENV)/.installed
+	PYTHONPATH=services:. $(PY) -m bench.stages $(BENCH_ARGS)
 
 ## dashboards: regenerate charts/mailyard/dashboards/*.json from observability/
 dashboards: $(VENV)/.installed

@@ -130,19 +130,31 @@ class MailyardSystem:
 
     def start(self) -> None:
         for service in self.services:
-            port = free_port()
-            log = (self.workdir / f"{self.name}-{service}.log").open("ab")
-            env = {**os.environ, "MAILYARD_METRICS__PORT": str(port)}
-            env["PYTHONPATH"] = str(self.repo / "services")
-            self.processes[service] = subprocess.Popen(
-                [sys.executable, "-m", "mailyard", service, "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-            self.metrics_ports[service] = port
-        for service, port in self.metrics_ports.items():
-            _wait_ready(f"http://127.0.0.1:{port}/readyz", self.processes[service])
+            self._spawn(service)
+        for service in self.services:
+            self.wait_ready(service)
+
+    def start_service(self, service: str) -> None:
+        """One service of split mode on its own, ready (``bench/stages.py``)."""
+        self._spawn(service)
+        self.wait_ready(service)
+
+    def _spawn(self, service: str) -> None:
+        port = free_port()
+        log = (self.workdir / f"{self.name}-{service}.log").open("ab")
+        env = {**os.environ, "MAILYARD_METRICS__PORT": str(port)}
+        env["PYTHONPATH"] = str(self.repo / "services")
+        self.processes[service] = subprocess.Popen(
+            [sys.executable, "-m", "mailyard", service, "--config", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        self.metrics_ports[service] = port
+
+    def wait_ready(self, service: str) -> None:
+        port = self.metrics_ports[service]
+        _wait_ready(f"http://127.0.0.1:{port}/readyz", self.processes[service])
 
     def cpu_seconds(self) -> dict[str, float]:
         return {s: procstats.cpu_seconds(p.pid) for s, p in self.processes.items()}

@@ -101,3 +101,31 @@ def test_a_small_signing_benchmark_checks_its_signatures(broker: str, tmp_path: 
         assert systems[name]["latency_lost"] == 0, name
     assert systems["mailyard-embedded"]["dkim_verified"] is None
     assert systems["mailyard-embedded"]["dkim_signed"] == 0
+
+
+def test_the_stage_benchmark_runs_each_service_alone(broker: str, tmp_path: Path) -> None:
+    """`make bench-stages`: ingress, then queue, then delivery, each draining what
+    the one before left; all of it arrives, once."""
+    if not (shutil.which("smtp-source") or Path("/usr/sbin/smtp-source").exists()):
+        if os.environ.get("CI"):
+            pytest.fail("smtp-source is not installed; .ci/run installs postfix")
+        pytest.skip("smtp-source not installed (apt-get install postfix)")
+    results = tmp_path / "results.jsonl"
+    command = [
+        sys.executable, "-m", "bench.stages", "--count", "300", "--rounds", "1",
+        "--results", str(results),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'services'}:{REPO}"}
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "delivery: CPU ms/msg" in done.stdout
+
+    (row,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert (row["kind"], row["system"], row["count"]) == ("stages", "mailyard-split", 300)
+    assert set(row["stages"]) == {"ingress", "queue", "delivery"}
+    for name, stage in row["stages"].items():
+        assert stage["cpu_ms"] > 0, name
+        assert stage["per_s"] > 0, name
+    assert row["rounds"][0]["delivery"]["duplicated"] == 0
