@@ -112,8 +112,8 @@ def settle_collector() -> None:
     it scanning survivors; 2 us with these settings. ``gc.freeze()`` takes
     what exists now out of every later collection (none of it is garbage),
     and a larger young generation lets most per-message objects die before
-    one is due. Both are
-    documented knobs of the ``gc`` module; nothing is left uncollected.
+    one is due. Both are documented knobs of the ``gc`` module; nothing is
+    left uncollected.
     """
     gc.freeze()
     _, middle, old = gc.get_threshold()
