@@ -107,9 +107,9 @@ def settle_collector() -> None:
     allocations, and every object in the full ones. A service keeps the
     tens of thousands of objects of its start-up (modules, settings,
     protobuf descriptors) for its whole life, and makes and drops many
-    small ones per message: with the defaults, delivery spent 12-18 us a
-    job collecting (``gc.callbacks``, 20,000 jobs, two runs), nearly all of
-    it scanning survivors; 2 us with these settings. ``gc.freeze()`` takes
+    small ones per message: with the defaults, delivery spent 18 us a job
+    collecting (``gc.callbacks``, 20,000 jobs), nearly all of it scanning
+    survivors; 2 us with these settings. ``gc.freeze()`` takes
     what exists now out of every later collection (none of it is garbage),
     and a larger young generation lets most per-message objects die before
     one is due. Both are documented knobs of the ``gc`` module; nothing is
