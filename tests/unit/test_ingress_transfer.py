@@ -84,6 +84,16 @@ def test_blocks_of_lines_give_what_line_by_line_gives(seed: int):
     assert other.content() == one.content()
 
 
+def test_the_part_of_a_line_too_long_is_refused_and_counted_like_line_by_line():
+    # What read_lines hands on when a line outgrows the stream's limit.
+    part = b"." + b"x" * 1500
+    one, other = by_lines([b"Subject: x\r\n", part]), upload()
+    other.feed_lines(b"Subject: x\r\n" + part)
+    assert (other.problem, other.reason, other.size) == (one.problem, one.reason, one.size)
+    assert other.reason == "line_too_long"
+    assert other.size == 12 + 1500
+
+
 def test_a_block_is_unstuffed_like_its_lines():
     up = upload()
     up.feed_lines(b"..first\r\nplain\r\n...two\r\n.\r\n")
@@ -142,6 +152,29 @@ async def test_the_smuggling_forms_of_the_end_are_content(smuggled: bytes):
     assert status is Status.DONE
     assert b"MAIL FROM:<evil@x>" in up.content()
     assert rest == b""
+
+
+async def test_a_line_longer_than_the_stream_limit_is_read_in_parts_and_refused():
+    reader_limit = 64  # what aiosmtpd gives its reader is line_length_limit
+    reader = asyncio.StreamReader(limit=reader_limit)
+    up = upload()
+
+    class Stream:
+        def __init__(self) -> None:
+            self.reader = reader
+
+        def restart_idle_timer(self) -> None:
+            pass
+
+        def too_slow(self, started: float, size: int) -> bool:
+            return False
+
+    reader.feed_data(b"Subject: x\r\n\r\n" + b"y" * 1200 + b"\r\nend\r\n.\r\nQUIT\r\n")
+    reader.feed_eof()
+    assert await transfer.read_lines(Stream(), up, 0.0) is Status.DONE
+    assert up.reason == "line_too_long"
+    assert up.size == 14 + 1202 + 5
+    assert await reader.read() == b"QUIT\r\n"
 
 
 async def test_a_client_that_leaves_mid_message_is_closed():

@@ -76,28 +76,22 @@ async def read_lines(stream: Stream, upload: Upload, started: float) -> Status:
         arrived: bytearray | None = getattr(reader, "_buffer", None)
         take, done = whole_lines(arrived, after_crlf) if arrived else (0, False)
         if take:
-            lines = await reader.readexactly(take)  # all there: no wait
-            stream.restart_idle_timer()
-            if done:
-                if take > 3:
-                    upload.feed_lines(lines[:-3])  # less the "." line
-                return Status.DONE
-            after_crlf = lines.endswith(b"\r\n")
-            upload.feed_lines(lines)
-            if stream.too_slow(started, upload.size):
-                return Status.TOO_SLOW
-            continue
-        try:
-            line = await stream.reader.readuntil(b"\n")
-        except asyncio.LimitOverrunError as error:
-            line = await stream.reader.read(error.consumed)
-        except asyncio.IncompleteReadError:
-            return Status.CLOSED
+            piece = await reader.readexactly(take)  # all there: no wait
+        else:  # not one whole line yet: wait for the next
+            try:
+                piece = await reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as error:
+                piece = await reader.read(error.consumed)  # a line too long, in parts
+            except asyncio.IncompleteReadError:
+                return Status.CLOSED
+            done = after_crlf and piece == b".\r\n"
         stream.restart_idle_timer()
-        if after_crlf and line == b".\r\n":
+        if done:
+            if len(piece) > 3:
+                upload.feed_lines(piece[:-3])  # less the "." line
             return Status.DONE
-        after_crlf = line.endswith(b"\r\n")
-        upload.feed_line(line)
+        after_crlf = piece.endswith(b"\r\n")
+        upload.feed_lines(piece)
         if stream.too_slow(started, upload.size):
             return Status.TOO_SLOW
 

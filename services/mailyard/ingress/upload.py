@@ -64,7 +64,8 @@ class Upload:
         self._feed(line)
 
     def feed_lines(self, lines: bytes) -> None:
-        """Whole DATA lines as sent, at once (``lines`` ends with an LF): what
+        """DATA lines as sent, at once (each ends with an LF but perhaps the
+        last, the part of a line too long that has come so far): what
         :meth:`feed_line` does to each, in a few passes of C over all of them
         (line by line in Python, a 2 KB message cost more than its store).
         Where one of them holds a NUL, a line too long, or the octet that
@@ -144,10 +145,14 @@ class Upload:
 
 
 def _longest_line(lines: bytes) -> int:
-    """The octets of the longest of these LF-ended lines, its LF included."""
+    """The octets of the longest of these lines, counting an LF for each (so a
+    last part without one may count one more than it has: then the lines go
+    one by one, which tells exactly)."""
     return max(map(len, lines.split(b"\n"))) + 1
 
 
 def _split_lines(lines: bytes) -> list[bytes]:
-    """LF-ended lines, each with its ending (bytes.splitlines also splits at a bare CR)."""
-    return [line + b"\n" for line in lines.split(b"\n")[:-1]]
+    """The lines, each with its LF, and a last part without one if there is one
+    (bytes.splitlines would also split at a bare CR)."""
+    *whole, rest = lines.split(b"\n")
+    return [line + b"\n" for line in whole] + ([rest] if rest else [])
