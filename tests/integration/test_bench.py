@@ -112,7 +112,7 @@ def test_the_stage_benchmark_runs_each_service_alone(broker: str, tmp_path: Path
         pytest.skip("smtp-source not installed (apt-get install postfix)")
     results = tmp_path / "results.jsonl"
     command = [
-        sys.executable, "-m", "bench.stages", "--count", "300", "--rounds", "1",
+        sys.executable, "-m", "bench.stages", "--count", "3000", "--rounds", "1",
         "--results", str(results),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'services'}:{REPO}"}
@@ -123,7 +123,7 @@ def test_the_stage_benchmark_runs_each_service_alone(broker: str, tmp_path: Path
     assert "delivery: CPU ms/msg" in done.stdout
 
     (row,) = [json.loads(line) for line in results.read_text().splitlines()]
-    assert (row["kind"], row["system"], row["count"]) == ("stages", "mailyard-split", 300)
+    assert (row["kind"], row["system"], row["count"]) == ("stages", "mailyard-split", 3000)
     assert set(row["stages"]) == {"ingress", "queue", "delivery"}
     for name, stage in row["stages"].items():
         assert stage["cpu_ms"] > 0, name
