@@ -124,6 +124,13 @@ def test_a_job_split_again_after_a_crash_is_not_delivered_twice(pipeline: Pipeli
     delivery = pipeline.process("delivery")
     # Its outcome is stored with the record before the job counts as done.
     delivery.wait_metric("mailyard_delivery_recipients_total", 1, 10, outcome="delivered")
+    if not pipeline.embedded:
+        # On RabbitMQ the record is appended to the stream after that: it lingers
+        # up to 20 ms for company, then waits for its confirm. A repeat that came
+        # sooner would be left out by the process's memory of what it finished,
+        # not by the record this test is about. No metric tells the append's
+        # confirm; a second is fifty lingers.
+        time.sleep(1.0)
 
     repeat = job("01AGAIN.1", "again@alpha.test", may_repeat=True)
     unmarked = job("01OTHER.1", "other@alpha.test", may_repeat=True)  # never delivered before
