@@ -42,3 +42,51 @@ async def test_the_rest_of_a_reply_that_never_comes_times_out():
     reader.feed_data(b"250-first line\r\n")
     with pytest.raises(TimeoutError):
         await session(reader, timeout=0.05).read_reply()
+
+
+async def test_the_timeout_says_how_long_it_waited():
+    reader = asyncio.StreamReader()
+    with pytest.raises(TimeoutError, match=r"^no reply within 0\.05s$"):
+        await session(reader, timeout=0.05).read_reply()
+
+
+async def later(reader: asyncio.StreamReader, seconds: float, data: bytes) -> None:
+    await asyncio.sleep(seconds)
+    reader.feed_data(data)
+
+
+async def test_a_short_wait_after_a_long_one_is_cut_at_its_own_length():
+    # The first wait sets the session's clock 5 s ahead; the second must not wait that long.
+    reader = asyncio.StreamReader()
+    smtp = session(reader, timeout=5.0)
+    feeding = asyncio.create_task(later(reader, 0.02, b"250 ok\r\n"))
+    assert (await smtp.read_reply()).code == 250
+    await feeding
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError, match=r"within 0\.1s$"):
+        await smtp.read_reply(0.1)
+    assert 0.09 <= loop.time() - started < 1.0
+
+
+async def test_a_long_wait_after_a_short_one_is_not_cut_at_the_short_length():
+    # The first wait sets the clock 0.1 s ahead; when it fires, the second wait
+    # (0.5 s) is on, and its reply comes at 0.25 s.
+    reader = asyncio.StreamReader()
+    smtp = session(reader)
+    feeding = asyncio.create_task(later(reader, 0.01, b"250 first\r\n"))
+    assert (await smtp.read_reply(0.1)).text == "first"
+    await feeding
+    feeding = asyncio.create_task(later(reader, 0.25, b"250 second\r\n"))
+    assert (await smtp.read_reply(0.5)).text == "second"
+    await feeding
+
+
+async def test_waits_in_turn_each_get_the_whole_timeout():
+    # Four replies 0.06 s apart, each wait 0.1 s: 0.24 s in all, none cut off.
+    reader = asyncio.StreamReader()
+    smtp = session(reader, timeout=0.1)
+    for n in range(4):
+        feeding = asyncio.create_task(later(reader, 0.06, f"250 reply {n}\r\n".encode()))
+        assert (await smtp.read_reply()).text == f"reply {n}"
+        await feeding

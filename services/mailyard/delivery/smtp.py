@@ -117,6 +117,11 @@ class SmtpSession:
     max_transactions: int = 0
     on_close: Callable[[], None] | None = None
     _replies: ReplyReader = field(default_factory=ReplyReader)
+    # The reply clock (read_reply): when the wait on now ends, how long it is,
+    # and the timer that checks it.
+    _wait_ends: float | None = None
+    _wait: float = 0.0
+    _clock: asyncio.TimerHandle | None = None
 
     @property
     def alive(self) -> bool:
@@ -134,22 +139,51 @@ class SmtpSession:
         """The next reply, within ``wait`` seconds (the command timeout by default).
 
         Lines that have already arrived (the later replies of a pipelined
-        group come in one segment with the first) are read without a timer:
-        an ``asyncio.timeout`` for each reply showed in the delivery profile.
+        group come in one segment with the first) are read at once; waiting
+        for more is timed by the session's reply clock (:meth:`_begin_wait`).
         """
         # StreamReader has no public view of what it holds; without one, every
-        # reply gets its timer.
+        # reply is waited for under the clock.
         arrived: bytearray | None = getattr(self.reader, "_buffer", None)
         while arrived and b"\n" in arrived:
             reply = self._replies.feed(await self.reader.readuntil(b"\n"))  # no wait
             if reply is not None:
                 return reply
-        async with asyncio.timeout(wait or self.command_timeout):
+        self._begin_wait(wait or self.command_timeout)
+        try:
             while True:
                 line = await self.reader.readuntil(b"\n")
                 reply = self._replies.feed(line)
                 if reply is not None:
                     return reply
+        finally:
+            self._wait_ends = None
+
+    def _begin_wait(self, wait: float) -> None:
+        """Time the wait for a reply: a timer per wait (an ``asyncio.timeout`` for
+        each reply, two a job) showed in the delivery profile, so a session keeps
+        one and each wait only notes when it ends. The timer is set again only
+        for a wait that ends before it fires; when it fires it looks whether the
+        wait it was set for is still on, and sets itself for the one that is."""
+        loop = asyncio.get_running_loop()
+        ends = self._wait_ends = loop.time() + wait
+        self._wait = wait
+        if self._clock is None or self._clock.when() > ends:
+            if self._clock is not None:
+                self._clock.cancel()
+            self._clock = loop.call_at(ends, self._clock_fired)
+
+    def _clock_fired(self) -> None:
+        self._clock = None
+        ends = self._wait_ends
+        if ends is None:
+            return  # no wait is on: the next one sets the clock again
+        loop = asyncio.get_running_loop()
+        if loop.time() < ends:
+            self._clock = loop.call_at(ends, self._clock_fired)
+            return
+        # What the pending read raises; the session is done with.
+        self.reader.set_exception(TimeoutError(f"no reply within {self._wait:g}s"))
 
     async def command(self, line: bytes) -> Reply:
         self.writer.write(line)
@@ -167,6 +201,9 @@ class SmtpSession:
         self.extensions = {}
 
     def close(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
         self.writer.close()
         if self.on_close is not None:
             on_close, self.on_close = self.on_close, None
@@ -233,8 +270,9 @@ async def open_session(
         raise
     except _CONNECTION_TROUBLE as exc:
         session.close()
+        what = "went silent" if isinstance(exc, TimeoutError) else "dropped the session"
         raise HostUnusable(
-            Reply(451, "4.4.2", f"{session.where} dropped the session: {_describe(exc)}")
+            Reply(451, "4.4.2", f"{session.where} {what}: {_describe(exc)}")
         ) from exc
     return session
 
