@@ -134,6 +134,21 @@ def test_an_idle_session_is_told_421_before_it_is_closed(strict: Pipeline) -> No
         assert raw.closed()
 
 
+def test_a_session_is_idle_from_its_last_command_not_its_first(strict: Pipeline) -> None:
+    """Commands mark the session active without re-arming its timer each time:
+    the timer, when it fires, looks when the last one came."""
+    with session(strict) as raw:
+        for _ in range(2):  # 2.4 s of commands 1.2 s apart; idle_timeout is 2 s
+            time.sleep(1.2)
+            assert raw.cmd("NOOP").code == 250
+        last = time.monotonic()
+        reply = raw.reply()
+        waited = time.monotonic() - last
+        assert (reply.code, reply.status) == (421, "4.4.2")
+        assert 1.8 <= waited < 3.5, waited
+        assert raw.closed()
+
+
 def test_junk_commands_are_cut_off(strict: Pipeline) -> None:
     with session(strict) as raw:
         for _ in range(5):

@@ -127,7 +127,7 @@ class MailyardSMTP(SMTP):
         self._admitted = False
         self._junk = 0
         self.transaction = Transaction()
-        self._last_input = 0.0  # loop time of the last line of an upload
+        self._last_input = 0.0  # loop time of the last command line, or line of an upload
         self._bdat: Upload | None = None
         self._bdat_started = 0.0
         self._close_after_reply = False
@@ -220,9 +220,10 @@ class MailyardSMTP(SMTP):
     def _timeout_cb(self) -> None:
         """aiosmtpd closes an idle session without a word; RFC 5321 §4.1.1.5 wants a 421.
 
-        During an upload every line marks the session active (a timestamp:
-        re-arming a timer per line costs more than the line); the timer,
-        when it fires, first checks whether input came meanwhile.
+        Every command line, and every line of an upload, marks the session
+        active (a timestamp: re-arming a timer per line costs more than the
+        line, and aiosmtpd's per command showed in the ingress profile); the
+        timer, when it fires, first checks whether input came meanwhile.
         """
         quiet = self.loop.time() - self._last_input
         if quiet < self._policy.idle_timeout and self.transport is not None:
@@ -387,7 +388,7 @@ class MailyardSMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             return None
-        self._reset_timeout()
+        self.restart_idle_timer()
         if not line.endswith(b"\r\n"):
             reply = Reply(500, "5.5.2", "Command lines must end with CRLF, not a bare LF")
             if self._policy.role == "mx":
