@@ -71,6 +71,40 @@ async def test_a_waiter_that_gets_no_connection_within_max_wait_is_held_busy():
     assert await shaping.enter(dest(1)) == Held(HeldReason.BUSY)
 
 
+async def test_each_waiter_gets_all_of_max_wait_from_when_it_came():
+    # One timer serves a destination's waiters: the later one must not be
+    # held at the first one's time, nor forgotten once the first is served.
+    shaping = gate(max_wait=0.15, clock=time.monotonic)
+    loop = asyncio.get_running_loop()
+    held = await shaping.enter(dest(1))
+    assert isinstance(held, Permit)
+    began = loop.time()
+    first = asyncio.create_task(shaping.enter(dest(1)))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(shaping.enter(dest(1)))
+    second_ended: list[float] = []
+    second.add_done_callback(lambda _: second_ended.append(loop.time()))
+    await asyncio.sleep(0.02)
+    shaping.leave(held, [OK])  # the first gets the connection and keeps it
+    granted = await first
+    assert isinstance(granted, Permit)
+    assert await asyncio.wait_for(second, 2) == Held(HeldReason.BUSY)
+    assert 0.19 <= second_ended[0] - began < 0.5  # 0.05 + 0.15, not 0.15
+
+
+async def test_a_waiter_cancelled_while_waiting_leaves_the_others_timed():
+    shaping = gate(max_wait=0.1, clock=time.monotonic)
+    await shaping.enter(dest(1))
+    gone = asyncio.create_task(shaping.enter(dest(1)))
+    await asyncio.sleep(0.01)
+    later = asyncio.create_task(shaping.enter(dest(1)))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert await asyncio.wait_for(later, 1) == Held(HeldReason.BUSY)
+
+
 async def test_transactional_waiters_go_before_bulk_ones():
     shaping = gate(max_wait=5)
     held = await shaping.enter(dest(1))

@@ -27,6 +27,7 @@ import heapq
 import itertools
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -85,6 +86,11 @@ class _State:
     refilled: float = 0.0
     transaction_time: float = FIRST_TRANSACTION_TIME
     timer: asyncio.TimerHandle | None = None
+    # The waiters in the order they came, with the loop time each gives up at
+    # (max_wait after it came: so the order of giving up too), and the one timer
+    # that ends the first wait still on (Gate._expire).
+    expiries: deque[tuple[float, asyncio.Future[Permit | Held]]] = field(default_factory=deque)
+    expiry_timer: asyncio.TimerHandle | None = None
     was_paused: bool = False
     idle_since: float = 0.0
     share: Share = NO_LIMIT
@@ -185,10 +191,17 @@ class Gate:
         state.waiting += 1
         self._pump(state)
         if not future.done():
-            # A timer of our own, not asyncio.wait(timeout=), which builds a
-            # waiter future and callbacks per call: thousands of jobs can be
-            # waiting here at full speed, and the profile showed it.
-            timer = loop.call_later(self.max_wait, self._time_out, state, future)
+            # No timer per waiter (nor asyncio.wait(timeout=), which builds a
+            # waiter future and callbacks per call): at full speed most jobs
+            # wait here a moment, and the profile showed both. Every wait is
+            # max_wait long, so they end in the order they began: one timer
+            # per destination, for the first, does.
+            expiries = state.expiries
+            while expiries and expiries[0][1].done():
+                expiries.popleft()  # granted (or cancelled) before it ran out
+            expiries.append((loop.time() + self.max_wait, future))
+            if state.expiry_timer is None:
+                state.expiry_timer = loop.call_at(expiries[0][0], self._expire, state)
             try:
                 await future
             except asyncio.CancelledError:
@@ -197,14 +210,24 @@ class Gate:
                 elif isinstance(granted := future.result(), Permit):
                     self.leave(granted, ())  # granted as we were cancelled: give it back
                 raise
-            finally:
-                timer.cancel()
         return future.result()
 
-    def _time_out(self, state: _State, future: asyncio.Future[Permit | Held]) -> None:
-        if not future.done():
-            future.set_result(Held(HeldReason.BUSY))
-            self._stopped_waiting(state)
+    def _expire(self, state: _State) -> None:
+        """The waits that ran out get Held (busy); the timer is set for the next one on."""
+        state.expiry_timer = None
+        loop = asyncio.get_running_loop()
+        now, expiries = loop.time(), state.expiries
+        while expiries:
+            ends, future = expiries[0]
+            if future.done():
+                expiries.popleft()
+            elif ends <= now:
+                expiries.popleft()
+                future.set_result(Held(HeldReason.BUSY))
+                self._stopped_waiting(state)
+            else:
+                state.expiry_timer = loop.call_at(ends, self._expire, state)
+                return
 
     def _stopped_waiting(self, state: _State) -> None:
         """A waiter gave up without a permit (its entry in ``waiters`` is done,
