@@ -27,7 +27,6 @@ import heapq
 import itertools
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -37,6 +36,7 @@ from prometheus_client import Counter
 from mailyard.broker import Membership
 from mailyard.delivery import metrics
 from mailyard.delivery.backoff import Action, Backoff, BackoffPolicy, ThrottlingRules
+from mailyard.delivery.expiry import Expiries
 from mailyard.delivery.shaping import (
     Destination,
     Limits,
@@ -86,11 +86,8 @@ class _State:
     refilled: float = 0.0
     transaction_time: float = FIRST_TRANSACTION_TIME
     timer: asyncio.TimerHandle | None = None
-    # The waiters in the order they came, with the loop time each gives up at
-    # (max_wait after it came: so the order of giving up too), and the one timer
-    # that ends the first wait still on (Gate._expire).
-    expiries: deque[tuple[float, asyncio.Future[Permit | Held]]] = field(default_factory=deque)
-    expiry_timer: asyncio.TimerHandle | None = None
+    # The waits for a permit, each max_wait long (made by Gate._state).
+    expiries: Expiries[asyncio.Future[Permit | Held]] | None = None
     was_paused: bool = False
     idle_since: float = 0.0
     share: Share = NO_LIMIT
@@ -191,17 +188,14 @@ class Gate:
         state.waiting += 1
         self._pump(state)
         if not future.done():
-            # No timer per waiter (nor asyncio.wait(timeout=), which builds a
-            # waiter future and callbacks per call): at full speed most jobs
-            # wait here a moment, and the profile showed both. Every wait is
-            # max_wait long, so they end in the order they began: one timer
-            # per destination, for the first, does.
-            expiries = state.expiries
-            while expiries and expiries[0][1].done():
-                expiries.popleft()  # granted (or cancelled) before it ran out
-            expiries.append((loop.time() + self.max_wait, future))
-            if state.expiry_timer is None:
-                state.expiry_timer = loop.call_at(expiries[0][0], self._expire, state)
+            # Not asyncio.wait(timeout=), which builds a waiter future and
+            # callbacks per call, nor a timer per waiter: at full speed most
+            # jobs wait here a moment, and the profile showed both.
+            if state.expiries is None:
+                state.expiries = Expiries(
+                    self.max_wait, lambda waiter: self._time_out(state, waiter), _done
+                )
+            state.expiries.add(future)
             try:
                 await future
             except asyncio.CancelledError:
@@ -212,22 +206,9 @@ class Gate:
                 raise
         return future.result()
 
-    def _expire(self, state: _State) -> None:
-        """The waits that ran out get Held (busy); the timer is set for the next one on."""
-        state.expiry_timer = None
-        loop = asyncio.get_running_loop()
-        now, expiries = loop.time(), state.expiries
-        while expiries:
-            ends, future = expiries[0]
-            if future.done():
-                expiries.popleft()
-            elif ends <= now:
-                expiries.popleft()
-                future.set_result(Held(HeldReason.BUSY))
-                self._stopped_waiting(state)
-            else:
-                state.expiry_timer = loop.call_at(ends, self._expire, state)
-                return
+    def _time_out(self, state: _State, future: asyncio.Future[Permit | Held]) -> None:
+        future.set_result(Held(HeldReason.BUSY))
+        self._stopped_waiting(state)
 
     def _stopped_waiting(self, state: _State) -> None:
         """A waiter gave up without a permit (its entry in ``waiters`` is done,
@@ -434,6 +415,8 @@ class Gate:
             ):
                 if state.timer is not None:
                     state.timer.cancel()
+                if state.expiries is not None:
+                    state.expiries.close()
                 del self._states[key]
 
     # --- what others see -----------------------------------------------------
@@ -477,3 +460,7 @@ class Gate:
                 )
             )
         return report
+
+
+def _done(future: asyncio.Future[Permit | Held]) -> bool:
+    return future.done()

@@ -45,6 +45,7 @@ from mailyard.delivery.attempt import Deliverer
 from mailyard.delivery.backoff import BackoffPolicy, ThrottlingRules
 from mailyard.delivery.dane_lookup import DaneLookup
 from mailyard.delivery.egress import KEY, Egress, sources_from
+from mailyard.delivery.expiry import Expiries
 from mailyard.delivery.gate import Gate, Held, HeldReason, Permit
 from mailyard.delivery.mtasts_fetch import MtaSts
 from mailyard.delivery.outcome import Outcome, RecipientOutcome
@@ -192,6 +193,12 @@ class DeliveryService(ConsumingService):
         # Domain -> (until, destination), for domains that may be on a site.
         self._sites: dict[str, tuple[float, Destination]] = {}
         self.named_destinations = frozenset(settings.metrics.destinations)
+        # A job may wait max_wait for its destination, then has attempt_timeout
+        # for its attempt: the wait never eats into the attempt.
+        limit = config.attempt_timeout + config.shaping.max_wait
+        self._deadlines: Expiries[Deadline] = Expiries(
+            limit.total_seconds(), Deadline.fire, Deadline.over
+        )
 
     def consumers(self) -> list[Consumer]:
         return [
@@ -215,6 +222,7 @@ class DeliveryService(ConsumingService):
             self.tlsrpt.start()
 
     async def stopped(self) -> None:
+        self._deadlines.close()
         await self.pool.close()
         if self.tlsrpt is not None:
             await self.tlsrpt.stop()  # the broker is still there for report mail
@@ -242,11 +250,8 @@ class DeliveryService(ConsumingService):
             # Not in the record of finished jobs: any of these may have been
             # in flight when an earlier process died.
             metrics.POSSIBLE_DUPLICATES.inc(len(jobs))
-        loop = asyncio.get_running_loop()
-        # A job may wait max_wait for its destination, then has attempt_timeout
-        # for its attempt: the wait never eats into the attempt.
-        limit = self.config.attempt_timeout + self.config.shaping.max_wait
-        deadline = Deadline(loop, loop.time() + limit.total_seconds())
+        deadline = Deadline()
+        self._deadlines.add(deadline)
         metrics.IN_FLIGHT.inc(len(jobs))
         runs: list[asyncio.Task[Output | None]] = []
         results: list[Output | BaseException | None]
@@ -514,23 +519,29 @@ def verifying_tls(ca_file: Path | None) -> Callable[[], ssl.SSLContext]:
 
 
 class Deadline:
-    """One timer for a batch: when it fires, what is still waiting or attempting is cut off.
+    """The end of a batch's time: when it comes, what is still waiting or attempting is cut off.
 
-    (An ``asyncio.timeout`` per job cost a timer each; the profile showed it.)
+    (An ``asyncio.timeout`` per job cost a timer each; the profile showed it.
+    Every batch has as long, so one timer serves them all: ``expiry.py``.)
     A guarded task is cancelled at the deadline; :meth:`cut_off` tells the
     task that catches the CancelledError whether it was this, and if so
     takes the cancellation back so the task can go on storing its outcome.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        self.passed = False
-        self._guarded: set[asyncio.Task[Any]] = set()
-        self._handle = loop.call_at(when, self._fire)
+    __slots__ = ("_guarded", "finished", "passed")
 
-    def _fire(self) -> None:
+    def __init__(self) -> None:
+        self.passed = False
+        self.finished = False  # the batch is over: nothing is left to cut off
+        self._guarded: set[asyncio.Task[Any]] = set()
+
+    def fire(self) -> None:
         self.passed = True
         for task in self._guarded:
             task.cancel()
+
+    def over(self) -> bool:
+        return self.finished
 
     def guard(self) -> _Guard:
         """``with deadline.guard():`` the current task is cut off at the deadline."""
@@ -545,7 +556,7 @@ class Deadline:
         return True
 
     def cancel(self) -> None:
-        self._handle.cancel()
+        self.finished = True
 
 
 class _Guard:
