@@ -150,7 +150,7 @@ def test_submission_requires_tls_then_auth_whatever_the_network(secure: Secure) 
     assert "\r\nMessage-ID: <" in header
     assert "\r\nDate: " in header
     ingress = secure.pipeline.process("ingress")
-    assert '"login": "app"' in ingress.logs()
+    assert ingress.logged(login="app"), ingress.logs()
 
 
 def test_auth_login_and_any_sender_domain_when_none_are_listed(secure: Secure) -> None:
@@ -173,8 +173,8 @@ def test_the_users_file_s_class_wins_and_the_class_header_is_never_delivered(
         assert raw.cmd(content).code == 250
     [received] = secure.pipeline.sink.wait_for(lambda m: len(m) == 1, 20, "the newsletter")
     assert b"x-mailyard-class" not in received.content.lower()
-    logs = secure.pipeline.process("queue").logs()
-    assert '"class": "bulk", "class_by": "user"' in logs
+    queue = secure.pipeline.process("queue")
+    assert queue.logged(**{"class": "bulk", "class_by": "user"}), queue.logs()
 
 
 def test_a_users_file_class_queue_classes_lacks_stops_start_up_naming_it(

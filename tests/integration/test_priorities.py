@@ -99,5 +99,5 @@ def test_the_class_header_picks_the_lane_and_never_reaches_the_recipient(
     [received] = pipeline.sink.wait_for(lambda got: len(got) == 1, 20, "the newsletter")
     assert b"x-mailyard-class" not in received.content.lower()
     assert b"Subject: newsletter" in received.content
-    logs = pipeline.process("queue").logs()
-    assert '"class": "bulk"' in logs
+    queue = pipeline.process("queue")
+    assert queue.logged(**{"class": "bulk"}), queue.logs()

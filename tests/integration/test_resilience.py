@@ -163,7 +163,7 @@ def test_sigterm_finishes_in_flight_delivery_and_exits_0(pipeline: Pipeline) -> 
     assert process.terminate(timeout=30) == 0
     assert pipeline.sink.deliveries() == {"slow@alpha.test": 1}
     assert time.monotonic() - started >= 1.0  # it waited for the transaction
-    assert '"msg": "stopped"' in process.logs()
+    assert process.logged(msg="stopped"), process.logs()
 
 
 def test_sigterm_lets_a_transaction_finish_and_sends_idle_clients_away(

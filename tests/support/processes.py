@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -126,6 +127,28 @@ class MailyardProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The JSON log lines as records; anything else on stderr (a traceback) is skipped.
+
+        Tests compare fields, not text: the encoder decides spacing and key order.
+        """
+        records = []
+        for line in self.logs().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+    def logged(self, **fields: object) -> bool:
+        """Whether some log line carries all these fields with these values."""
+        return any(
+            all(record.get(key) == value for key, value in fields.items())
+            for record in self.log_records()
+        )
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
