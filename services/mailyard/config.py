@@ -231,8 +231,10 @@ class DeliveryBatchConfig(Section):
     """Jobs for one destination handed to delivery together, as Postfix's qmgr
     hands an smtp process a list: the broker and the consumers then work per
     batch, and the jobs share the SMTP session. Only jobs split from messages
-    accepted together are batched, so nothing waits to fill a batch. The price:
-    a delivery process killed mid-batch redelivers the whole batch (counted in
+    accepted together are batched, so nothing waits to fill a batch. A
+    delivery process killed mid-batch gets the batch back; the jobs it had
+    finished are in the record of finished jobs and are left out, so only the
+    transactions in flight are sent again (counted in
     ``mailyard_delivery_possible_duplicates_total``). ``max_jobs: 1`` sends
     every job on its own.
     """
