@@ -132,7 +132,11 @@ def test_a_job_split_again_after_a_crash_is_not_delivered_twice(pipeline: Pipeli
         # confirm; a second is fifty lingers.
         time.sleep(1.0)
 
-    repeat = job("01AGAIN.1", "again@alpha.test", may_repeat=True)
+    # A copy split again from the same accepted message: everything as before
+    # (the acceptance time the record is searched from, too) but may_repeat.
+    repeat = pb.DeliveryJob()
+    repeat.CopyFrom(first)
+    repeat.may_repeat = True
     unmarked = job("01OTHER.1", "other@alpha.test", may_repeat=True)  # never delivered before
     pipeline.inject_many(
         [
