@@ -290,13 +290,18 @@ async def test_a_one_job_batch_is_cut_off_and_sent_back_in_its_own_task():
     broker = await start(
         delivery(fake, concurrency=1, attempt_timeout="200ms", shaping={"max_wait": "100ms"})
     )
+    # Both batches start in one step of the loop, so their deadlines end
+    # together: job 1's cut-off frees the slot only after job 2's deadline is
+    # due too. Started apart (a loop turn or a collection between them), job 2
+    # could take the freed slot first and be cut off mid-attempt instead.
     hogging = asyncio.create_task(broker.deliver(QueueName.DELIVERY, [job(1)]))
+    queued = asyncio.create_task(broker.deliver(QueueName.DELIVERY, [job(2)]))
     for _ in range(100):
         if fake.running:
             break
         await asyncio.sleep(0)
     assert fake.running == 1  # job 1 holds the one slot
-    waiting = await broker.deliver(QueueName.DELIVERY, [job(2)])
+    waiting = await queued
     # Job 2 never got the one slot: back in line as it was, and acked.
     assert waiting.outcome == "acked"
     [back] = waiting.outputs
