@@ -23,7 +23,18 @@ def test_status_reads_depths_and_consumers(pipeline_factory) -> None:
     def queues() -> dict[str, QueueState]:
         return asyncio.run(read_queues(settings))
 
-    running = queues()
+    # Ready means each process answers on /metrics; its consumers may reach
+    # the broker a moment later.
+    running = wait_until(
+        lambda: (
+            (q := queues())["delivery"].consumers
+            and q["delivery.bulk"].consumers
+            and q["inbound"].consumers
+            and q
+        ),
+        10,
+        "every consumer to be registered",
+    )
     assert running["delivery"].consumers == 1
     assert running["delivery.bulk"].consumers == 1  # every lane
     assert running["inbound"].consumers == 1
