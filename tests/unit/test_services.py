@@ -287,34 +287,29 @@ async def test_a_one_job_batch_is_cut_off_and_sent_back_in_its_own_task():
     of that task is taken back, and the outcome is still stored."""
     fake = FakeDeliverer()
     fake.gate = asyncio.Event()  # never set: whatever starts an attempt hangs
-    broker = await start(
-        delivery(fake, concurrency=1, attempt_timeout="200ms", shaping={"max_wait": "100ms"})
-    )
-    # Both batches start in one step of the loop, so their deadlines end as
-    # close together as they can: should job 1's cut-off free the slot before
-    # job 2's deadline is due, job 2 would take it and be cut off mid-attempt
-    # instead. (This test failed about once in 40 runs before and after this
-    # change; whether that race is the cause is not established.)
-    hogging = asyncio.create_task(broker.deliver(QueueName.DELIVERY, [job(1)]))
-    queued = asyncio.create_task(broker.deliver(QueueName.DELIVERY, [job(2)]))
-    for _ in range(100):
-        if fake.running:
-            break
-        await asyncio.sleep(0)
-    assert fake.running == 1  # job 1 holds the one slot
-    waiting = await queued
-    # Job 2 never got the one slot: back in line as it was, and acked.
+    service = delivery(fake, concurrency=1, attempt_timeout="200ms", shaping={"max_wait": "100ms"})
+    broker = await start(service)
+    # The one slot is taken, as by a sent job whose record is not durable yet.
+    # (Not by a job under the same deadline: its cut-off would free the slot
+    # a moment before the waiter's deadline, and the waiter would start.)
+    await service.slots.acquire("")
+    waiting = await broker.deliver(QueueName.DELIVERY, [job(2)])
+    # Job 2 never got the slot: back in line as it was, and acked.
+    assert fake.running == 0
     assert waiting.outcome == "acked"
+    assert waiting.completed == []
     [back] = waiting.outputs
     assert isinstance(back, Publish)
     assert back.items[0].queue_id == "01J2.1"
-    # Job 1 was cut off mid-attempt: deferred, with why.
-    cut_off = await hogging
+    service.slots.release()
+    # Job 1 gets the slot and hangs mid-attempt: cut off, deferred with why.
+    cut_off = await broker.deliver(QueueName.DELIVERY, [job(1)])
     assert cut_off.outcome == "acked"
     [(key, outputs)] = cut_off.completed
     assert key == "01J1.1/0"
     deferred = next(o for o in outputs if isinstance(o, Emit) and o.kind is EventKind.DEFERRED)
     assert deferred.event.results[0].reply.status == "4.4.1"
+    assert service.slots.free == 1
 
 
 async def test_a_sent_job_keeps_its_slot_until_its_record_is_durable_or_its_batch_acked():
