@@ -140,3 +140,17 @@ def test_deferred_recipients_go_round_again_though_nobody_hears_deferred():
     [again] = [o for o in outputs if isinstance(o, Publish)]
     assert len(again.items[0].recipients) == 3
     assert [r.reply.code for r in again.items[0].last_results] == [451, 451, 451]
+
+
+def test_a_deferred_job_carries_when_its_attempt_ended():
+    """The queue counts the retry's wait from it (a deferral planned twice
+    after a crash must come out the same), so it is this attempt's, not the
+    earliest moment the job it came from could start."""
+    first = job()
+    first.not_before.CopyFrom(wire.timestamp(NOW - timedelta(hours=1)))
+    first.may_repeat = True
+    outputs = plan(first, delivered(dsn=False, reply=Reply(451, "4.7.1", "later")))
+    [again] = [o for o in outputs if isinstance(o, Publish)]
+    assert wire.to_datetime(again.items[0].not_before) == NOW
+    assert again.items[0].attempts == 1
+    assert not again.items[0].may_repeat  # a new attempt: whether it repeats is the queue's to say

@@ -14,7 +14,7 @@ import pytest
 
 from mailyard import wire
 from mailyard.bounce.service import BounceService
-from mailyard.broker import Emit, EventKind, Publish, QueueName
+from mailyard.broker import Emit, EventKind, Publish, QueueName, records
 from mailyard.broker.memory import MemoryBroker, PublishError
 from mailyard.config import Settings
 from mailyard.delivery.outcome import RecipientOutcome
@@ -125,6 +125,32 @@ async def test_queue_puts_a_deferred_job_on_the_next_rung():
     assert publish.spread == 0.2
     not_before = wire.to_datetime(publish.items[0].not_before)
     assert timedelta(minutes=7.9) < not_before - datetime.now(UTC) < timedelta(minutes=8.1)
+
+
+async def test_a_deferral_planned_again_after_a_crash_gives_the_same_retry():
+    """Killed after publishing a retry and before acking its deferral, the queue
+    plans it again later: the copy is marked, and its earliest moment (where
+    delivery's record lookup starts) is the first copy's, counted from the
+    failed attempt's end, not from when it was planned."""
+    queue = QueueService(settings(queue={"retry_delays": ["5m", "10m"]}), MemoryBroker())
+    broker = await start(queue)
+    deferred = job(1, attempts=1)
+    attempt_ended = datetime.now(UTC) - timedelta(seconds=30)
+    deferred.not_before.CopyFrom(wire.timestamp(attempt_ended))
+    first = await broker.deliver(QueueName.DEFERRED, [deferred])
+    await asyncio.sleep(0.01)  # the queue's clock moves on before the redelivery
+    again = await broker.deliver(QueueName.DEFERRED, [deferred], redelivered=True)
+    [retry] = first.outputs
+    [copy] = again.outputs
+    assert isinstance(retry, Publish)
+    assert isinstance(copy, Publish)
+    assert not retry.items[0].may_repeat
+    assert copy.items[0].may_repeat
+    assert wire.job_message_id(copy.items[0]) == wire.job_message_id(retry.items[0])
+    assert copy.items[0].not_before == retry.items[0].not_before
+    earliest = wire.to_datetime(retry.items[0].not_before)
+    assert earliest == attempt_ended + timedelta(minutes=5) * 0.8
+    assert records.search_from(copy.items) == earliest
 
 
 async def test_queue_expires_a_deferred_job_past_its_lifetime():

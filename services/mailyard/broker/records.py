@@ -35,8 +35,9 @@ def search_from(items: Sequence[Message]) -> datetime:
     """The earliest moment a finished copy of any of ``items`` can have been recorded.
 
     A job's attempt cannot start before its ``not_before`` (acceptance for a
-    first attempt, the end of the wait for a retry); jobs written before that
-    field existed fall back to the time the message was accepted.
+    first attempt, the end of the wait for a retry, counted from the failed
+    attempt's end so that a copy planned again has the same); jobs written
+    before that field existed fall back to the time the message was accepted.
     """
     moments = []
     for item in items:

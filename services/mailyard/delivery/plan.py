@@ -72,7 +72,7 @@ def plan_report(
             )
             outputs.append(Emit(EventKind.RELAYED, notice))
         if outcome is Outcome.DEFERRED:
-            outputs.append(Publish(QueueName.DEFERRED, (_again(job, attempts, results),)))
+            outputs.append(Publish(QueueName.DEFERRED, (_again(job, attempts, results, now),)))
     return outputs
 
 
@@ -94,13 +94,21 @@ def success_to_report(
 _NONE = pb.RecipientOptions()
 
 
-def _again(job: pb.DeliveryJob, attempts: int, results: list[pb.RecipientResult]) -> pb.DeliveryJob:
-    """The job for its deferred recipients, one attempt further (the one copy of the body)."""
+def _again(
+    job: pb.DeliveryJob, attempts: int, results: list[pb.RecipientResult], now: datetime
+) -> pb.DeliveryJob:
+    """The job for its deferred recipients, one attempt further (the one copy of the body).
+
+    ``not_before`` is the end of this attempt: the next one cannot start
+    earlier, and the queue counts the retry's wait from it, so that a
+    deferral it plans twice (a crash before its ack) gets one ``not_before``
+    and the second copy's record lookup starts early enough (records.py).
+    """
     retry = pb.DeliveryJob()
     retry.CopyFrom(job)
     retry.attempts = attempts
     retry.may_repeat = False
-    retry.ClearField("not_before")
+    retry.not_before.CopyFrom(wire.timestamp(now))
     del retry.recipients[:]
     retry.recipients.extend(r.recipient for r in results)
     options = recipient_options(job)

@@ -115,7 +115,11 @@ def plan_deferral(
     retry_delays: Sequence[timedelta],
     quoting: Quoting,
     delay_warning: timedelta | None = None,
+    may_repeat: bool = False,
 ) -> DeferralPlan:
+    """The retry on its rung, or the expiry; ``may_repeat`` when the deferral was
+    handed over before (its retry may be out already: delivery then asks the
+    record of finished jobs before attempting it)."""
     step = after_deferral(
         attempts=job.attempts,
         expires_at=wire.to_datetime(job.expires_at),
@@ -132,8 +136,14 @@ def plan_deferral(
         return DeferralPlan([Emit(EventKind.EXPIRED, event)], step)
     retry = pb.DeliveryJob()
     retry.CopyFrom(job)
-    # The earliest it can come back: jitter only shortens the wait.
-    retry.not_before.CopyFrom(wire.timestamp(now + step.delay * (1 - RETRY_SPREAD)))
+    retry.may_repeat = may_repeat
+    # The earliest it can come back: jitter only shortens the wait. Counted
+    # from the failed attempt's end (delivery stamps it in not_before), not
+    # from now: the same deferral planned again after a crash must get the
+    # same moment, or its copy's record lookup could start after the first
+    # copy was recorded and miss it.
+    attempted = _attempted(job, now)
+    retry.not_before.CopyFrom(wire.timestamp(attempted + step.delay * (1 - RETRY_SPREAD)))
     outputs: list[Output] = [
         Publish(QueueName.DELIVERY, (retry,), delay=step.delay, spread=RETRY_SPREAD)
     ]
@@ -153,6 +163,17 @@ def plan_deferral(
         event = event_for(EventKind.DELAYED, job, warn, now=now, quoting=quoting)
         outputs.append(Emit(EventKind.DELAYED, event))
     return DeferralPlan(outputs, step, len(warn))
+
+
+def _attempted(job: pb.DeliveryJob, now: datetime) -> datetime:
+    """When the failed attempt ended, as delivery stamped it; ``now`` for a job
+    without it (from a version before it) or with a stamp that cannot be right."""
+    if not job.HasField("not_before"):
+        return now
+    try:
+        return min(wire.to_datetime(job.not_before), now)  # a clock ahead: never later
+    except ValueError:
+        return now
 
 
 def _last_results(job: pb.DeliveryJob, stand_in: pb.SmtpReply) -> list[pb.RecipientResult]:

@@ -248,6 +248,7 @@ class QueueService(ConsumingService):
                 retry_delays=self.config.retry_delays,
                 quoting=self.quoting,
                 delay_warning=self.config.delay_warning,
+                may_repeat=work.redelivered,
             )
             outputs += plan.outputs
             work.then(functools.partial(_account_deferral, job, plan))
