@@ -22,7 +22,11 @@ def subscribe(prefix: str, keys: list[str]) -> str:
         connection = await aio_pika.connect(BROKER_URL)
         async with connection:
             channel = await connection.channel()
-            queue = await channel.declare_queue(name, durable=True)
+            # Gone a while after the test stops reading it: durable queues
+            # outlive the broker's restarts, and these would pile up.
+            queue = await channel.declare_queue(
+                name, durable=True, arguments={"x-expires": 300_000}
+            )
             for key in keys:
                 await queue.bind(f"{prefix}.events", routing_key=key)
 

@@ -8,6 +8,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
+from datetime import timedelta
 
 import aio_pika
 from yarl import URL
@@ -36,6 +38,21 @@ def delete_prefix(prefix: str, queues: list[str], exchanges: list[str]) -> None:
                 await channel.exchange_delete(name)
 
     asyncio.run(run())
+
+
+def delete_topology(
+    prefix: str, retry_delays: Sequence[timedelta], classes: Sequence[str] | None = None
+) -> None:
+    """Every queue and exchange services with ``prefix`` declare: each lane of
+    ``classes`` (the default classes when None) and its rungs, the hold rungs too.
+    Durable queues outlive the broker's restarts; each quorum queue left
+    behind is a Raft member the broker keeps ticking."""
+    from mailyard.broker.topology import HOLD_DELAYS, Topology
+    from mailyard.config import QueueConfig
+
+    lanes = tuple(classes or QueueConfig().classes)
+    topology = Topology(prefix, tuple(dict.fromkeys((*retry_delays, *HOLD_DELAYS))), 2, lanes=lanes)
+    delete_prefix(prefix, list(topology.queues), [topology.events, topology.members])
 
 
 def queue_messages(queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from tests.support import spool
-from tests.support.broker import BROKER_URL, delete_prefix, publish_raw, queue_messages
+from tests.support.broker import BROKER_URL, delete_topology, publish_raw, queue_messages
 from tests.support.dns_server import TestDnsServer
 from tests.support.processes import REPO, MailyardProcess, free_port
 from tests.support.smtp_sink import Sink
@@ -299,19 +299,10 @@ def stop_pipeline(pipeline: Pipeline, retry_delays: list[str]) -> dict[str, int]
     pipeline.sink.stop()
     if pipeline.embedded:
         return codes
-    from mailyard.broker.topology import HOLD_DELAYS, Topology
     from mailyard.durations import parse_duration
 
-    # Every lane the pipeline declared, and its rungs (the hold rungs too).
     classes = yaml.safe_load(pipeline.config_path.read_text()).get("queue", {}).get("classes")
-    delays = (*(parse_duration(d) for d in retry_delays), *HOLD_DELAYS)
-    topology = Topology(
-        pipeline.prefix,
-        tuple(dict.fromkeys(delays)),
-        2,
-        lanes=tuple(classes or ("transactional", "bulk")),
-    )
-    delete_prefix(pipeline.prefix, list(topology.queues), [topology.events, topology.members])
+    delete_topology(pipeline.prefix, [parse_duration(d) for d in retry_delays], classes)
     return codes
 
 
