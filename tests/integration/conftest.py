@@ -38,18 +38,17 @@ def adapter(request: pytest.FixtureRequest) -> str:
 def pipeline_factory(
     adapter: str, dns_server: TestDnsServer, tmp_path: Path
 ) -> Iterator[Callable[..., Pipeline]]:
-    started: list[tuple[Pipeline, list[str]]] = []
+    started: list[Pipeline] = []
 
     def start(**options: Any) -> Pipeline:
         options.setdefault("adapter", adapter)
         pipeline = start_pipeline(tmp_path, dns_server, **options)
-        delays = (options.get("overrides") or {}).get("queue", {}).get("retry_delays", ["1s"])
-        started.append((pipeline, delays))
+        started.append(pipeline)
         return pipeline
 
     yield start
-    for pipeline, delays in started:
-        stop_pipeline(pipeline, delays)
+    for pipeline in started:
+        stop_pipeline(pipeline)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import uuid
 
 import pytest
 
-from mailyard.config import QueueConfig
 from tests.support.broker import delete_topology
 from tests.support.pipeline import Pipeline, message, wait_until
 from tests.support.processes import REPO, free_port
@@ -214,7 +213,7 @@ def test_start_up_fails_plainly_when_the_broker_cannot_hold_max_message_size(
         cwd=REPO,
         env={"PYTHONPATH": str(REPO / "services"), "PATH": "/usr/bin:/bin"},
     )
-    delete_topology(prefix, QueueConfig().retry_delays)
+    delete_topology(config)
     assert result.returncode == 1, result.stdout
     assert "ingress.max_message_size is 140000000 bytes" in result.stdout
     assert "max_message_size in rabbitmq.conf" in result.stdout

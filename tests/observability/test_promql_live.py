@@ -282,7 +282,7 @@ def live(
     finally:
         if prometheus is not None:
             prometheus.stop()
-        stop_pipeline(pipeline, ["1s"])
+        stop_pipeline(pipeline)
 
 
 def test_every_expression_parses(live: Live) -> None:

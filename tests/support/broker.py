@@ -8,8 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
-from datetime import timedelta
+from pathlib import Path
 
 import aio_pika
 from yarl import URL
@@ -40,19 +39,16 @@ def delete_prefix(prefix: str, queues: list[str], exchanges: list[str]) -> None:
     asyncio.run(run())
 
 
-def delete_topology(
-    prefix: str, retry_delays: Sequence[timedelta], classes: Sequence[str] | None = None
-) -> None:
-    """Every queue and exchange services with ``prefix`` declare: each lane of
-    ``classes`` (the default classes when None) and its rungs, the hold rungs too.
+def delete_topology(config: Path) -> None:
+    """Every queue and exchange the services of ``config`` declare: the same
+    names they derive (``topology_for``: each lane, its rungs, the hold rungs).
     Durable queues outlive the broker's restarts; each quorum queue left
     behind is a Raft member the broker keeps ticking."""
-    from mailyard.broker.topology import HOLD_DELAYS, Topology
-    from mailyard.config import QueueConfig
+    from mailyard.broker import topology_for
+    from mailyard.config import load_settings
 
-    lanes = tuple(classes or QueueConfig().classes)
-    topology = Topology(prefix, tuple(dict.fromkeys((*retry_delays, *HOLD_DELAYS))), 2, lanes=lanes)
-    delete_prefix(prefix, list(topology.queues), [topology.events, topology.members])
+    topology = topology_for(load_settings(config))
+    delete_prefix(topology.prefix, list(topology.queues), [topology.events, topology.members])
 
 
 def queue_messages(queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:

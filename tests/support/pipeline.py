@@ -289,7 +289,7 @@ def start_pipeline(
     return pipeline
 
 
-def stop_pipeline(pipeline: Pipeline, retry_delays: list[str]) -> dict[str, int]:
+def stop_pipeline(pipeline: Pipeline) -> dict[str, int]:
     codes = {}
     for name, process in pipeline.processes.items():
         try:
@@ -297,12 +297,8 @@ def stop_pipeline(pipeline: Pipeline, retry_delays: list[str]) -> dict[str, int]
         finally:
             process.close()
     pipeline.sink.stop()
-    if pipeline.embedded:
-        return codes
-    from mailyard.durations import parse_duration
-
-    classes = yaml.safe_load(pipeline.config_path.read_text()).get("queue", {}).get("classes")
-    delete_topology(pipeline.prefix, [parse_duration(d) for d in retry_delays], classes)
+    if not pipeline.embedded:
+        delete_topology(pipeline.config_path)
     return codes
 
 
